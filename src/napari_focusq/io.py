@@ -179,6 +179,8 @@ class ImageSource:
         idx, letters = self._index(slice(ya, yb), slice(xa, xb), zi)
         try:
             data = np.asarray(self._raw[level][idx])
+        except MemoryError:
+            raise  # asking for too much is the caller's problem, not the file's
         except Exception as exc:  # decoding errors surface from deep inside codecs
             raise ImageReadError(self.path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                             "the file may be truncated or corrupt") from exc

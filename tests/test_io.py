@@ -1,0 +1,302 @@
+"""Reading slides, pyramids and z-stacks lazily, their pixel sizes, and bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_focusq.errors import ImageReadError
+from napari_focusq.io import finite_fraction, open_image, sample_slide_path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
+
+
+# -- real files -------------------------------------------------------------------------
+def test_bundled_svs_geometry_pixel_size_and_lazy_region():
+    assert sample_slide_path().samefile(SVS)
+    with open_image(SVS) as src:
+        assert src.shape == (2967, 2220, 3) and src.axes == "YXC"
+        assert src.dtype == np.uint8 and src.is_rgb and src.n_z == 1
+        assert src.pixel_size_um == pytest.approx(0.499)
+        assert src.pixel_size_source == "Aperio MPP"
+        assert not isinstance(src.levels[0], np.ndarray)  # lazy, not loaded
+        full = src.read_plane()
+        assert full.shape == src.shape
+        win = src.read_region(1000, 700, 320, 320)
+        np.testing.assert_array_equal(win, full[1000:1320, 700:1020])
+        # windows past the edge are clipped to the image
+        edge = src.read_region(2900, -50, 320, 320)
+        np.testing.assert_array_equal(edge, full[2900:, :270])
+        thumb = src.thumbnail(512)
+        assert max(thumb.shape[:2]) <= 512 and thumb.shape[2] == 3 and thumb.dtype == np.uint8
+        assert abs(float(thumb.mean()) - float(full.mean())) < 2.0
+
+
+@pytest.mark.parametrize("name", ["openslide_OS-1_HE_hamamatsu.ome.tif", "openslide_OS-2_Ki67_hamamatsu.ome.tif"])
+def test_hamamatsu_ome_pixel_size(name):
+    with open_image(DATA / "brightfield" / name) as src:
+        assert src.pixel_size_um == pytest.approx(0.227, abs=5e-4)
+        assert src.pixel_size_source == "OME"
+        assert src.axes == "YXC" and src.is_rgb
+        np.testing.assert_array_equal(src.read_region(100, 200, 64, 48),
+                                      tifffile.imread(src.path)[100:164, 200:248])
+
+
+def test_cells3d_zstack():
+    path = DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"
+    ref = tifffile.imread(path)
+    with open_image(path) as src:
+        assert src.shape == (60, 256, 256) and src.axes == "ZYX" and src.n_z == 60
+        assert src.dtype == np.uint16
+        np.testing.assert_array_equal(src.read_region(10, 20, 30, 40, z=34), ref[34, 10:40, 20:60])
+        np.testing.assert_array_equal(src.read_region(10, 20, 30, 40), ref[:, 10:40, 20:60])
+        np.testing.assert_array_equal(src.read_plane(z=-1), ref[-1])
+        with pytest.raises(ValueError, match="z=60"):
+            src.read_region(0, 0, 8, 8, z=60)
+
+
+def test_ndev_four_channel_ome_channels_last():
+    path = DATA / "fluorescence" / "ndev_neuron-4Ch.ome.tiff"
+    with open_image(path) as src:
+        assert src.axes == "YXC" and src.shape == (623, 502, 4)
+        assert src.pixel_size_um == pytest.approx(0.124, abs=5e-4) and src.pixel_size_source == "OME"
+        assert not src.is_rgb and src.z_spacing_um is None  # PhysicalSizeZ of a 2-D image means nothing
+        ref = np.moveaxis(tifffile.imread(path), 0, -1)
+        np.testing.assert_array_equal(src.read_plane(), ref)
+        np.testing.assert_array_equal(np.asarray(src.levels[0][5:9, 7:10]), ref[5:9, 7:10])
+
+
+# -- files the tests write --------------------------------------------------------------
+def _write_ome_pyramid(path: Path, base: np.ndarray, px_um: float, n_levels: int = 3) -> list[np.ndarray]:
+    levels = [base]
+    for _ in range(n_levels - 1):
+        b = levels[-1]
+        levels.append(b.reshape(b.shape[0] // 2, 2, b.shape[1] // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8))
+    opts = dict(tile=(128, 128), compression="zlib", photometric="rgb")
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(levels[0], subifds=n_levels - 1, metadata={"axes": "YXS", "PhysicalSizeX": px_um,
+                                                            "PhysicalSizeY": px_um}, **opts)
+        for lv in levels[1:]:
+            tw.write(lv, subfiletype=1, **opts)
+    return levels
+
+
+def test_ome_subifd_pyramid_levels_and_level_for(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (1024, 768, 3), dtype=np.uint8)
+    path = tmp_path / "pyr.ome.tif"
+    levels = _write_ome_pyramid(path, base, px_um=0.25)
+    with open_image(path) as src:
+        assert src.level_shapes == [(1024, 768, 3), (512, 384, 3), (256, 192, 3)]
+        assert src.downsamples == pytest.approx([1.0, 2.0, 4.0])
+        assert src.pixel_size_um == pytest.approx(0.25) and src.pixel_size_source == "OME"
+        assert src.level_for(0.5) == 1
+        assert src.level_for(0.25) == 0 and src.level_for(0.1) == 0
+        assert src.level_for(0.99) == 1 and src.level_for(1.0) == 2 and src.level_for(50) == 2
+        np.testing.assert_array_equal(src.read_region(100, 50, 200, 100, level=1), levels[1][100:300, 50:150])
+        np.testing.assert_array_equal(src.read_plane(level=2), levels[2])
+        thumb = src.thumbnail(300)  # level 1 (512 px) is the smallest >= 300 px, halved
+        assert thumb.shape == (256, 192, 3)
+        assert np.abs(thumb.astype(int) - levels[2].astype(int)).max() <= 1
+        with pytest.raises(ValueError, match="level 3"):
+            src.read_region(0, 0, 4, 4, level=3)
+    with open_image(path, pixel_size_um=0.5) as src:
+        assert src.pixel_size_source == "user" and src.level_for(1.0) == 1
+
+
+def test_ome_zstack_zcyx_comes_back_zyxc(tmp_path):
+    data = np.random.default_rng(1).integers(0, 4000, (5, 2, 64, 48), dtype=np.uint16)
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "ZCYX", "PhysicalSizeX": 300,
+                                                      "PhysicalSizeXUnit": "nm", "PhysicalSizeZ": 1.5})
+    ref = np.moveaxis(data, 1, -1)
+    with open_image(path) as src:
+        assert src.axes == "ZYXC" and src.shape == (5, 64, 48, 2) and src.n_z == 5
+        assert src.pixel_size_um == pytest.approx(0.3) and src.z_spacing_um == pytest.approx(1.5)
+        np.testing.assert_array_equal(src.read_region(3, 4, 10, 20, z=2), ref[2, 3:13, 4:24])
+        np.testing.assert_array_equal(src.read_region(3, 4, 10, 20), ref[:, 3:13, 4:24])
+        assert src.levels[0].shape == ref.shape
+        np.testing.assert_array_equal(np.asarray(src.levels[0][1:3, 5:9]), ref[1:3, 5:9])
+        assert src.thumbnail().shape == (64, 48, 2)  # middle plane
+
+
+@pytest.mark.parametrize(
+    "kw, expect",
+    [
+        (dict(resolution=(1e4 / 0.4, 1e4 / 0.4), resolutionunit="CENTIMETER"), 0.4),
+        (dict(resolution=(25400 / 0.5, 25400 / 0.5), resolutionunit="INCH"), 0.5),
+        (dict(resolution=(72, 72), resolutionunit="INCH"), None),  # editor default
+        (dict(resolution=(1, 100), resolutionunit="CENTIMETER"), None),  # 100 cm pixels: nonsense
+        (dict(resolution=(4, 4), resolutionunit="NONE"), None),  # dimensionless
+        (dict(), None),
+    ],
+)
+def test_tiff_resolution_tags(tmp_path, kw, expect):
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8), **kw)
+    with open_image(path) as src:
+        if expect is None:
+            assert src.pixel_size_um is None and src.pixel_size_source == "unknown"
+        else:
+            assert src.pixel_size_um == pytest.approx(expect) and src.pixel_size_source == "TIFF resolution"
+
+
+def test_imagej_stack_spacing_and_unit(tmp_path):
+    path = tmp_path / "ij.tif"
+    data = np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
+    tifffile.imwrite(path, data, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"})
+    with open_image(path) as src:
+        assert src.axes == "ZYX" and src.dtype == np.float32
+        assert src.pixel_size_um == pytest.approx(0.25) and src.z_spacing_um == pytest.approx(2.0)
+
+
+def test_float_with_nan_opens_and_rgba_tiff_drops_alpha(tmp_path):
+    f = np.ones((8, 8), np.float32)
+    f[0, :4] = np.nan
+    f[1, 0] = np.inf
+    tifffile.imwrite(tmp_path / "nan.tif", f)
+    with open_image(tmp_path / "nan.tif") as src:
+        assert finite_fraction(src.read_plane()) == pytest.approx(59 / 64)
+    rgba = np.random.default_rng(2).integers(0, 255, (10, 12, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    with open_image(tmp_path / "rgba.tif") as src:
+        assert src.shape == (10, 12, 3) and src.is_rgb
+        np.testing.assert_array_equal(src.read_plane(), rgba[..., :3])
+        np.testing.assert_array_equal(np.asarray(src.levels[0]), rgba[..., :3])
+
+
+def test_png_jpeg_and_one_pixel_images(tmp_path):
+    rgba = np.random.default_rng(3).integers(0, 255, (20, 30, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with open_image(tmp_path / "a.png") as src:
+        assert src.axes == "YXC" and src.shape == (20, 30, 3) and src.is_rgb
+        np.testing.assert_array_equal(src.read_region(2, 3, 5, 6), rgba[2:7, 3:9, :3])
+        assert src.pixel_size_um is None
+    g16 = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 50
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    with open_image(tmp_path / "g16.png") as src:
+        assert src.axes == "YX" and src.dtype == np.uint16
+        np.testing.assert_array_equal(src.read_plane(), g16)
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "c.jpg", quality=95)
+    with open_image(tmp_path / "c.jpg", pixel_size_um=0.8) as src:
+        assert src.shape == (20, 30, 3) and src.pixel_size_um == 0.8 and src.pixel_size_source == "user"
+    tifffile.imwrite(tmp_path / "one.tif", np.array([[7]], np.uint8))
+    Image.fromarray(np.array([[9]], np.uint8)).save(tmp_path / "one.png")
+    for name, v in [("one.tif", 7), ("one.png", 9)]:
+        with open_image(tmp_path / name) as src:
+            assert src.shape == (1, 1) and src.read_region(0, 0, 320, 320).tolist() == [[v]]
+            assert src.thumbnail().shape == (1, 1)
+
+
+# -- one tile of a file far larger than memory --------------------------------------------
+def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
+    H = W = 30000  # 2.7 GB decoded
+    T = 1024
+    # pre-encoded constant tiles: the writer needs neither the image nor time to compress it
+    enc = {v: zlib.compress(np.full((T, T, 3), v, np.uint8).tobytes(), 1) for v in range(0, 256, 16)}
+
+    def value(ty: int, tx: int) -> int:
+        return ((ty * 7 + tx * 13) % 16) * 16
+
+    tiles = (enc[value(ty, tx)] for ty in range(-(-H // T)) for tx in range(-(-W // T)))
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, tiles, shape=(H, W, 3), dtype=np.uint8, tile=(T, T), compression="zlib",
+                     bigtiff=True, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
+                     resolutionunit="CENTIMETER")
+    assert path.stat().st_size < 50e6
+    y0, x0 = 20 * T - 100, 7 * T - 200  # straddles four tiles
+    expect = np.empty((320, 320), np.uint8)
+    for y in range(320):
+        for x in range(320):
+            expect[y, x] = value((y0 + y) // T, (x0 + x) // T)
+    limit_mb = 700  # well below the 2.7 GB decoded image; imports need about 300 MB
+    script = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, ({limit_mb} << 20, {limit_mb} << 20))
+        import numpy as np
+        from napari_focusq.io import open_image
+        with open_image({str(path)!r}) as src:
+            assert src.shape == ({H}, {W}, 3), src.shape
+            assert abs(src.pixel_size_um - 0.5) < 1e-9, src.pixel_size_um
+            r = src.read_region({y0}, {x0}, 320, 320)
+            np.save(sys.argv[1], r)
+            try:  # the cap is real: the whole image does not fit under it
+                src.read_plane()
+            except MemoryError:
+                print("full read refused")
+    """)
+    out = tmp_path / "region.npy"
+    env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "full read refused" in proc.stdout
+    region = np.load(out)
+    assert region.shape == (320, 320, 3)
+    np.testing.assert_array_equal(region, np.repeat(expect[..., None], 3, axis=2))
+
+
+# -- bad input ---------------------------------------------------------------------------
+def _expect_error(path: Path, reason: str) -> ImageReadError:
+    with pytest.raises(ImageReadError) as info:
+        open_image(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    assert reason in msg, msg
+    assert isinstance(info.value, ValueError)
+    return info.value
+
+
+def test_missing_directory_empty_and_unsupported(tmp_path):
+    _expect_error(tmp_path / "nope.svs", "not found")
+    _expect_error(tmp_path, "directory")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    _expect_error(tmp_path / "empty.tif", "empty")
+    (tmp_path / "slide.czi").write_bytes(b"ZISRAWFILE" + bytes(100))
+    _expect_error(tmp_path / "slide.czi", "unsupported format '.czi'")
+    (tmp_path / "notes.tif").write_text("hello, not an image")
+    _expect_error(tmp_path / "notes.tif", "not a valid TIFF")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.98])
+def test_truncated_tiff(tmp_path, keep):
+    path = tmp_path / "cut.tif"
+    data = np.random.default_rng(4).integers(0, 255, (512, 512), dtype=np.uint8)
+    tifffile.imwrite(path, data, tile=(128, 128), compression="zlib")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    _expect_error(path, "truncated" if keep > 0.9 else "")
+
+
+def test_corrupt_png(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    _expect_error(path, "cannot decode")
+
+
+def test_five_d_without_usable_axes(tmp_path):
+    path = tmp_path / "tzcyx.ome.tif"
+    tifffile.imwrite(path, np.zeros((3, 2, 2, 8, 8), np.uint8), ome=True, metadata={"axes": "TZCYX"})
+    err = _expect_error(path, "T=3")
+    assert "time point" in str(err)
+    path = tmp_path / "shaped5d.tif"
+    tifffile.imwrite(path, np.zeros((2, 3, 2, 8, 8), np.uint8))
+    _expect_error(path, "cannot use")
+
+
+def test_bad_pixel_size_argument():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="pixel_size_um"):
+            open_image(SVS, pixel_size_um=bad)
