@@ -199,6 +199,32 @@ def test_png_jpeg_and_one_pixel_images(tmp_path):
             assert src.thumbnail().shape == (1, 1)
 
 
+def test_svs_with_jpeg2000_tiles_pyramid_and_side_images(tmp_path):
+    """An Aperio layout: baseline, thumbnail, reduced levels, label, macro; JPEG 2000 tiles."""
+    rng = np.random.default_rng(6)
+    base = np.empty((1024, 768, 3), np.uint8)
+    base[:] = rng.integers(0, 255, 3, dtype=np.uint8)
+    base[100:400, 200:500] = rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    head = "Aperio Image Library v12.0.15 \r\n768x1024 [0,0 768x1024] (256x256) J2K/KDU Q=70"
+    tiled = dict(tile=(256, 256), compression=33005, photometric="rgb", metadata=None)  # Aperio JP2000 RGB
+    plain = dict(photometric="rgb", metadata=None)
+    path = tmp_path / "j2k.svs"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(base, description=head + "|AppMag = 20|MPP = 0.2520", **tiled)
+        tw.write(base[::8, ::8].copy(), compression="jpeg", description=head + " -> 96x128", **plain)
+        tw.write(base[::4, ::4].copy(), description=head + " -> 192x256", **tiled)
+        tw.write(base[::16, ::16].copy(), description=head + " -> 48x64", **tiled)
+        tw.write(base[:50, :60].copy(), subfiletype=1, description="Aperio\r\nlabel 60x50", **plain)
+        tw.write(base[:40, :90].copy(), subfiletype=9, description="Aperio\r\nmacro 90x40", **plain)
+    with open_image(path) as src:
+        assert src.level_shapes == [(1024, 768, 3), (256, 192, 3), (64, 48, 3)]
+        assert src.downsamples == pytest.approx([1.0, 4.0, 16.0])
+        assert src.pixel_size_um == pytest.approx(0.252) and src.pixel_size_source == "Aperio MPP"
+        assert src.level_for(1.0) == 0 and src.level_for(1.01) == 1  # 4 x 0.252 = 1.008 µm
+        np.testing.assert_array_equal(src.read_region(90, 190, 320, 320), base[90:410, 190:510])
+        np.testing.assert_array_equal(src.read_plane(level=2), base[::16, ::16])
+
+
 # -- one tile of a file far larger than memory --------------------------------------------
 def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
     H = W = 30000  # 2.7 GB decoded
@@ -269,14 +295,14 @@ def test_missing_directory_empty_and_unsupported(tmp_path):
     _expect_error(tmp_path / "notes.tif", "not a valid TIFF")
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.98])
+@pytest.mark.parametrize("keep", [0.01, 0.5, 0.98])
 def test_truncated_tiff(tmp_path, keep):
     path = tmp_path / "cut.tif"
     data = np.random.default_rng(4).integers(0, 255, (512, 512), dtype=np.uint8)
     tifffile.imwrite(path, data, tile=(128, 128), compression="zlib")
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)])
-    _expect_error(path, "truncated" if keep > 0.9 else "")
+    _expect_error(path, "truncated")
 
 
 def test_corrupt_png(tmp_path):
@@ -293,7 +319,7 @@ def test_five_d_without_usable_axes(tmp_path):
     assert "time point" in str(err)
     path = tmp_path / "shaped5d.tif"
     tifffile.imwrite(path, np.zeros((2, 3, 2, 8, 8), np.uint8))
-    _expect_error(path, "cannot use")
+    _expect_error(path, "cannot use (Q=2, Q=3, Q=2;")
 
 
 def test_bad_pixel_size_argument():

@@ -337,32 +337,29 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
 
 def _canonical_axes(path: Path, axes: str, shape: tuple) -> tuple[str, str]:
     """Map a file's axes to canonical ones: (one letter per stored axis, canonical axes)."""
-    sizes = dict(zip(axes, shape))
-    big = [a for a in axes if a not in "YX" and sizes[a] > 1]
     if "Y" not in axes or "X" not in axes:
         raise ImageReadError(path, f"has no Y and X axes (axes {axes!r}, shape {shape})")
-    if "C" in big and "S" in big:
+    # positions, not letters: unnamed axes ("Q") can repeat
+    big = [i for i, a in enumerate(axes) if a not in "YX" and shape[i] > 1]
+    letters = [axes[i] for i in big]
+    if "C" in letters and "S" in letters:
         raise ImageReadError(path, f"has both channels and samples per pixel (axes {axes!r}, "
                                    f"shape {shape}); save one channel layout")
-    unknown = [a for a in big if a not in "ZCS"]
-    zname = "Z"
-    if unknown and "Z" not in big and len(unknown) == 1 and unknown[0] in "QI":
+    unknown = [i for i in big if axes[i] not in "ZCS"]
+    zpos = [i for i in big if axes[i] == "Z"]
+    if not zpos and len(unknown) == 1 and axes[unknown[0]] in "QI":
         # plain multi-page TIFFs (and tifffile's "shaped" files) stack planes without naming
         # the axis; a stack of same-size planes is read as z
-        zname, unknown = unknown[0], []
+        zpos, unknown = unknown, []
     if unknown:
-        names = ", ".join(f"{a}={sizes[a]}" for a in unknown)
+        names = ", ".join(f"{axes[i]}={shape[i]}" for i in unknown)
         raise ImageReadError(path, f"has axes focusq cannot use ({names}; axes {axes!r}, shape {shape}): "
                                    "it reads 2-D images and z-stacks with optional channels; "
                                    "save a single time point / position")
-    raw = ""
-    for a in axes:
-        if a in "YX":
-            raw += a
-        elif a in big:
-            raw += "Z" if a == zname else "C"
-        else:
-            raw += "-"
+    raw = "".join(
+        a if a in "YX" else "Z" if i in zpos else "C" if i in big else "-"
+        for i, a in enumerate(axes)
+    )
     canon = ("Z" if "Z" in raw else "") + "YX" + ("C" if "C" in raw else "")
     return raw, canon
 
