@@ -295,11 +295,17 @@ def test_missing_directory_empty_and_unsupported(tmp_path):
     _expect_error(tmp_path / "notes.tif", "not a valid TIFF")
 
 
+@pytest.mark.parametrize("kind", ["tiled", "imagej", "pages"])
 @pytest.mark.parametrize("keep", [0.01, 0.5, 0.98])
-def test_truncated_tiff(tmp_path, keep):
+def test_truncated_tiff(tmp_path, kind, keep):
     path = tmp_path / "cut.tif"
-    data = np.random.default_rng(4).integers(0, 255, (512, 512), dtype=np.uint8)
-    tifffile.imwrite(path, data, tile=(128, 128), compression="zlib")
+    rng = np.random.default_rng(4)
+    if kind == "tiled":
+        tifffile.imwrite(path, rng.integers(0, 255, (512, 512), dtype=np.uint8), tile=(128, 128),
+                         compression="zlib")
+    else:  # a stack whose later pages are lost, which must not open as a shorter stack
+        tifffile.imwrite(path, rng.integers(0, 255, (20, 64, 64), dtype=np.uint16),
+                         imagej=kind == "imagej", metadata={} if kind == "imagej" else None)
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)])
     _expect_error(path, "truncated")

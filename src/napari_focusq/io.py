@@ -13,6 +13,7 @@ measures them.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -219,7 +220,8 @@ class ImageSource:
         f = max(1, math.ceil(max(H, W) / max_size))
         z = self.n_z // 2 if "Z" in self.axes else None
         nc = self.shape[-1] if "C" in self.axes else 1
-        rows_per_strip = f * max(1, (64 << 20) // max(1, f * W * nc * self.dtype.itemsize * f))
+        # about 16 MB of source per strip (block averaging works in float64, 8x that)
+        rows_per_strip = f * max(1, (16 << 20) // max(1, f * W * nc * self.dtype.itemsize))
         strips = []
         for y in range(0, H, rows_per_strip):
             strip = self.read_region(y, 0, rows_per_strip, W, level=level, z=z)
@@ -368,12 +370,25 @@ def _open_tiff(path: Path) -> ImageSource:
     import tifffile
     import zarr
 
+    warnings = _Collect()
+    logging.getLogger("tifffile").addHandler(warnings)
     try:
         tf = tifffile.TiffFile(path)
     except Exception as exc:
+        logging.getLogger("tifffile").removeHandler(warnings)
         raise ImageReadError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from exc
     try:
-        series = _pick_series(path, tf)
+        try:
+            series = _pick_series(path, tf)
+        finally:
+            logging.getLogger("tifffile").removeHandler(warnings)
+        # tifffile reads a broken chain of IFDs as a shorter file and only logs it
+        for msg in warnings.messages:
+            m = re.search(r"invalid page offset (\d+)", msg)
+            if m and int(m.group(1)) >= tf.filehandle.size:
+                raise ImageReadError(path, f"file is truncated: its next image directory is at byte "
+                                           f"{int(m.group(1)):,} but the file has only "
+                                           f"{tf.filehandle.size:,} bytes")
         raw, canon = _canonical_axes(path, series.axes, series.shape)
         _check_not_truncated(path, tf, series)
         raw_levels = []
@@ -401,6 +416,17 @@ def _open_tiff(path: Path) -> ImageSource:
         raise ImageReadError(path, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
 
 
+class _Collect(logging.Handler):
+    """Keeps the messages tifffile logs while a file is opened."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _pick_series(path: Path, tf):
     """The scan itself: the largest series by plane area, skipping overview pictures."""
     best, best_area = None, -1
@@ -419,18 +445,19 @@ def _pick_series(path: Path, tf):
 def _check_not_truncated(path: Path, tf, series) -> None:
     """Fail at open time, not mid-run, when image data lie beyond the end of the file."""
     size = tf.filehandle.size
-    pages = list(series.pages)
-    if len(pages) > 2000:
-        pages = pages[:1] + pages[-1:]
+    n = len(series.pages)
+    pages = [series.pages[i] for i in (range(n) if n <= 2000 else (0, n - 1))]
     for lvl in series.levels[1:]:
         pages += [lvl.pages[0], lvl.pages[-1]]
     end = 0
     for p in pages:
         if p is None:
             continue
-        for off, n in zip(p.dataoffsets, p.databytecounts):
-            if n:
-                end = max(end, off + n)
+        for off, nbytes in zip(p.dataoffsets, p.databytecounts):
+            if nbytes:
+                end = max(end, off + nbytes)
+    if series.dataoffset is not None:  # contiguous, uncompressed (ImageJ, tifffile "shaped")
+        end = max(end, series.dataoffset + series.nbytes)
     if end > size:
         raise ImageReadError(path, f"file is truncated: image data run to byte {end:,} "
                                    f"but the file has only {size:,} bytes")
