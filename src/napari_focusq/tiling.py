@@ -265,6 +265,10 @@ def resample_to_working(
     numpy.ndarray
         The resampled image, same dtype and channel count as the input.
     """
+    return _resample(image, pixel_size_um, working_pixel_um, out_shape, stacklevel=3)
+
+
+def _resample(image, pixel_size_um, working_pixel_um, out_shape, stacklevel):
     s = _scale(pixel_size_um, working_pixel_um)
     image = np.asarray(image)
     if image.ndim not in (2, 3) or 0 in image.shape[:2]:
@@ -275,7 +279,7 @@ def resample_to_working(
             f"pixel size {pixel_size_um:g} µm is coarser than {working_pixel_um:g} µm/px: "
             "sub-micrometre defocus is beyond it; the image is upsampled",
             ResolutionWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     if out_shape is None:
         if not needs_resampling(pixel_size_um, working_pixel_um):
@@ -314,7 +318,9 @@ def tile_to_working(
     tile
         (tile_px, tile_px[, C]) array, same dtype as ``region``.
     valid_fraction
-        Fraction of the tile area covered by real image (1.0 for interior tiles).
+        Fraction of the tile that is real image rather than padding: the top-left
+        ``round(h * s) x round(w * s)`` pixels (s = pixel / working size); 1.0 for
+        interior tiles.
     """
     region = np.asarray(region)
     if region.ndim not in (2, 3) or 0 in region.shape[:2]:
@@ -323,20 +329,18 @@ def tile_to_working(
     h, w = region.shape[:2]
     if needs_resampling(pixel_size_um, working_pixel_um):
         target = tuple(min(tile_px, max(1, round(n * s))) for n in (h, w))
-        with warnings.catch_warnings():
-            # The caller is warned once per image, not once per tile.
-            warnings.simplefilter("ignore", ResolutionWarning)
-            out = resample_to_working(region, pixel_size_um, working_pixel_um, out_shape=target)
+        # Coarse input warns here too; Python's default filter shows it once per call site.
+        out = _resample(region, pixel_size_um, working_pixel_um, target, stacklevel=3)
     else:
         out = region
     oy = max(0, (out.shape[0] - tile_px) // 2)
     ox = max(0, (out.shape[1] - tile_px) // 2)
     out = out[oy:oy + tile_px, ox:ox + tile_px]
+    valid = out.shape[0] * out.shape[1] / tile_px**2  # real pixels, before the padding
     pad = [(0, tile_px - out.shape[0]), (0, tile_px - out.shape[1])] + [(0, 0)] * (out.ndim - 2)
     if pad[0][1] or pad[1][1]:
         mode = "reflect" if min(out.shape[:2]) > 1 else "edge"
         out = np.pad(out, pad, mode=mode)
-    valid = min(1.0, h * s / tile_px) * min(1.0, w * s / tile_px)
     return np.ascontiguousarray(out), float(valid)
 
 
@@ -374,8 +378,11 @@ def _brightfield_mask(a: np.ndarray, finite: np.ndarray, white_level: float) -> 
     chroma = ndimage.uniform_filter(chroma * inv, 3)
     sat = chroma / np.maximum(ndimage.uniform_filter(mx * inv, 3), 1e-6)
     tissue = (sat > 0.07) | (lum < 0.8)
-    # Black ink, pen and out-of-slide regions: very dark and colourless.
-    tissue &= ~((lum < 0.25) & (chroma < 0.08))
+    # Black ink, pen and out-of-slide regions: very dark and colourless. Grown by
+    # two pixels, since their blurred rims are grey and would pass as tissue.
+    ink = (lum < 0.25) & (chroma < 0.08)
+    if ink.any():
+        tissue &= ~ndimage.maximum_filter(ink, 5)
     tissue &= lum > 0.02
     return tissue & finite
 
