@@ -225,6 +225,18 @@ def test_svs_with_jpeg2000_tiles_pyramid_and_side_images(tmp_path):
         np.testing.assert_array_equal(src.read_plane(level=2), base[::16, ::16])
 
 
+def test_singleton_and_channel_first_axes_are_reordered():
+    from napari_focusq.io import ImageSource
+
+    raw = np.arange(2 * 1 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 1, 3, 4, 5)  # C, T=1, Z, Y, X
+    src = ImageSource(Path("mem.tif"), [raw], "C-ZYX", "ZYXC")
+    ref = np.moveaxis(raw[:, 0], 0, -1)
+    assert src.shape == (3, 4, 5, 2) and src.n_z == 3 and not src.is_rgb
+    np.testing.assert_array_equal(src.read_region(1, 2, 2, 2, z=1), ref[1, 1:3, 2:4])
+    np.testing.assert_array_equal(src.read_region(1, 2, 2, 2), ref[:, 1:3, 2:4])
+    np.testing.assert_array_equal(np.asarray(src.levels[0]), ref)
+
+
 # -- one tile of a file far larger than memory --------------------------------------------
 def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
     H = W = 30000  # 2.7 GB decoded

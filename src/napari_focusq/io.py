@@ -111,6 +111,7 @@ class ImageSource:
         for c in self._raw_axes:
             if c == "-":
                 idx.append(0)  # a singleton axis of the file (T, or an unused one)
+                continue
             elif c == "Y":
                 idx.append(ys)
             elif c == "X":
