@@ -1,0 +1,239 @@
+"""Model registry, the FocusModel wrapper and load_model.
+
+A FocusModel turns tiles at the working resolution into calibrated |z| in µm.
+It owns the input preparation each architecture expects, so every caller (CLI,
+widget, batch, benchmarks) feeds it the same raw tiles.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import TILE_PX, WORKING_PIXEL_UM
+from .calibration import apply_calibration
+from .checkpoint import ModelFileError, load_checkpoint, save_checkpoint
+
+#: preset name -> (builder, input kind). Input kinds: "green" (one channel of an RGB
+#: brightfield tile, or the tile's intensity), "rgb01" (RGB scaled to [0, 1]).
+PRESETS = ("fast", "inception")
+_SHIPPED = {"fast": "fast.safetensors", "fast-fluorescence": "fast-fluorescence.safetensors",
+            "inception": "inception.safetensors"}
+
+
+def build_module(architecture: str, config: dict | None = None):
+    """A fresh (untrained) torch module of a registered architecture."""
+    config = dict(config or {})
+    if architecture == "fast":
+        from .fast import FastFocusNet
+
+        if "hidden" in config:
+            config["hidden"] = tuple(config["hidden"])
+        return FastFocusNet(**config)
+    if architecture == "inception":
+        from .inception import InceptionFocusNet
+
+        if "widths" in config:
+            config["widths"] = tuple(config["widths"])
+        return InceptionFocusNet(**config)
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {PRESETS}")
+
+
+def input_kind(architecture: str) -> str:
+    return "rgb01" if architecture == "inception" else "intensity"
+
+
+def choose_device():
+    """CUDA, then Apple MPS, then CPU (with torch threads = the cores we may use)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))
+    return torch.device("cpu")
+
+
+class FocusModel:
+    """A trained (or freshly built) defocus model with its metadata and calibration."""
+
+    def __init__(self, module, meta: dict, device=None):
+        self.module = module.eval()
+        self.meta = meta
+        self.device = device or choose_device()
+        self.module.to(self.device)
+
+    # --- identity -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.meta.get("architecture", "model"))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", __version__))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def architecture(self) -> str:
+        return self.meta["architecture"]
+
+    @property
+    def modality(self) -> str:
+        return self.meta.get("modality", "brightfield")
+
+    @property
+    def tile_px(self) -> int:
+        return int(self.meta.get("tile_px", TILE_PX))
+
+    @property
+    def working_pixel_um(self) -> float:
+        return float(self.meta.get("working_pixel_um", WORKING_PIXEL_UM))
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.meta.get("trained", False))
+
+    # --- inference --------------------------------------------------------------
+    def prepare(self, tiles: np.ndarray):
+        """Raw tiles (N, H, W[, C]) of any dtype -> the tensor the module expects."""
+        import torch
+
+        return torch.from_numpy(prepare_input(tiles, input_kind(self.architecture), self.modality))
+
+    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
+        import torch
+
+        if len(tiles) == 0:
+            return np.zeros(0, np.float32)
+        with torch.inference_mode():
+            x = self.prepare(tiles).to(self.device)
+            return self.module(x).float().cpu().numpy()
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Calibrated |z| in µm for each tile (N, tile_px, tile_px[, C])."""
+        tiles = np.asarray(tiles)
+        if tiles.ndim not in (3, 4) or tiles.shape[1:3] != (self.tile_px, self.tile_px):
+            raise ValueError(
+                f"model {self.label} expects tiles of {self.tile_px}x{self.tile_px} px; got array {tiles.shape}")
+        return apply_calibration(self.predict_raw(tiles), self.meta.get("calibration")).astype(np.float32)
+
+    # --- files -----------------------------------------------------------------
+    def save(self, path, **extra_meta) -> Path:
+        meta = {**self.meta, **extra_meta}
+        return save_checkpoint(path, dict(self.module.state_dict()), meta)
+
+
+def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
+    """numpy -> float32 array in the layout of ``kind``; see PRESETS."""
+    t = np.asarray(tiles)
+    if t.ndim == 4 and t.shape[-1] == 4:
+        t = t[..., :3]
+    if kind == "rgb01":
+        scale = _dtype_scale(t)
+        if t.ndim == 3:
+            t = np.repeat(t[..., None], 3, axis=-1)
+        elif t.shape[-1] != 3:
+            t = np.repeat(t.mean(-1, keepdims=True), 3, axis=-1)
+        return np.ascontiguousarray((t.astype(np.float32) / scale).transpose(0, 3, 1, 2))
+    # "intensity": one channel on a 0..255 scale. Brightfield RGB: green carries most of
+    # the haematoxylin/eosin/DAB contrast; fluorescence: the channels' mean.
+    if t.ndim == 4:
+        t = t[..., 1] if (modality == "brightfield" and t.shape[-1] == 3) else t.astype(np.float32).mean(-1)
+    x = t.astype(np.float32)
+    if modality == "fluorescence":
+        # Robust per-tile range so any bit depth and exposure land on the same scale.
+        lo = np.percentile(x, 0.5, axis=(1, 2), keepdims=True)
+        hi = np.percentile(x, 99.5, axis=(1, 2), keepdims=True)
+        x = (x - lo) * (255.0 / np.maximum(hi - lo, 1e-6))
+    else:
+        x *= 255.0 / _dtype_scale(tiles)
+    return np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
+
+
+def _dtype_scale(t: np.ndarray) -> float:
+    if t.dtype == np.uint8:
+        return 255.0
+    if np.issubdtype(t.dtype, np.integer):
+        return float(np.iinfo(t.dtype).max)
+    return 1.0 if np.nanmax(t) <= 1.0 else 255.0
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files("napari_focusq") / "weights"))
+
+
+def available_models() -> list[str]:
+    """Names load_model accepts without a path: presets with shipped weights."""
+    return [name for name, f in _SHIPPED.items() if (weights_dir() / f).exists()]
+
+
+def new_model(architecture: str = "fast", *, modality: str = "brightfield", config: dict | None = None,
+              device=None, **meta) -> FocusModel:
+    """An untrained model of a preset, ready for training."""
+    module = build_module(architecture, config)
+    base = {
+        "name": meta.pop("name", architecture), "architecture": architecture, "arch_config": module.config,
+        "modality": modality, "tile_px": module.config["tile_px"], "working_pixel_um": WORKING_PIXEL_UM,
+        "input": input_kind(architecture), "version": __version__, "trained": False,
+    }
+    return FocusModel(module, {**base, **meta}, device=device)
+
+
+def model_from_file(path) -> FocusModel:
+    tensors, meta = load_checkpoint(path)
+    arch = meta.get("architecture")
+    if arch not in PRESETS:
+        raise ModelFileError(path, f"unknown architecture {arch!r}")
+    if int(meta.get("tile_px", -1)) != TILE_PX or abs(float(meta.get("working_pixel_um", -1)) - WORKING_PIXEL_UM) > 1e-6:
+        raise ModelFileError(path, f"made for {meta.get('tile_px')} px tiles at {meta.get('working_pixel_um')} µm/px; "
+                                   f"this version scores {TILE_PX} px at {WORKING_PIXEL_UM} µm/px")
+    module = build_module(arch, meta.get("arch_config"))
+    result = module.load_state_dict(tensors, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelFileError(path, f"weights do not fit architecture {arch!r} "
+                                   f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return FocusModel(module, meta)
+
+
+_cache: dict = {}
+
+
+def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, modality: str = "brightfield") -> FocusModel:
+    """Load a model: "default"/"fast" (shipped), "inception", another shipped name, or a checkpoint path.
+
+    "default" picks the shipped model for ``modality``. Models from files are
+    cached by path and modification time, so repeated calls are cheap.
+    """
+    if isinstance(name_or_path, FocusModel):
+        return name_or_path
+    name = str(name_or_path)
+    if name == "default":
+        name = "fast-fluorescence" if modality == "fluorescence" and "fast-fluorescence" in available_models() else "fast"
+    if name in _SHIPPED:
+        path = weights_dir() / _SHIPPED[name]
+        if not path.exists():
+            raise ModelFileError(path, f"no shipped weights for {name!r}; train them with "
+                                       f"`focusq train --preset {name.split('-')[0]}` and pass the file with --model")
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelFileError(path, f"no such model file (known names: {', '.join(['default', *_SHIPPED])})")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _cache:
+        _cache[key] = model_from_file(path)
+    return _cache[key]
+
+
+__all__ = ["FocusModel", "load_model", "new_model", "available_models", "build_module", "ModelFileError",
+           "save_checkpoint", "load_checkpoint", "choose_device", "prepare_input"]

@@ -1,0 +1,364 @@
+"""score_image / score_slide: read -> slice -> tissue -> tiles -> model -> FocusMap.
+
+Every front end (CLI, napari widget, batch workers) drives the same generators
+(`iter_score_*`), which yield Progress events and return the FocusMap. Tiles
+stream from the reader in strips of a few tiles, and the next strip decodes in a
+background thread while the model scores the current one, so memory stays flat
+in slide size and decoding overlaps inference.
+"""
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+
+from .config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
+from .errors import FocusQError
+from .focusmap import FocusMap
+from .progress import Progress, drive
+
+#: Tiles read per strip (one decode unit); bounds memory to ~strip x tile^2 x channels.
+STRIP_TILES = 16
+
+
+class ScoringError(FocusQError, ValueError):
+    """Input that cannot be scored, with the reason."""
+
+
+class ArraySource:
+    """An in-memory (Y, X[, C]) or (Z, Y, X[, C]) array seen through the ImageSource interface."""
+
+    def __init__(self, image, pixel_size_um: float | None, name: str = "image", stack: bool = False):
+        self.array = image
+        self.path = Path(name)
+        nd = len(image.shape)
+        if stack:
+            self.axes = "ZYXC" if nd == 4 else "ZYX"
+        else:
+            self.axes = "YXC" if nd == 3 else "YX"
+        if nd != len(self.axes):
+            raise ScoringError(f"{name}: expected {self.axes} data; got shape {tuple(image.shape)}")
+        self.shape = tuple(image.shape)
+        self.level_shapes = [self.shape]
+        self.downsamples = [1.0]
+        self.dtype = np.dtype(image.dtype)
+        self.n_z = self.shape[0] if stack else 1
+        self.is_rgb = self.dtype == np.uint8 and self.axes.endswith("C") and self.shape[-1] == 3
+        self.pixel_size_um = pixel_size_um
+
+    def read_region(self, y0, x0, h, w, *, level=0, z=None):
+        a = self.array if z is None or "Z" not in self.axes else self.array[z]
+        return np.asarray(a[max(0, y0):max(0, y0 + h), max(0, x0):max(0, x0 + w)])
+
+    def read_plane(self, z=None, level=0):
+        return np.asarray(self.array if z is None or "Z" not in self.axes else self.array[z])
+
+    def level_for(self, pixel_size_um):
+        return 0
+
+    def thumbnail(self, max_size=1024, z=None):
+        a = self.read_plane(z if z is not None else (self.n_z // 2 if "Z" in self.axes else None))
+        f = max(1, math.ceil(max(a.shape[:2]) / max_size))
+        return a[::f, ::f]
+
+    def close(self):
+        pass
+
+
+def _image_source(image, pixel_size_um):
+    a = image if hasattr(image, "shape") else np.asarray(image)
+    if len(a.shape) not in (2, 3):
+        raise ScoringError(
+            f"score_image expects (Y, X), (Y, X, C) or (Y, X, 3) RGB; got shape {tuple(a.shape)} "
+            "(use score_slide or pass one plane of a z-stack)")
+    if min(a.shape[:2]) < 1:
+        raise ScoringError(f"empty image of shape {tuple(a.shape)}")
+    return ArraySource(a, pixel_size_um)
+
+
+def _check_pixel_size(src, pixel_size_um):
+    px = pixel_size_um if pixel_size_um is not None else src.pixel_size_um
+    if px is None:
+        raise ScoringError(f"{src.path}: the pixel size is not in the file; pass it (--pixel-size UM, "
+                           "pixel_size_um=...) to get defocus in µm")
+    if not (isinstance(px, (int, float, np.floating)) and math.isfinite(px) and px > 0):
+        raise ScoringError(f"{src.path}: pixel size must be a positive number of µm; got {px!r}")
+    return float(px)
+
+
+def _thumbnail(src, z, rows, cols):
+    """Whole-slide overview with at least ~8 thumbnail px per tile (bounded at 4096 px)."""
+    want = int(min(4096, max(1024, 8 * max(rows, cols))))
+    if isinstance(src, ArraySource):
+        return src.thumbnail(want, z=z)
+    if "Z" in src.axes:
+        # ImageSource.thumbnail takes the middle plane; read the chosen one at a coarse level.
+        lvl = max(i for i, s in enumerate(src.level_shapes) if max(s[1], s[2]) >= min(want, max(s[1], s[2]))) \
+            if len(src.level_shapes) > 1 else 0
+        a = src.read_plane(z, level=lvl)
+        f = max(1, math.ceil(max(a.shape[:2]) / want))
+        return a[::f, ::f]
+    return src.thumbnail(want)
+
+
+def _tile_tissue(mask_thumb: np.ndarray, grid, thumb_scale: tuple[float, float]) -> np.ndarray:
+    """Tissue fraction per tile from a thumbnail mask (full tile area as denominator)."""
+    rows, cols = grid.shape
+    out = np.zeros((rows, cols), np.float32)
+    sy, sx = thumb_scale
+    full = (grid.tile_size_px / sy) * (grid.tile_size_px / sx)
+    ii = np.cumsum(np.cumsum(np.pad(mask_thumb.astype(np.float64), ((1, 0), (1, 0))), 0), 1)
+    H, W = mask_thumb.shape
+    for r in range(rows):
+        for c in range(cols):
+            y0, x0, y1, x1 = grid.tile_bounds(r, c)
+            a, b = min(H, round(y0 / sy)), min(H, max(round(y1 / sy), round(y0 / sy) + 1))
+            d, e = min(W, round(x0 / sx)), min(W, max(round(x1 / sx), round(x0 / sx) + 1))
+            n = ii[b, e] - ii[a, e] - ii[b, d] + ii[a, d]
+            out[r, c] = min(1.0, n / max(full, 1e-9))
+    return out
+
+
+def _choose_modality(modality, thumb, src) -> tuple[str, str]:
+    from .tiling import detect_modality
+
+    if modality in ("brightfield", "fluorescence"):
+        return modality, "as requested"
+    if modality != "auto":
+        raise ScoringError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
+    return detect_modality(thumb)
+
+
+def _strip_regions(grid, todo_rows):
+    """(row, [cols]) work units: runs of up to STRIP_TILES tissue tiles within a grid row."""
+    for r, cols in todo_rows:
+        for i in range(0, len(cols), STRIP_TILES):
+            yield r, cols[i:i + STRIP_TILES]
+
+
+def _read_strip(src, grid, level, z, r, cols):
+    """Read the level region covering tiles (r, cols) and cut it into working tiles."""
+    from .tiling import tile_to_working
+
+    ds = src.downsamples[level]
+    px_level = grid.pixel_size_um * ds
+    y0, x0, y1, _ = grid.tile_bounds(r, cols[0])
+    x1 = grid.tile_bounds(r, cols[-1])[3]
+    ly0, lx0 = int(math.floor(y0 / ds)), int(math.floor(x0 / ds))
+    ly1, lx1 = int(math.ceil(y1 / ds)), int(math.ceil(x1 / ds))
+    region = src.read_region(ly0, lx0, ly1 - ly0, lx1 - lx0, level=level, z=z)
+    tiles, valid = [], []
+    for c in cols:
+        ty0, tx0, ty1, tx1 = grid.tile_bounds(r, c)
+        a, b = round(ty0 / ds) - ly0, round(ty1 / ds) - ly0
+        d, e = round(tx0 / ds) - lx0, round(tx1 / ds) - lx0
+        sub = region[max(a, 0):max(b, a + 1), max(d, 0):max(e, d + 1)]
+        if sub.shape[0] == 0 or sub.shape[1] == 0:
+            sub = region[-1:, -1:]
+        # A partial edge tile is judged on its real part: scale the level geometry so that
+        # a full tile maps to exactly TILE_PX.
+        full_level = grid.tile_size_px / ds
+        eff_px = WORKING_PIXEL_UM * full_level / TILE_PX
+        t, v = tile_to_working(sub, eff_px if abs(eff_px - px_level) / px_level < 0.2 else px_level, TILE_PX)
+        tiles.append(t)
+        valid.append(v)
+    return np.stack(tiles), np.asarray(valid)
+
+
+def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
+                      min_tissue: float = MIN_TISSUE_FRACTION, batch_size: int = 64,
+                      threads: int = 1) -> Generator[Progress, None, FocusMap]:
+    """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
+    from .models import load_model
+    from .tiling import TileGrid, estimate_white_level, tissue_mask
+
+    t0 = time.perf_counter()
+    px = _check_pixel_size(src, pixel_size_um)
+    yax = src.axes.index("Y")
+    H, W = src.shape[yax], src.shape[yax + 1]
+    grid = TileGrid((H, W), px)
+    rows, cols = grid.shape
+    yield Progress("tissue", 0, 1, "finding tissue")
+    thumb = np.asarray(_thumbnail(src, z, rows, cols))
+    finite = np.isfinite(thumb) if thumb.dtype.kind == "f" else None
+    if finite is not None and not finite.any():
+        raise ScoringError(f"{src.path}: no finite pixel values (all NaN/inf)")
+    mod, why = _choose_modality(modality, thumb, src)
+    white = estimate_white_level(thumb) if mod == "brightfield" else None
+    tmask = tissue_mask(thumb, mod, white_level=white)
+    tissue = _tile_tissue(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]))
+    fm = load_model(model if model is not None else "default", modality=mod)
+    notes = [f"modality {mod}: {why}"]
+    if fm.modality != mod:
+        notes.append(f"model {fm.label} was trained for {fm.modality}, the image looks {mod}")
+    if src.dtype != np.uint8 and mod == "brightfield":
+        notes.append(f"{src.dtype} brightfield data scaled to 8 bits for the model")
+    if px > WORKING_PIXEL_UM * 1.05:
+        notes.append(f"pixel size {px:g} µm is coarser than {WORKING_PIXEL_UM} µm: sub-micrometre defocus is beyond it")
+    yield Progress("tissue", 1, 1, f"{int((tissue >= min_tissue).sum())} of {rows * cols} tiles have tissue")
+
+    lvl = src.level_for(WORKING_PIXEL_UM) if level is None else int(level)
+    if not 0 <= lvl < len(src.downsamples):
+        raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
+    defocus = np.full((rows, cols), np.nan, np.float32)
+    todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
+    todo = [(r, cs) for r, cs in todo if cs]
+    total = sum(len(cs) for _, cs in todo)
+    units = list(_strip_regions(grid, todo))
+    done = 0
+    yield Progress("score", 0, total, "scoring", data={"grid_shape": (rows, cols), "tiles": []})
+    pending_tiles, pending_idx = [], []
+
+    def flush():
+        nonlocal done
+        batch = np.concatenate(pending_tiles)
+        idx = [i for chunk in pending_idx for i in chunk]
+        pred = fm.predict(batch)
+        out = []
+        for (r, c), p in zip(idx, pred):
+            defocus[r, c] = p
+            out.append((r, c, float(p), float(tissue[r, c])))
+        done += len(idx)
+        pending_tiles.clear()
+        pending_idx.clear()
+        return out
+
+    # Decode ahead in a background thread while the model scores (numpy, codecs and
+    # torch release the GIL in their heavy parts).
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        ahead = max(2, 2 * threads)
+        futures = [pool.submit(_read_strip, src, grid, lvl, z, r, cs) for r, cs in units[:ahead]]
+        nxt = ahead
+        for k, (r, cs) in enumerate(units):
+            tiles, _valid = futures[k].result()
+            futures[k] = None
+            if nxt < len(units):
+                futures.append(pool.submit(_read_strip, src, grid, lvl, z, *units[nxt]))
+                nxt += 1
+            pending_tiles.append(tiles)
+            pending_idx.append([(r, c) for c in cs])
+            if sum(len(t) for t in pending_tiles) >= batch_size or k == len(units) - 1:
+                finished = flush()
+                yield Progress("score", done, total, f"{done}/{total} tiles",
+                               data={"grid_shape": (rows, cols), "tiles": finished})
+    fmap = FocusMap(
+        defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
+        pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
+        source=str(src.path),
+        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z},
+    )
+    return fmap
+
+
+def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=MIN_TISSUE_FRACTION,
+                     batch_size: int = 64) -> Generator[Progress, None, FocusMap]:
+    """Generator form of :func:`score_image`."""
+    src = _image_source(image, pixel_size_um)
+    return (yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                         min_tissue=min_tissue, batch_size=batch_size))
+
+
+def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=None, progress=None) -> FocusMap:
+    """Predict the defocus (µm) of every tissue tile of an in-memory image.
+
+    Parameters
+    ----------
+    image
+        (Y, X, 3) uint8 RGB brightfield, or (Y, X) / (Y, X, C) fluorescence of any dtype.
+    pixel_size_um
+        Size of one pixel in µm; the image is resampled to 0.5 µm/px for the model.
+    modality
+        "auto" (decided from the data; the choice is in ``fmap.modality`` and the
+        reason in ``fmap.extra["notes"]``), "brightfield" or "fluorescence".
+    model
+        A FocusModel, a shipped model name or a checkpoint path; the default model
+        for the modality when None.
+    progress
+        Callable receiving Progress events; return False from it to cancel.
+    """
+    return drive(iter_score_image(image, pixel_size_um=pixel_size_um, modality=modality, model=model), progress)
+
+
+def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
+                     min_tissue=MIN_TISSUE_FRACTION, batch_size: int = 64,
+                     threads: int = 1) -> Generator[Progress, None, FocusMap]:
+    """Generator form of :func:`score_slide`."""
+    from .io import open_image
+
+    src = open_image(path, pixel_size_um=pixel_size_um) if not isinstance(path, ArraySource) else path
+    try:
+        z = None
+        if src.n_z > 1 or "Z" in src.axes:
+            if slice == "per-tile":
+                return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size))
+            if slice == "auto":
+                from .focus import iter_sharpest_slice
+
+                z, _scores = yield from iter_sharpest_slice(src, "std")
+            else:
+                z = int(slice)
+                if not -src.n_z <= z < src.n_z:
+                    raise ScoringError(f"{src.path}: slice {z} out of range (stack has {src.n_z} planes)")
+                z %= src.n_z
+        fmap = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                            level=level, z=z, min_tissue=min_tissue, batch_size=batch_size,
+                                            threads=threads)
+        fmap.extra["thumbnail"] = _overview(src, z)
+        return fmap
+    finally:
+        src.close()
+
+
+def _overview(src, z):
+    t = np.asarray(_thumbnail(src, z, 1, 1))
+    if t.dtype != np.uint8:
+        t = t.astype(np.float32)
+        lo, hi = np.nanpercentile(t, 0.5), np.nanpercentile(t, 99.5)
+        t = np.clip((t - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    if t.ndim == 3 and t.shape[-1] not in (3, 4):
+        t = t.max(-1)
+    return t
+
+
+def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size):
+    """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
+    maps = []
+    for zi in range(src.n_z):
+        m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                         level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size)
+        maps.append(m.defocus_um)
+        yield Progress("planes", zi + 1, src.n_z, f"plane {zi + 1}/{src.n_z}")
+    stack = np.stack(maps)
+    valid = np.isfinite(stack).any(0)
+    best = np.where(valid, np.nanargmin(np.where(np.isfinite(stack), stack, np.inf), axis=0), -1)
+    m.defocus_um = np.where(valid, np.nanmin(np.where(np.isfinite(stack), stack, np.inf), axis=0),
+                            np.nan).astype(np.float32)
+    m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
+                    "thumbnail": _overview(src, src.n_z // 2)})
+    return m
+
+
+def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "auto", model=None,
+                level: int | None = None, slice="auto", progress=None) -> FocusMap:
+    """Predict the defocus (µm) of every tissue tile of a slide or z-stack file, streaming tiles.
+
+    Parameters
+    ----------
+    path
+        SVS, (OME-)TIFF, NDPI (where tifffile reads it), PNG or JPEG.
+    pixel_size_um
+        Overrides the pixel size in the file; required when the file has none.
+    level
+        Pyramid level to read; by default the coarsest one at least as fine as 0.5 µm/px.
+    slice
+        For z-stacks: "auto" (sharpest plane by standard deviation, the founding
+        method), "per-tile" (best plane per tile) or a plane index.
+    progress
+        Callable receiving Progress events; return False from it to cancel.
+    """
+    return drive(iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                  level=level, slice=slice), progress)

@@ -1,0 +1,464 @@
+"""Training: simulated-defocus datasets from in-focus images, and fit() as a generator of events.
+
+Tiles come from in-focus images, resampled to the working resolution, and are
+defocused by the optical model (or the founding paper's Gaussian levels) at a
+continuous |z|, then degraded as real scans are (stain and brightness changes,
+sensor noise, JPEG at scanner qualities). Validation images are whole source
+images held out from training, never tiles of a training image.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+
+from .config import MODALITIES, TILE_PX, WORKING_PIXEL_UM, Optics
+from .errors import FocusQError
+from .progress import Progress
+
+#: Pixel sizes of the shared real images whose files do not record one (README of the data).
+KNOWN_PIXEL_UM = {
+    "histolytics_hgsc_nest_HE.jpg": 0.33, "histolytics_hgsc_stroma_HE.jpg": 0.38,
+    "histoprep_prostate_HE.jpeg": 0.55, "liverquant_tile02_picrosiriusred.jpg": 1.012,
+    "torchstain_source_HE.png": 0.85, "torchstain_target_HE.png": 0.93,
+    "histoqc_template1.png": 0.5, "histoqc_template2.png": 0.5, "histoqc_template3.png": 0.5,
+    "histoqc_template4.png": 0.5, "ihc_skimage.png": 0.5,
+    "cellprofiler_ExampleHuman_D03f00d0_DNA.tif": 0.9, "cellprofiler_ExampleHuman_D03f00d2_actin.tif": 0.9,
+    "cellprofiler_ExampleFly_01_POS002_D_DNA.tif": 0.36, "nuclei_dsb2018.tif": 0.5,
+    "mahotas_nuclear.png": 0.14, "bbbc022_IXMtest_A02_s9_crop.tif": 0.4, "ndev_neocortex-3Ch.ome.tiff": 0.46,
+    "cellprofiler_ExampleSpeckles_1-162hrhoe2_Hoechst.tif": 0.07,
+    "cellprofiler_ExampleSpeckles_1-162hrh2ax2_gH2AX.tif": 0.07,
+}
+#: The default recipe's split: whole source images held out for validation.
+DEFAULT_VAL = ("histolytics_hgsc_stroma_HE.jpg", "histoqc_template4.png", "openslide_OS-1_HE_hamamatsu.ome.tif")
+#: Coarser than the working resolution (upsampled, hence never truly sharp): not used as in-focus truth.
+DEFAULT_EXCLUDE = ("liverquant_tile02_picrosiriusred.jpg", "torchstain_source_HE.png", "torchstain_target_HE.png")
+
+
+class TrainingError(FocusQError, ValueError):
+    """Training that cannot start or go on, with the reason."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; checked on creation, stored in the checkpoint."""
+
+    images: list = field(default_factory=list)
+    out: str = "focus-model.safetensors"
+    preset: str = "fast"
+    modality: str = "brightfield"
+    val_images: list = field(default_factory=list)
+    val_fraction: float = 0.25
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    z_max_um: float = 8.0
+    blur: str = "optical"
+    samples_per_image: int = 400
+    val_samples_per_image: int = 200
+    min_tissue: float = 0.5
+    jpeg: tuple[int, int] = (30, 95)
+    seed: int = 0
+    pixel_sizes: dict = field(default_factory=dict)
+    resume: str | None = None
+    name: str | None = None
+    workers: int = 0
+
+    def __post_init__(self):
+        if self.preset not in ("fast", "inception"):
+            raise TrainingError(f"preset must be fast or inception; got {self.preset!r}")
+        if self.modality not in MODALITIES:
+            raise TrainingError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
+        if self.blur not in ("optical", "gaussian"):
+            raise TrainingError(f"blur must be optical or gaussian; got {self.blur!r}")
+        defaults = PRESET_DEFAULTS[self.preset]
+        self.epochs = int(self.epochs if self.epochs is not None else defaults["epochs"])
+        self.lr = float(self.lr if self.lr is not None else defaults["lr"])
+        self.batch_size = int(self.batch_size if self.batch_size is not None else defaults["batch_size"])
+        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise TrainingError("epochs, learning rate and batch size must be positive")
+        if not 0 < self.z_max_um <= 30:
+            raise TrainingError(f"z_max_um must be in (0, 30]; got {self.z_max_um}")
+        self.images = [str(p) for p in self.images]
+        self.val_images = [str(p) for p in self.val_images]
+
+
+PRESET_DEFAULTS = {
+    "fast": {"epochs": 300, "lr": 1e-3, "batch_size": 128},
+    "inception": {"epochs": 500, "lr": 1e-5, "batch_size": 200},  # the founding paper
+}
+
+
+# ---------------------------------------------------------------------------- data
+def load_training_image(path, modality: str, pixel_sizes: dict | None = None) -> np.ndarray:
+    """An in-focus image at the working resolution (uint8 RGB brightfield; float32 fluorescence plane)."""
+    from .io import open_image
+    from .tiling import resample_to_working
+    import warnings
+
+    path = Path(path)
+    px = (pixel_sizes or {}).get(path.name) or KNOWN_PIXEL_UM.get(path.name)
+    with open_image(path) as src:
+        px = src.pixel_size_um if src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM else px
+        if px is None:
+            raise TrainingError(f"{path}: pixel size unknown; give it in pixel_sizes / --pixel-size")
+        if src.n_z > 1:
+            from .focus import sharpest_slice
+
+            z, _ = sharpest_slice(src)
+            img = src.read_plane(z)
+        else:
+            img = src.read_plane()
+    if modality == "brightfield":
+        if img.ndim != 3 or img.shape[-1] < 3:
+            raise TrainingError(f"{path}: brightfield training wants RGB images; got shape {img.shape}")
+        img = img[..., :3]
+        if img.dtype != np.uint8:
+            img = np.clip(img.astype(np.float32) / (np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1) * 255,
+                          0, 255).astype(np.uint8)
+    else:
+        img = img.astype(np.float32)
+        if img.ndim == 3:
+            img = img.max(-1) if img.shape[-1] <= 4 else img.mean(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return resample_to_working(img, px)
+
+
+def _jpeg(tile: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(tile).save(buf, "JPEG", quality=int(quality))
+    buf.seek(0)
+    return np.asarray(Image.open(buf))
+
+
+def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: TrainConfig,
+                 tile_px: int = TILE_PX) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` defocused, degraded tiles of one in-focus image, with their |z| (µm)."""
+    from .optics import simulate_defocus
+    from .tiling import estimate_white_level, tissue_fraction
+
+    H, W = image.shape[:2]
+    if H < tile_px or W < tile_px:
+        pad = [(0, max(0, tile_px - H)), (0, max(0, tile_px - W))] + [(0, 0)] * (image.ndim - 2)
+        image = np.pad(image, pad, mode="reflect")
+        H, W = image.shape[:2]
+    white = estimate_white_level(image) if cfg.modality == "brightfield" else None
+    optics = Optics.for_modality(cfg.modality)
+    tiles = np.empty((n, tile_px, tile_px) + image.shape[2:], image.dtype)
+    zs = np.empty(n, np.float32)
+    i, tries = 0, 0
+    while i < n:
+        tries += 1
+        y, x = rng.integers(0, H - tile_px + 1), rng.integers(0, W - tile_px + 1)
+        t = image[y:y + tile_px, x:x + tile_px]
+        if tries < 50 * n and tissue_fraction(t, cfg.modality, white_level=white) < cfg.min_tissue:
+            continue
+        t = np.rot90(t, rng.integers(4))
+        if rng.random() < 0.5:
+            t = t[::-1]
+        # Mostly uniform over the range, with extra weight near focus where QC decisions are made.
+        z = rng.uniform(0, cfg.z_max_um) if rng.random() < 0.8 else rng.uniform(0, 1.5)
+        z = round(z / 0.05) * 0.05
+        b = simulate_defocus(np.ascontiguousarray(t), z, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
+                             optics=optics, method=cfg.blur).astype(np.float32)
+        tiles[i] = _degrade(b, rng, cfg)
+        zs[i] = z
+        i += 1
+    return tiles, zs
+
+
+def _degrade(b: np.ndarray, rng, cfg) -> np.ndarray:
+    """What real scans add: stain/brightness variation, sensor noise, JPEG (brightfield)."""
+    if cfg.modality == "brightfield":
+        od = -np.log(np.clip(b, 1, 255) / 255.0)
+        # Stain strength and hue: scale optical density per channel, then brightness.
+        od *= rng.uniform(0.7, 1.3) * rng.uniform(0.9, 1.1, 3)
+        b = 255.0 * np.exp(-od) * rng.uniform(0.9, 1.05)
+        b += rng.normal(0, rng.uniform(0, 2.5), b.shape)
+        b = np.clip(b, 0, 255).round().astype(np.uint8)
+        if rng.random() < 0.85:
+            b = _jpeg(b, rng.integers(cfg.jpeg[0], cfg.jpeg[1] + 1))
+        return b
+    # Fluorescence: photon (Poisson) and read noise at a random exposure.
+    scale = rng.uniform(20, 2000) / max(float(np.percentile(b, 99.5)), 1e-6)
+    b = rng.poisson(np.clip(b * scale, 0, None)).astype(np.float32) + rng.normal(0, rng.uniform(0, 3), b.shape)
+    return (b / scale).astype(np.float32)
+
+
+def split_images(cfg: TrainConfig) -> tuple[list, list]:
+    """Training and validation images, split by source image (never by tile)."""
+    imgs = list(dict.fromkeys(cfg.images))
+    if cfg.val_images:
+        val = [p for p in imgs if Path(p).name in {Path(v).name for v in cfg.val_images}]
+        val += [v for v in cfg.val_images if v not in val and Path(v).exists() and v not in imgs]
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        k = max(1, round(len(imgs) * cfg.val_fraction))
+        val = [imgs[i] for i in sorted(rng.choice(len(imgs), k, replace=False))] if len(imgs) > 1 else []
+    train = [p for p in imgs if p not in val]
+    if not train or not val:
+        raise TrainingError(
+            f"need at least two source images (one to train on, one held out for validation); got {len(imgs)}")
+    return train, val
+
+
+def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str):
+    """Yield Progress while building tiles from ``paths``; return (tiles, z, source index)."""
+    rng = np.random.default_rng(seed)
+    xs, zs, src = [], [], []
+    for k, p in enumerate(paths):
+        yield Progress(stage, k, len(paths), f"tiles from {Path(p).name}")
+        img = load_training_image(p, cfg.modality, cfg.pixel_sizes)
+        t, z = sample_tiles(img, per_image, np.random.default_rng(rng.integers(2**32)), cfg)
+        xs.append(t)
+        zs.append(z)
+        src.append(np.full(len(z), k))
+    yield Progress(stage, len(paths), len(paths), "done")
+    return np.concatenate(xs), np.concatenate(zs), np.concatenate(src)
+
+
+#: Held out of the default recipe entirely, for the benchmarks: a H&E template and both
+#: scans of the Ki67 slide (another scanner's copy of the same tissue would leak).
+DEFAULT_TEST = ("histoqc_template3.png", "openslide_OS-2_Ki67_olympus.ome.tif", "openslide_OS-2_Ki67_hamamatsu.ome.tif")
+
+
+def shared_data_dir() -> Path:
+    """The project's real images: $FOCUSQ_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("FOCUSQ_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_recipe(out, data=None, **overrides) -> TrainConfig:
+    """The recipe of the shipped `fast` brightfield weights."""
+    folder = Path(data) if data else shared_data_dir() / "brightfield"
+    if not folder.is_dir():
+        raise TrainingError(f"{folder}: folder of in-focus brightfield images not found (set FOCUSQ_DATA)")
+    skip = set(DEFAULT_EXCLUDE) | set(DEFAULT_TEST)
+    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in skip
+                    and p.suffix.lower() in (".svs", ".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
+               samples_per_image=1000, val_samples_per_image=400, epochs=300, name="fast", seed=0)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**cfg)
+
+
+def _batches(n, size, gen):
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, size):
+        yield perm[i:i + size]
+
+
+def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
+    """Train a model as configured, yielding Progress events; returns the checkpoint path.
+
+    Events: data building ("data"), feature caching ("features", fast preset), one
+    "train" event per epoch with data {epoch, loss, val_mae, val_r2, val_pred, val_true}
+    (and per step for the slow inception preset). Closing the generator cancels the
+    run; the checkpoint is written only at the end, atomically, so a cancelled or
+    failed run leaves no file behind.
+    """
+    import torch
+
+    from . import __version__
+    from .metrics import regression_metrics
+    from .models import choose_device, model_from_file, new_model
+    from .models.calibration import apply_calibration, fit_isotonic
+
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    if out.suffix != ".safetensors":
+        out = out / f"{cfg.name or cfg.preset}.safetensors" if (out.is_dir() or not out.suffix) else out.with_suffix(".safetensors")
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    train_paths, val_paths = split_images(cfg)
+    Xt, Zt, _ = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
+    Xv, Zv, _ = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data")
+
+    device = choose_device()
+    prev_epochs = 0
+    if cfg.resume:
+        model = model_from_file(cfg.resume)
+        if model.architecture != cfg.preset:
+            raise TrainingError(f"{cfg.resume}: a {model.architecture} model cannot resume a {cfg.preset} run")
+        prev_epochs = int(model.meta.get("training", {}).get("epochs_done", 0))
+        model.meta.pop("calibration", None)
+    else:
+        model = new_model(cfg.preset, modality=cfg.modality, name=cfg.name or cfg.preset, device=device)
+    module = model.module.to(device)
+
+    def prep(x):
+        return model.prepare(x).to(device)
+
+    fixed = getattr(module, "fixed_front_end", False)
+    if fixed:
+        # The front end has no weights: compute features once, train the head on them.
+        feats = []
+        for X, stage in ((Xt, "features"), (Xv, "features")):
+            f = []
+            with torch.inference_mode():
+                for i in range(0, len(X), 256):
+                    f.append(module.features(prep(X[i:i + 256])).clone())
+                    yield Progress(stage, min(i + 256, len(X)), len(X))
+            feats.append(torch.cat(f))
+        Ft, Fv = feats
+        if not cfg.resume:
+            module.feat_mean.copy_(Ft.mean(0))
+            module.feat_std.copy_(Ft.std(0) + 1e-6)
+        params = module.head.parameters()
+    else:
+        params = module.parameters()
+    zt = torch.from_numpy(Zt).to(device)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+
+    def predict_val():
+        module.eval()
+        with torch.inference_mode():
+            if fixed:
+                return module.forward_features(Fv).cpu().numpy()
+            return np.concatenate([module(prep(Xv[i:i + 32])).cpu().numpy() for i in range(0, len(Xv), 32)])
+
+    best = (math.inf, None, None)
+    history = []
+    n = len(Zt)
+    for epoch in range(cfg.epochs):
+        module.train()
+        losses = []
+        steps = math.ceil(n / cfg.batch_size)
+        for s, idx in enumerate(_batches(n, cfg.batch_size, gen)):
+            pred = module.forward_features(Ft[idx]) if fixed else module(prep(Xt[idx.numpy()]))
+            loss = torch.nn.functional.smooth_l1_loss(pred, zt[idx], beta=0.2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if not fixed:
+                yield Progress("train step", s + 1, steps, f"epoch {epoch + 1} loss {losses[-1]:.3f}",
+                               data={"epoch": epoch + 1, "step": s + 1, "loss": losses[-1]})
+        sched.step()
+        pv = predict_val()
+        m = regression_metrics(pv, Zv)
+        val_mae = float(np.abs(pv - Zv).mean())
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mae": val_mae, "val_r2": m["r2"]})
+        if val_mae < best[0]:
+            best = (val_mae, {k: v.detach().clone() for k, v in module.state_dict().items()}, epoch + 1)
+        yield Progress("train", epoch + 1, cfg.epochs,
+                       f"loss {history[-1]['loss']:.4f} val MAE {val_mae:.3f} µm R² {m['r2']:.4f}",
+                       data={**history[-1], "val_pred": pv.tolist(), "val_true": Zv.tolist()})
+    module.load_state_dict(best[1])
+    raw = predict_val()
+    calib = fit_isotonic(raw, Zv)
+    cal = apply_calibration(raw, calib)
+    meta = {
+        **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
+        "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
+        "normalisation": "green channel, 0-255" if cfg.modality == "brightfield" else "per-tile 0.5-99.5 percentile",
+        "calibration": calib,
+        "metrics": {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)},
+        "training": {
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("images", "val_images")},
+            "train_images": [Path(p).name for p in train_paths], "val_images": [Path(p).name for p in val_paths],
+            "train_tiles": int(len(Zt)), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
+            "epochs_done": cfg.epochs + prev_epochs, "seconds": round(time.perf_counter() - t_start, 1),
+            "history": history[-20:],
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    yield Progress("save", 0, 1, str(out))
+    path = model.save(out, **meta)
+    model.meta = meta
+    yield Progress("save", 1, 1, str(path), data={"metrics": meta["metrics"]})
+    return path
+
+
+def fit(cfg: TrainConfig, progress=None) -> Path:
+    """Train as configured (see :func:`iter_fit`) and return the checkpoint path."""
+    from .progress import drive
+
+    return drive(iter_fit(cfg), progress)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def iter_evaluate(model, images, *, modality="brightfield", per_image=200, z_max_um=6.0, seed=123,
+                  blur="optical", pixel_sizes=None):
+    """Defocus held-out images at known |z| (0..z_max), score them; return metrics of model and baseline."""
+    from .focus import variance_of_laplacian_batch
+    from .metrics import ranking_metrics, regression_metrics
+    from .models import load_model
+
+    fm = load_model(model, modality=modality)
+    cfg = TrainConfig(images=list(images) or ["-"], modality=modality, z_max_um=z_max_um, blur=blur,
+                      pixel_sizes=pixel_sizes or {}, jpeg=(70, 95))
+    X, Z, _ = yield from iter_dataset(cfg.images, per_image, cfg, seed, "test data")
+    preds = []
+    for i in range(0, len(X), 128):
+        preds.append(fm.predict(X[i:i + 128]))
+        yield Progress("evaluate", min(i + 128, len(X)), len(X))
+    pred = np.concatenate(preds)
+    vol = variance_of_laplacian_batch(X)
+    return {"model": fm.label, "n_tiles": int(len(Z)), "images": [Path(p).name for p in images],
+            "metrics": regression_metrics(pred, Z), "variance_of_laplacian": ranking_metrics(-np.log(vol + 1e-9), Z)}
+
+
+def main_train(args) -> int:
+    """`focusq train`: argparse namespace -> checkpoint. Returns an exit code."""
+    from .progress import StderrBar, drive
+
+    recipe = getattr(args, "recipe", None)
+    common = dict(epochs=getattr(args, "epochs", None), seed=getattr(args, "seed", None),
+                  lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None))
+    data = list(getattr(args, "data", None) or [])
+    if recipe == "default":
+        cfg = default_recipe(args.out, data[0] if data else None, **common)
+    else:
+        images = []
+        for d in data:
+            p = Path(d)
+            images += sorted(str(q) for q in p.iterdir() if q.is_file()) if p.is_dir() else [str(p)]
+        pixel = getattr(args, "pixel_size", None)
+        cfg = TrainConfig(images=images, out=args.out, preset=getattr(args, "preset", "fast") or "fast",
+                          modality=getattr(args, "modality", None) or "brightfield",
+                          pixel_sizes={Path(p).name: pixel for p in images} if pixel else {},
+                          **{k: v for k, v in common.items() if v is not None})
+    path = drive(iter_fit(cfg), StderrBar())
+    meta = json.loads(path.with_suffix(".json").read_text())
+    m = meta["metrics"]["validation_calibrated"]
+    print(f"wrote {path}\nvalidation (held-out images {', '.join(meta['training']['val_images'])}): "
+          f"R² {m['r2']:.4f}, slope {m['slope']:.3f}, intercept {m['intercept']:.3f} µm, "
+          f"MAE(0-4 µm) {m['mae_0_4']:.3f} µm, Spearman {m['spearman']:.4f}, AUC {m['auc']:.4f}")
+    return 0
+
+
+def main_evaluate(args) -> int:
+    """`focusq evaluate MODEL DATA...`: print accuracy on defocused held-out images."""
+    from .progress import StderrBar, drive
+
+    images = []
+    for d in args.data:
+        p = Path(d)
+        images += sorted(str(q) for q in p.iterdir() if q.is_file()) if p.is_dir() else [str(p)]
+    res = drive(iter_evaluate(args.model, images, modality=getattr(args, "modality", None) or "brightfield"),
+                StderrBar())
+    m, v = res["metrics"], res["variance_of_laplacian"]
+    print(f"{res['n_tiles']} tiles from {len(images)} images, defocused 0-6 µm")
+    print(f"{'measure':<24}{'R²':>8}{'slope':>8}{'icpt':>8}{'MAE0-4':>8}{'Spearman':>10}{'AUC':>8}")
+    print(f"{res['model']:<24}{m['r2']:>8.4f}{m['slope']:>8.3f}{m['intercept']:>8.3f}{m['mae_0_4']:>8.3f}"
+          f"{m['spearman']:>10.4f}{m['auc']:>8.4f}")
+    print(f"{'variance of Laplacian':<24}{'-':>8}{'-':>8}{'-':>8}{'-':>8}{v['spearman']:>10.4f}{v['auc']:>8.4f}")
+    return 0
