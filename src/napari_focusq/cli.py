@@ -1,0 +1,381 @@
+"""``focusq``: the command line, thin over pipeline, outputs, training and batch.
+
+Exit status: 0 all went well, 1 some input failed, 2 bad usage, 130 interrupted.
+Progress goes to stderr; stdout says where the outputs are.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad options found after parsing (exit 2)."""
+
+
+def _err(msg: str) -> None:
+    print(f"focusq: {msg}", file=sys.stderr, flush=True)
+
+
+def _bar():
+    from .progress import StderrBar
+
+    return StderrBar()
+
+
+# --------------------------------------------------------------------------- types
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {s!r}")
+    return v
+
+
+def _slice(s: str):
+    if s in ("auto", "per-tile"):
+        return s
+    try:
+        return _nonneg_int(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, per-tile or a plane index; got {s!r}") from None
+
+
+def _z_list(s: str) -> list[float]:
+    try:
+        zs = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated µm values like 0,1,2,4; got {s!r}") from None
+    if not zs or any(z != z or abs(z) == float("inf") for z in zs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated µm values like 0,1,2,4; got {s!r}")
+    return zs
+
+
+# -------------------------------------------------------------------------- parser
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; shows defaults that are not None."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in h \
+                and action.option_strings:
+            h += " (default: %(default)s)"
+        return h
+
+
+def _sub(subs, name: str, help: str, examples: str):
+    return subs.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                           formatter_class=_Formatter)
+
+
+def _score_options(p, *, threshold: bool = True) -> None:
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size",
+                   help="level-0 pixel size in µm (overrides the file's metadata; required when it has none)")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="shipped model name (default, fast, inception) or a .safetensors checkpoint")
+    if threshold:
+        p.add_argument("--threshold-um", type=_positive_float, default=2.0, metavar="UM",
+                       help="tiles further from focus are excluded; a slide passes if its p90 is within it")
+    p.add_argument("--slice", type=_slice, default="auto", metavar="auto|per-tile|N",
+                   help="z-stacks: the sharpest plane (auto), the sharpest per tile, or plane N")
+    p.add_argument("--level", type=_nonneg_int, default=None, metavar="N",
+                   help="pyramid level to read (default: the one nearest the 0.5 µm/px working resolution)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``focusq`` argument parser (one sub-parser per command)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="focusq", formatter_class=_Formatter,
+        description="How far out of focus each tile of a slide or z-stack is, in µm.",
+        epilog="examples:\n  focusq demo --out demo/\n  focusq score slide.svs --out qc/\n"
+               "  focusq score --help\n\nexit status: 0 ok, 1 some input failed, 2 bad usage, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"focusq {__version__}")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _sub(subs, "score", "score slides or images tile by tile and write QC outputs",
+             "  focusq score slide.svs --out qc/\n"
+             "  focusq score scans/*.ome.tif --out qc/ --threshold-um 1.5\n"
+             "  focusq score cells.tif --out qc/ --pixel-size 0.325 --modality fluorescence\n"
+             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n\n"
+             "writes per input <stem>.tiles.csv, .heatmap.tif, .mask.png, .geojson, .overlay.png,\n"
+             "and one row per input in OUT/results.tsv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="slides, z-stacks or images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    _score_options(p)
+
+    p = _sub(subs, "batch", "score many slides in parallel (dask.distributed)",
+             "  focusq batch 'scans/**/*.svs' --out qc/ --workers 4\n"
+             "  focusq batch slides.txt --out qc/ --scheduler tcp://10.0.0.5:8786")
+    p.add_argument("inputs", nargs="+", metavar="INPUT_GLOB|LIST",
+                   help="glob patterns (quote them), files, or a .txt list with one path per line")
+    p.add_argument("--out", required=True, metavar="DIR")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", metavar="ADDRESS", help="address of a running dask scheduler")
+    g.add_argument("--workers", type=_nonneg_int, metavar="N", help="local worker processes (default: cores)")
+    _score_options(p)
+
+    p = _sub(subs, "train", "train a model on simulated defocus of in-focus images",
+             "  focusq train data/brightfield/*.svs --out my_model.safetensors --preset fast --epochs 20\n"
+             "  focusq train data/ --out inc.safetensors --preset inception --seed 1")
+    p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors)")
+    p.add_argument("--preset", choices=("fast", "inception"), default="fast")
+    p.add_argument("--epochs", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
+    p.add_argument("--recipe", default="default", help="simulation / augmentation recipe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the preset's)")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size",
+                   help="pixel size of DATA without one in the metadata")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images",
+             "  focusq evaluate default data/heldout/*.tif --pixel-size 0.5\n"
+             "  focusq evaluate my_model.safetensors data/ --out report.json")
+    p.add_argument("model", metavar="MODEL", help="model name or .safetensors checkpoint")
+    p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    p = _sub(subs, "simulate", "write a simulated defocus series of an in-focus image",
+             "  focusq simulate crop.tif --z-um 0,1,2,4 --out series/\n"
+             "  focusq simulate cells.png --z-um 0,0.5,1 --out series/ --pixel-size 0.3 "
+             "--modality fluorescence --na 0.95\n\n"
+             "writes <stem>_z<z>um.tif (same dtype, pixel size in the tags) and a .png preview per z")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--z-um", type=_z_list, required=True, metavar="Z,Z,...", help="defocus values in µm")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--method", choices=("optical", "gaussian"), default="optical")
+    p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
+    p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
+
+    from .focus import MEASURES
+
+    p = _sub(subs, "sharpest", "find the sharpest plane of a z-stack",
+             "  focusq sharpest stack.tif --out best.json\n"
+             "  focusq sharpest stack.ome.tif --out scores.csv --measure tenengrad")
+    p.add_argument("stack", metavar="STACK")
+    p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
+    p.add_argument("--measure", choices=MEASURES, default="std")
+
+    p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
+             "  focusq demo --out demo/")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--model", default="default", metavar="NAME|PATH")
+    return parser
+
+
+# ------------------------------------------------------------------------ commands
+def _load_model(name: str):
+    try:
+        from .models import load_model
+    except ImportError as exc:
+        raise UsageError(f"the models are not available in this installation ({exc})") from exc
+    try:
+        return load_model(name)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {exc}") from exc
+
+
+def cmd_score(args) -> int:
+    from .outputs import append_results, error_reason, score_to_outputs, unique_stem
+
+    if importlib.util.find_spec(f"{__package__}.pipeline") is None:
+        raise UsageError("scoring is not available: napari_focusq.pipeline is missing from this installation")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    model = _load_model(args.model)
+    tsv = out / "results.tsv"
+    taken: set = set()
+    failed = 0
+    for i, path in enumerate(args.inputs, 1):
+        stem = unique_stem(path, taken)
+        print(f"[{i}/{len(args.inputs)}] {path}", file=sys.stderr, flush=True)
+        try:
+            row, paths = score_to_outputs(
+                path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
+                level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
+                results_tsv=tsv)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # a bug on one input should not lose the rest of a long run
+            from .outputs import results_row
+
+            row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
+                              error=error_reason(exc, path))
+            append_results(tsv, row)
+        if row["status"] != "ok":
+            failed += 1
+            _err(f"{path}: {row['error']}")
+        else:
+            verdict = "pass" if row["pass"] == "yes" else "FAIL"
+            print(f"{path}: median {row['median_um'] or '-'} µm, p90 {row['p90_um'] or '-'} µm, "
+                  f"excluded {row['excluded_pct'] or '-'}% -> {verdict}  ({out / stem}.*)", flush=True)
+    print(f"results: {tsv}" + (f"  ({failed} of {len(args.inputs)} inputs failed)" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _delegate(module: str, func: str, args) -> int:
+    try:
+        mod = importlib.import_module(f"{__package__}.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"{__package__}.{module}", None):
+            raise UsageError(f"'focusq {args.command}' is not available: napari_focusq/{module}.py "
+                             "is missing from this installation") from exc
+        raise
+    except ImportError as exc:  # e.g. sys.modules entry set to None
+        raise UsageError(f"'focusq {args.command}' is not available: {exc}") from exc
+    fn = getattr(mod, func, None)
+    if fn is None:
+        raise UsageError(f"'focusq {args.command}' is not available: {module}.{func} is missing")
+    rc = fn(args)
+    return EXIT_OK if rc is None else int(rc)
+
+
+def _read_image_plane(path, pixel_size_um, *, max_side: int):
+    """(plane, pixel size, stem) of IMAGE: level 0, the middle plane of a stack."""
+    from .io import open_image
+    from .outputs import unique_stem
+
+    with open_image(path, pixel_size_um=pixel_size_um) as src:
+        yx = (src.shape[src.axes.index("Y")], src.shape[src.axes.index("X")])
+        if max(yx) > max_side:
+            raise ValueError(f"{path}: image is {yx[0]}x{yx[1]} px; simulate works on planes up to "
+                             f"{max_side}x{max_side}: crop a region first (e.g. in napari or QuPath)")
+        px = src.pixel_size_um
+        if px is None:
+            raise UsageError(f"{path}: pixel size unknown (not in the file's metadata); "
+                             "pass it with --pixel-size UM")
+        plane = src.read_plane(z=src.n_z // 2 if "Z" in src.axes else None)
+    return plane, px, unique_stem(path, set())
+
+
+def cmd_simulate(args) -> int:
+    from .config import Optics
+    from .demo import MAX_SIMULATE_SIDE, _modality, write_defocus_series
+
+    plane, px, stem = _read_image_plane(args.image, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
+    mod = _modality(plane, args.modality)
+    optics = None
+    if args.na is not None or args.n is not None:
+        import dataclasses
+
+        base = Optics.for_modality(mod)
+        try:
+            optics = dataclasses.replace(base, **{k: v for k, v in (("na", args.na), ("n", args.n)) if v is not None})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
+                                 optics=optics, method=args.method, progress=_bar())
+    print(f"wrote {len(paths)} images ({mod}, {px:g} µm/px, {plane.dtype}) to {args.out}/:")
+    for p in paths:
+        print(f"  {p.name} (+ {p.with_suffix('.png').name})")
+    return EXIT_OK
+
+
+def cmd_sharpest(args) -> int:
+    from ._atomic import write_text
+    from .focus import iter_sharpest_slice
+    from .io import open_image
+    from .progress import drive
+
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise UsageError(f"output folder {out.parent} does not exist")
+    with open_image(args.stack) as src:
+        gen = iter_sharpest_slice(src, args.measure)
+        try:
+            index, scores = drive(gen, _bar())
+        finally:
+            gen.close()
+    if out.suffix.lower() == ".csv":
+        lines = ["plane,score,sharpest"] + [f"{i},{s:.6g},{int(i == index)}" for i, s in enumerate(scores)]
+        write_text(out, "\n".join(lines) + "\n")
+    else:
+        write_text(out, json.dumps({"input": str(args.stack), "index": index, "measure": args.measure,
+                                    "scores": [float(s) if s == s and abs(s) != float("inf") else None
+                                               for s in scores]}, indent=1))
+    print(index)
+    print(f"sharpest plane {index} of {len(scores)} ({args.measure}); scores in {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, model=args.model, progress=_bar())
+
+
+COMMANDS = {
+    "score": cmd_score,
+    "batch": lambda a: _delegate("batch", "main_batch", a),
+    "train": lambda a: _delegate("training", "main_train", a),
+    "evaluate": lambda a: _delegate("training", "main_evaluate", a),
+    "simulate": cmd_simulate,
+    "sharpest": cmd_sharpest,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``focusq`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) and usage errors (2)
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from .errors import FocusQError
+
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        # outputs are written atomically, so nothing half-written is left behind
+        print("", file=sys.stderr)
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except (FocusQError, ValueError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
