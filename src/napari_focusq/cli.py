@@ -196,15 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------ commands
-def _load_model(name: str):
+def _check_model(name: str, modality: str) -> str:
+    """Fail early (usage error) on a model that cannot load; return the name for the pipeline.
+
+    The name, not the loaded model, goes to the pipeline so that "default" can pick the
+    shipped model of each input's modality (models are cached, so nothing loads twice).
+    """
     try:
         from .models import load_model
     except ImportError as exc:
         raise UsageError(f"the models are not available in this installation ({exc})") from exc
     try:
-        return load_model(name)
+        load_model(name, modality="brightfield" if modality == "auto" else modality)
     except (ValueError, OSError, KeyError) as exc:
         raise UsageError(f"cannot load model {name!r}: {exc}") from exc
+    return name
 
 
 def cmd_score(args) -> int:
@@ -217,7 +223,7 @@ def cmd_score(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
-    model = _load_model(args.model)
+    model = _check_model(args.model, args.modality)
     tsv = out / "results.tsv"
     taken: set = set()
     failed = 0
