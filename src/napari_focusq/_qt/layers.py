@@ -1,0 +1,160 @@
+"""Grid geometry and layer settings for the heatmap and exclusion layers (pure; no Qt).
+
+napari puts the centre of data pixel ``k`` at world ``k * scale + translate``, so pixel
+``k`` covers data coordinates ``[k - 0.5, k + 0.5]``. A tile starting at level-0 pixel
+edge ``origin + r * t`` therefore starts at data coordinate ``origin + r*t - 0.5`` of the
+image layer, and its centre sits at ``origin + (r + 0.5) * t - 0.5``. The heatmap puts
+one pixel per tile, so its pixel ``r`` must be centred there:
+
+    heat_scale     = t * image_scale
+    heat_translate = image_translate + (origin + t/2 - 1/2) * image_scale
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+HEATMAP_NAME = "Defocus (µm)"
+EXCLUDED_NAME = "Excluded tiles"
+#: Fixed colour range of the heatmap, µm (so colours mean the same on every slide).
+CONTRAST_UM = (0.0, 6.0)
+#: Perceptual and readable over H&E: dark = in focus, bright yellow = far out of focus.
+COLORMAP = "inferno"
+EXCLUDED_LABEL = 1
+
+
+def grid_geometry(image_scale: Iterable[float], image_translate: Iterable[float],
+                  tile_size_px: float, origin_px: Iterable[float] = (0.0, 0.0)) -> tuple[tuple, tuple]:
+    """Scale and translate (y, x) of a one-pixel-per-tile layer over an image layer.
+
+    Parameters
+    ----------
+    image_scale, image_translate
+        The image layer's last two (y, x) scale and translate entries (world units per
+        level-0 pixel, usually µm).
+    tile_size_px
+        Tile edge in level-0 pixels.
+    origin_px
+        Level-0 pixel edge (y, x) where tile (0, 0) starts.
+
+    Returns
+    -------
+    (scale, translate)
+        Tuples of two floats for the heatmap / labels layer.
+    """
+    s = [float(v) for v in list(image_scale)[-2:]]
+    tr = [float(v) for v in list(image_translate)[-2:]]
+    o = [float(v) for v in origin_px]
+    t = float(tile_size_px)
+    scale = tuple(t * si for si in s)
+    translate = tuple(tri + (oi + t / 2 - 0.5) * si for si, tri, oi in zip(s, tr, o))
+    return scale, translate
+
+
+def tile_centre_world(row: float, col: float, scale, translate) -> tuple[float, float]:
+    """World (y, x) of tile (row, col)'s centre on a grid layer."""
+    return (translate[0] + row * scale[0], translate[1] + col * scale[1])
+
+
+def world_to_tile(world_yx: Iterable[float], scale, translate, grid_shape) -> tuple[int, int] | None:
+    """The (row, col) of the grid cell under a world (y, x) position, or None outside the grid."""
+    y, x = [float(v) for v in list(world_yx)[-2:]]
+    r = math.floor((y - translate[0]) / scale[0] + 0.5)
+    c = math.floor((x - translate[1]) / scale[1] + 0.5)
+    rows, cols = grid_shape
+    return (r, c) if 0 <= r < rows and 0 <= c < cols else None
+
+
+def fill_tiles(grid: np.ndarray, tiles: Iterable, tissue: np.ndarray | None = None) -> tuple[slice, slice] | None:
+    """Write ``(row, col, defocus_um, tissue_fraction)`` events into ``grid`` in place.
+
+    Returns the bounding (rows, cols) slices that changed (None if nothing did), so a
+    caller can refresh only that part.
+    """
+    rr, cc = [], []
+    for r, c, d, *rest in tiles:
+        grid[r, c] = np.nan if d is None else d
+        if tissue is not None and rest:
+            tissue[r, c] = rest[0]
+        rr.append(r)
+        cc.append(c)
+    if not rr:
+        return None
+    return slice(min(rr), max(rr) + 1), slice(min(cc), max(cc) + 1)
+
+
+def heatmap_kwargs(scale, translate) -> dict:
+    """Layer keyword arguments of the heatmap (Image layer, µm, fixed limits)."""
+    return {
+        "name": HEATMAP_NAME,
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "colormap": COLORMAP,
+        "contrast_limits": CONTRAST_UM,
+        "opacity": 0.55,
+        "blending": "translucent",
+        "interpolation2d": "nearest",
+        "units": ("µm", "µm"),
+        "metadata": {"focusq": "heatmap"},
+    }
+
+
+def excluded_kwargs(scale, translate) -> dict:
+    """Layer keyword arguments of the exclusion Labels layer on the same grid."""
+    return {
+        "name": EXCLUDED_NAME,
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "opacity": 0.6,
+        "units": ("µm", "µm"),
+        "metadata": {"focusq": "excluded"},
+    }
+
+
+def threshold_mask(defocus_um: np.ndarray, threshold_um: float) -> np.ndarray:
+    """Labels (uint8) of scored tiles further from focus than the threshold."""
+    with np.errstate(invalid="ignore"):
+        ex = np.isfinite(defocus_um) & (defocus_um > threshold_um)
+    return ex.astype(np.uint8) * EXCLUDED_LABEL
+
+
+def summary_text(s: dict, threshold_um: float) -> str:
+    """One short paragraph of :meth:`FocusMap.summary` figures for the widget."""
+    def um(v):
+        return "–" if v is None or not np.isfinite(v) else f"{v:.2f} µm"
+
+    verdict = "PASS" if s.get("pass") else "FAIL"
+    ex = s.get("excluded_pct", float("nan"))
+    ex_s = "–" if not np.isfinite(ex) else f"{ex:.1f} %"
+    return (f"Tissue {s.get('tissue_pct', 0):.1f} % of {s.get('tiles', 0)} tiles · excluded {ex_s}\n"
+            f"median {um(s.get('median_um'))} · 90th pct {um(s.get('p90_um'))} · "
+            f"slide {verdict} (90th pct ≤ {threshold_um:g} µm)")
+
+
+def layer_pixel_size_um(layer) -> float | None:
+    """Level-0 pixel size of an image layer in µm, from its metadata or its µm scale."""
+    md = getattr(layer, "metadata", {}) or {}
+    px = md.get("pixel_size_um")
+    if px:
+        return float(px)
+    units = getattr(layer, "units", None)
+    if units is not None and len(units) and str(units[-1]) in ("micrometer", "µm", "um"):
+        return float(layer.scale[-1])
+    return None
+
+
+def spatial_ndim(layer) -> int:
+    """Number of non-channel axes of an image layer."""
+    return layer.ndim
+
+
+def level0(layer):
+    """Level-0 array of an image layer (``data[0]`` when multiscale)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def is_stack(layer) -> bool:
+    """True for an image layer with a z (or any leading) axis before (y, x)."""
+    return layer.ndim >= 3

@@ -1,0 +1,644 @@
+"""Focus QC dock widget: score the image layer tile by tile, review and export.
+
+All scoring, geometry and writing lives in core functions; this file only wires them to
+napari layers. Keyboard: with the heatmap or "Excluded tiles" layer selected, a click on
+a tile toggles its exclusion, Ctrl+Z undoes and Ctrl+Shift+Z redoes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                            QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from . import layers as L
+from .workers import model_registry, progress_worker, settings
+
+HELP = ("Select the heatmap or “Excluded tiles” layer, then click a tile to exclude or include it. "
+        "Ctrl+Z undoes, Ctrl+Shift+Z redoes. Moving the threshold re-applies it to every tile.")
+MODALITIES = ("auto", "brightfield", "fluorescence")
+
+
+def _notify_error(msg: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(msg)
+
+
+def _notify_info(msg: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(msg)
+
+
+class FocusQCWidget(QWidget):
+    """Score an image layer's defocus per tile, show it as a heatmap, exclude and export tiles."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker = None
+        self._task_id = None
+        self._pbar = None
+        self._run: dict | None = None
+        self.fmap = None
+        self.heatmap = None
+        self.excluded = None
+        self._build()
+        self._wire()
+        self._restore()
+        self._refresh_layers()
+        self._refresh_models()
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> None:
+        form = QFormLayout()
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Image layer to score: an RGB slide or a grayscale image, 2-D or a z-stack "
+                                    "(the plane shown on the slider is scored).")
+        form.addRow("Image", self.layer_combo)
+        self.pixel_size = QDoubleSpinBox()
+        self.pixel_size.setRange(0.0, 100.0)
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setSingleStep(0.01)
+        self.pixel_size.setSuffix(" µm")
+        self.pixel_size.setSpecialValueText("unknown – enter it")
+        self.pixel_size.setToolTip("Size of one full-resolution pixel in µm (filled from the file when known). "
+                                   "Defocus is only meaningful in µm with the right pixel size.")
+        form.addRow("Pixel size", self.pixel_size)
+        self.modality = QComboBox()
+        self.modality.addItems(MODALITIES)
+        self.modality.setToolTip("auto decides from the image; brightfield for stained slides, fluorescence "
+                                 "for dark-background images.")
+        form.addRow("Modality", self.modality)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Model: the shipped ones, plus any checkpoint you trained or browsed to.")
+        self.browse_btn = QPushButton("Browse…")
+        self.browse_btn.setToolTip("Add a model checkpoint (.safetensors) trained with focusq or the training widget.")
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.browse_btn)
+        form.addRow("Model", row)
+
+        self.stack_box = QGroupBox("Z-stack")
+        zl = QHBoxLayout(self.stack_box)
+        self.measure = QComboBox()
+        from ..focus import MEASURES
+
+        self.measure.addItems(MEASURES)
+        self.measure.setToolTip("Focus measure for finding the sharpest plane (std of intensity is robust).")
+        self.sharpest_btn = QPushButton("Sharpest slice")
+        self.sharpest_btn.setToolTip("Find the sharpest plane of the stack and move the z slider to it.")
+        zl.addWidget(self.measure)
+        zl.addWidget(self.sharpest_btn)
+        self.stack_box.setVisible(False)
+
+        btns = QHBoxLayout()
+        self.score_btn = QPushButton("Score defocus")
+        self.score_btn.setToolTip("Predict each tile's distance from focus (µm) on the shown plane.")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running job (nothing is left half-done).")
+        self.cancel_btn.setEnabled(False)
+        btns.addWidget(self.score_btn)
+        btns.addWidget(self.cancel_btn)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Progress of the running job (also in the activity dock).")
+        self.progress_bar.setValue(0)
+
+        qc = QFormLayout()
+        from ..config import DEFAULT_THRESHOLD_UM
+        from superqt import QLabeledDoubleSlider
+
+        self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0.25, 6.0)
+        self.threshold_slider.setValue(DEFAULT_THRESHOLD_UM)
+        self.threshold_slider.setToolTip("Tiles predicted further from focus than this are excluded.")
+        qc.addRow("Threshold (µm)", self.threshold_slider)
+        self.summary = QLabel("No result yet.")
+        self.summary.setWordWrap(True)
+        self.summary.setToolTip("Slide summary: tissue, excluded tiles, median and 90th-percentile defocus; "
+                                "the slide passes when the 90th percentile is within the threshold.")
+        self.hover = QLabel("")
+        self.hover.setToolTip("Defocus of the tile under the mouse.")
+        help_label = QLabel(HELP)
+        help_label.setWordWrap(True)
+        help_label.setToolTip(HELP)
+
+        ex = QGroupBox("Export")
+        exl = QFormLayout(ex)
+        self.mask_format = QComboBox()
+        self.mask_format.addItems(["png", "tif"])
+        self.mask_format.setToolTip("File type of the usable-tissue mask (255 = usable tissue).")
+        self.downsample = QSpinBox()
+        self.downsample.setRange(1, 1024)
+        self.downsample.setValue(16)
+        self.downsample.setToolTip("Mask pixels per full-resolution pixel side (the scale is stored in the file).")
+        self.export_btn = QPushButton("Export…")
+        self.export_btn.setToolTip("Write the mask, QuPath GeoJSON of excluded tiles, the tiles CSV and a "
+                                   "results.tsv row into a folder.")
+        self.export_btn.setEnabled(False)
+        exl.addRow("Mask format", self.mask_format)
+        exl.addRow("Downsample", self.downsample)
+        exl.addRow(self.export_btn)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.stack_box)
+        lay.addLayout(btns)
+        lay.addWidget(self.progress_bar)
+        lay.addLayout(qc)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.hover)
+        lay.addWidget(help_label)
+        lay.addWidget(ex)
+        lay.addStretch(1)
+
+    def _wire(self) -> None:
+        ev = self.viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(self._refresh_layers)
+        ev.removed.connect(self._on_layer_removed)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.browse_btn.clicked.connect(self._browse_model)
+        self.score_btn.clicked.connect(self.score)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.sharpest_btn.clicked.connect(self.sharpest_slice)
+        self.threshold_slider.valueChanged.connect(self._on_threshold)
+        self.export_btn.clicked.connect(self._export_dialog)
+        model_registry().added.connect(self._on_model_added)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.mouse_move_callbacks.append(self._on_hover)
+        self.destroyed.connect(_stop_worker_later(self))
+
+    def _restore(self) -> None:
+        s = settings()
+        self.modality.setCurrentText(s.value("qc/modality", "auto"))
+        self.threshold_slider.setValue(float(s.value("qc/threshold_um", self.threshold_slider.value())))
+        self.measure.setCurrentText(s.value("qc/measure", "std"))
+        self.mask_format.setCurrentText(s.value("qc/mask_format", "png"))
+        self.downsample.setValue(int(s.value("qc/downsample", 16)))
+        self._last_folder = s.value("qc/export_folder", str(Path.home()))
+
+    def _save(self) -> None:
+        s = settings()
+        s.setValue("qc/modality", self.modality.currentText())
+        s.setValue("qc/threshold_um", self.threshold_slider.value())
+        s.setValue("qc/measure", self.measure.currentText())
+        s.setValue("qc/mask_format", self.mask_format.currentText())
+        s.setValue("qc/downsample", self.downsample.value())
+        s.setValue("qc/model", self.model_combo.currentData() or "")
+        s.setValue("qc/export_folder", self._last_folder)
+
+    # ------------------------------------------------------------------ layers and models
+    def _image_layers(self):
+        from napari.layers import Image
+
+        return [ly for ly in self.viewer.layers
+                if isinstance(ly, Image) and ly.metadata.get("focusq") != "heatmap"
+                and not ly.name.startswith(L.HEATMAP_NAME)]
+
+    def _refresh_layers(self, *_):
+        current = self.layer_combo.currentText()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        names = [ly.name for ly in self._image_layers()]
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._on_layer_changed()
+
+    def selected_layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_layer_changed(self, *_):
+        layer = self.selected_layer()
+        if layer is None:
+            self.stack_box.setVisible(False)
+            return
+        self.pixel_size.setValue(L.layer_pixel_size_um(layer) or 0.0)
+        self.stack_box.setVisible(L.is_stack(layer))
+
+    def _refresh_models(self):
+        from ..models import available_models
+
+        keep = self.model_combo.currentData() or settings().value("qc/model", "")
+        self.model_combo.clear()
+        for name in available_models():
+            self.model_combo.addItem(name, name)
+        for path in model_registry().paths():
+            self.model_combo.addItem(Path(path).name, path)
+            self.model_combo.setItemData(self.model_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        i = self.model_combo.findData(keep)
+        if i >= 0:
+            self.model_combo.setCurrentIndex(i)
+
+    def _on_model_added(self, path: str):
+        self._refresh_models()
+        i = self.model_combo.findData(path)
+        if i >= 0:
+            self.model_combo.setCurrentIndex(i)
+
+    def _browse_model(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Model checkpoints (*.safetensors)")
+        if path:
+            self.add_model(path)
+
+    def add_model(self, path: str) -> None:
+        """Check a checkpoint loads, then list and select it (remembered between sessions)."""
+        from ..errors import FocusQError
+        from ..models import load_model
+
+        try:
+            load_model(path)
+        except (FocusQError, OSError, ValueError) as exc:
+            _notify_error(f"Cannot use this model: {exc}")
+            return
+        model_registry().add(str(path))
+
+    # ------------------------------------------------------------------ input checks
+    def _plane(self, layer):
+        """(array, z) of the plane to score: level 0, the z shown on the slider for stacks."""
+        data = L.level0(layer)
+        if not L.is_stack(layer):
+            return data, None
+        if layer.ndim > 3:
+            raise ValueError(f"layer {layer.name!r} has {layer.ndim} axes; Focus QC scores (z, y, x) stacks")
+        world_axis = self.viewer.dims.ndim - layer.ndim
+        z = round((self.viewer.dims.point[world_axis] - layer.translate[0]) / layer.scale[0])
+        z = int(min(max(z, 0), data.shape[0] - 1))
+        return data[z], z
+
+    def _checked_input(self):
+        """The layer, plane, z and pixel size to score, or None after telling the user why."""
+        from napari.layers import Image
+
+        layer = self.selected_layer()
+        if layer is None or not isinstance(layer, Image):
+            _notify_error("Focus QC: choose an image layer to score (open a slide or a sample first).")
+            return None
+        px = self.pixel_size.value()
+        if not px > 0:
+            _notify_error(f"Focus QC: {layer.name!r} has no pixel size; enter it in µm (e.g. 0.25 for a 40x "
+                          "scan, 0.5 for 20x) so defocus can be given in µm.")
+            return None
+        try:
+            plane, z = self._plane(layer)
+        except ValueError as exc:
+            _notify_error(f"Focus QC: {exc}")
+            return None
+        return layer, plane, z, px
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def score(self, *_):
+        """Start scoring the selected layer's shown plane in a worker thread (returns the worker)."""
+        if self.busy:
+            _notify_info("Focus QC: a job is already running; wait for it or press Cancel.")
+            return None
+        checked = self._checked_input()
+        if checked is None:
+            return None
+        layer, plane, z, px = checked
+        from ..pipeline import iter_score_image
+        from ..tiling import TileGrid
+
+        h, w = plane.shape[:2]
+        grid = TileGrid((h, w), px)
+        scale, translate = L.grid_geometry(layer.scale, layer.translate, grid.tile_size_px, grid.origin_px)
+        self._run = {"layer": layer.name, "z": z, "px": px, "scale": scale, "translate": translate,
+                     "t0": time.perf_counter(), "layer_obj": None, "kind": "score",
+                     "source": layer.metadata.get("path") or layer.name}
+        self._save()
+        gen = iter_score_image(plane, pixel_size_um=px, modality=self.modality.currentText(),
+                               model=self.model_combo.currentData())
+        self._start(gen, f"Focus QC: scoring {layer.name}")
+        return self._worker
+
+    def sharpest_slice(self, *_):
+        """Find the sharpest plane of the selected stack in a worker and move the slider to it."""
+        if self.busy:
+            _notify_info("Focus QC: a job is already running; wait for it or press Cancel.")
+            return None
+        layer = self.selected_layer()
+        if layer is None or not L.is_stack(layer):
+            _notify_error("Focus QC: the sharpest slice needs a z-stack image layer.")
+            return None
+        stack = L.level0(layer)
+        if stack.shape[0] < 2:
+            _notify_error(f"Focus QC: {layer.name!r} has a single plane; there is no sharpest slice to find.")
+            return None
+        from ..focus import iter_sharpest_slice
+
+        self._run = {"kind": "sharpest", "layer": layer.name}
+        self._save()
+        self._start(iter_sharpest_slice(stack, measure=self.measure.currentText()),
+                    f"Focus QC: sharpest slice of {layer.name}")
+        return self._worker
+
+    def _start(self, gen, description: str) -> None:
+        self._worker = progress_worker(gen, on_started=self._on_started, on_event=self._on_event,
+                                       on_result=self._on_result, on_error=self._on_error,
+                                       on_finished=self._on_finished)
+        self._register_task(description)
+        self._worker.start()
+
+    def cancel(self, *_):
+        """Ask the running job to stop at its next progress event."""
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _task_manager(self):
+        # napari asks before closing a window with busy tasks and cancels them through
+        # their callback; the manager is private, so fall back to `destroyed` without it
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return getattr(getattr(self.viewer, "window", None), "_task_status_manager", None)
+
+    def _register_task(self, description: str) -> None:
+        mgr = self._task_manager()
+        if mgr is None:
+            return
+        from napari.utils.task_status import Status
+
+        worker = self._worker
+        self._task_id = mgr.register_task_status("napari-focusq", Status.BUSY, description,
+                                                 cancel_callback=lambda: worker.quit() or True)
+
+    def _end_task(self, status_name: str) -> None:
+        mgr = self._task_manager()
+        if mgr is not None and self._task_id is not None:
+            from napari.utils.task_status import Status
+
+            mgr.update_task_status(self._task_id, getattr(Status, status_name))
+        self._task_id = None
+
+    def _on_started(self):
+        from napari.utils import progress
+
+        self.score_btn.setEnabled(False)
+        self.sharpest_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress_bar.setValue(0)
+        self._pbar = progress(total=0, desc="Focus QC")
+
+    def _on_event(self, ev):
+        if self._pbar is not None:
+            if ev.total and self._pbar.total != ev.total:
+                self._pbar.total = ev.total
+            self._pbar.set_description(f"Focus QC: {ev.stage}")
+            self._pbar.n = ev.done
+            self._pbar.refresh()
+        if ev.total:
+            self.progress_bar.setMaximum(ev.total)
+            self.progress_bar.setValue(ev.done)
+            self.progress_bar.setFormat(f"{ev.stage} %v/%m")
+        if ev.stage == "score" and self._run and "grid_shape" in ev.data:
+            self._fill_running(ev.data["grid_shape"], ev.data.get("tiles", ()))
+
+    def _fill_running(self, grid_shape, tiles):
+        run = self._run
+        layer = run.get("layer_obj")
+        if layer is None or layer not in self.viewer.layers:
+            data = np.full(tuple(grid_shape), np.nan, np.float32)
+            kw = L.heatmap_kwargs(run["scale"], run["translate"])
+            kw["name"] = f"{L.HEATMAP_NAME} [scoring]"
+            layer = self.viewer.add_image(data, **kw)
+            run["layer_obj"] = layer
+        if L.fill_tiles(layer.data, tiles) is not None:
+            layer.refresh()
+
+    def _on_result(self, result):
+        run = self._run or {}
+        if run.get("kind") == "sharpest":
+            index, _scores = result
+            layer = self.viewer.layers[run["layer"]] if run["layer"] in self.viewer.layers else None
+            if layer is not None:
+                world_axis = self.viewer.dims.ndim - layer.ndim
+                self.viewer.dims.set_point(world_axis, layer.translate[0] + index * layer.scale[0])
+            _notify_info(f"Focus QC: sharpest plane is z = {index} ({self.measure.currentText()}).")
+            return
+        if run.get("kind") == "score":
+            result.extra["seconds"] = time.perf_counter() - run["t0"]
+            if result.source in (None, "image"):
+                result.source = str(run["source"])
+            self._show_result(result, run)
+
+    def _show_result(self, fmap, run) -> None:
+        """Replace the previous heatmap/exclusion layers by this run's."""
+        scale, translate = run["scale"], run["translate"]
+        running = run.get("layer_obj")
+        for ly in (self.heatmap, self.excluded, running):
+            if ly is not None and ly in self.viewer.layers:
+                self.viewer.layers.remove(ly)
+        self.fmap = fmap
+        kw = L.heatmap_kwargs(scale, translate)
+        kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap}
+        self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
+        self.heatmap.colorbar.visible = True
+        kw = L.excluded_kwargs(scale, translate)
+        kw["metadata"] = {"focusq": "excluded", "focusmap": fmap}
+        self.excluded = self.viewer.add_labels(L.threshold_mask(fmap.defocus_um, self.threshold_slider.value()), **kw)
+        self._hook_layer(self.heatmap)
+        self._hook_layer(self.excluded)
+        self.excluded.events.paint.connect(self._update_summary)
+        self.viewer.layers.selection.active = self.heatmap
+        self.export_btn.setEnabled(True)
+        self._update_summary()
+        notes = fmap.extra.get("notes") or []
+        _notify_info(f"Focus QC: scored {int(fmap.scored.sum())} tissue tiles with {fmap.model}"
+                     + (f" ({'; '.join(notes)})" if notes else ""))
+
+    def _hook_layer(self, layer) -> None:
+        """Status text in µm on hover, undo/redo keys, and summary refresh after undo."""
+        widget = self
+        orig_status = layer.get_status
+
+        def get_status(position=None, **kw):
+            status = orig_status(position, **kw)
+            text = widget.tile_text(position) if position is not None else ""
+            if text:
+                status["value"] = text
+                status["coordinates"] = f"{status.get('coords', '')}: {text}"
+            return status
+
+        layer.get_status = get_status
+        layer.bind_key("Control-Z", lambda _l: widget.undo(), overwrite=True)
+        layer.bind_key("Control-Shift-Z", lambda _l: widget.redo(), overwrite=True)
+
+    def _on_error(self, exc):
+        from ..errors import FocusQError
+
+        msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+        _notify_error(f"Focus QC failed: {msg}")
+        self._end_task("FAILED")
+
+    def _on_finished(self):
+        run = self._run or {}
+        aborted = self._worker is not None and self._worker.abort_requested
+        running = run.get("layer_obj")
+        if running is not None and running in self.viewer.layers:
+            self.viewer.layers.remove(running)  # a cancelled or failed run leaves no partial layer
+        if aborted:
+            _notify_info("Focus QC: cancelled.")
+        self._end_task("CANCELLED" if aborted else "COMPLETED")
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        self._run = None
+        self.score_btn.setEnabled(True)
+        self.sharpest_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+
+    # ------------------------------------------------------------------ review
+    def excluded_grid(self) -> np.ndarray | None:
+        if self.excluded is None or self.fmap is None:
+            return None
+        return np.asarray(self.excluded.data) > 0
+
+    def _update_summary(self, *_):
+        if self.fmap is None:
+            return
+        t = self.threshold_slider.value()
+        self.summary.setText(L.summary_text(self.fmap.summary(t, self.excluded_grid()), t))
+
+    def _on_threshold(self, value: float):
+        if self.fmap is None or self.excluded is None or self.excluded not in self.viewer.layers:
+            return
+        new = L.threshold_mask(self.fmap.defocus_um, value)
+        idx = np.nonzero(np.asarray(self.excluded.data) != new)
+        if idx[0].size:
+            with self.excluded.block_history():  # one undo step for the whole re-threshold
+                self.excluded.data_setitem(idx, new[idx])
+        self._update_summary()
+
+    def toggle_tile(self, row: int, col: int) -> None:
+        """Flip one tile between excluded and included (one undo step)."""
+        lab = self.excluded
+        new = 0 if lab.data[row, col] else L.EXCLUDED_LABEL
+        lab.data_setitem((np.array([row]), np.array([col])), new)
+        self._update_summary()
+
+    def undo(self) -> None:
+        if self.excluded is not None:
+            self.excluded.undo()
+            self._update_summary()
+
+    def redo(self) -> None:
+        if self.excluded is not None:
+            self.excluded.redo()
+            self._update_summary()
+
+    def tile_at_world(self, world) -> tuple[int, int] | None:
+        if self.heatmap is None or self.heatmap not in self.viewer.layers:
+            return None
+        return L.world_to_tile(world, self.heatmap.scale, self.heatmap.translate, self.heatmap.data.shape)
+
+    def tile_text(self, world) -> str:
+        """"1.83 µm (tile 3, 4; tissue 80 %)" for the tile under a world position."""
+        rc = self.tile_at_world(world)
+        if rc is None or self.fmap is None:
+            return ""
+        d = self.fmap.defocus_um[rc]
+        tissue = self.fmap.tissue_fraction[rc]
+        val = "no tissue" if not math.isfinite(d) else f"{d:.2f} µm"
+        ex = " · excluded" if self.excluded is not None and self.excluded.data[rc] else ""
+        return f"{val} (tile {rc[0]}, {rc[1]}; tissue {100 * tissue:.0f} %){ex}"
+
+    def _on_hover(self, viewer, event):
+        if self.fmap is not None:
+            self.hover.setText(self.tile_text(event.position))
+
+    def _on_click(self, viewer, event):
+        """A click (press and release without dragging) toggles the tile under the mouse."""
+        if self.excluded is None or viewer.layers.selection.active not in (self.heatmap, self.excluded):
+            return
+        if getattr(self.excluded, "mode", "pan_zoom") != "pan_zoom" or event.button != 1 or event.modifiers:
+            return
+        rc = self.tile_at_world(event.position)
+        moved = False
+        yield
+        while event.type == "mouse_move":
+            moved = True
+            yield
+        if rc is not None and not moved:
+            self.toggle_tile(*rc)
+
+    def _on_layer_removed(self, event):
+        if event.value is self.heatmap or event.value is self.excluded:
+            if event.value is self.excluded:
+                self.excluded = None
+            else:
+                self.heatmap = None
+            if self.heatmap is None and self.excluded is None:
+                self.fmap = None
+                self.export_btn.setEnabled(False)
+                self.summary.setText("No result yet.")
+
+    # ------------------------------------------------------------------ export
+    def _export_dialog(self):
+        folder = QFileDialog.getExistingDirectory(self, "Export Focus QC results to", self._last_folder)
+        if folder:
+            self._last_folder = folder
+            self._save()
+            self.export(folder)
+
+    def export(self, folder) -> dict | None:
+        """Write the mask, GeoJSON, tiles CSV and a results.tsv row into ``folder``; returns their paths."""
+        from ..outputs import append_results, results_row, unique_stem
+        from .._writer import ExportError, save_mask
+
+        if self.fmap is None:
+            _notify_error("Focus QC: score an image before exporting.")
+            return None
+        fmap, excluded, t = self.fmap, self.excluded_grid(), self.threshold_slider.value()
+        folder = Path(folder)
+        stem = unique_stem(fmap.source or "image", set())
+        ds = self.downsample.value()
+        paths = {}
+        try:
+            if not folder.is_dir():
+                raise ExportError(f"{folder}: no such folder")
+            mask_path = folder / f"{stem}.mask.{self.mask_format.currentText()}"
+            paths["mask"] = save_mask(mask_path, fmap.pixel_mask(t, excluded, downsample=ds), fmap.pixel_size_um * ds)
+            paths["geojson"] = fmap.to_geojson(folder / f"{stem}.geojson", t, excluded)
+            paths["tiles_csv"] = fmap.to_csv(folder / f"{stem}.tiles.csv", t, excluded)
+            row = results_row(fmap, stem=stem, input_path=fmap.source or stem,
+                              seconds=float(fmap.extra.get("seconds", 0.0)), threshold_um=t, excluded=excluded)
+            paths["results"] = folder / "results.tsv"
+            append_results(paths["results"], row)
+        except PermissionError as exc:
+            _notify_error(f"Focus QC: cannot write to {folder} (permission denied: is it read-only?) – {exc}")
+            return None
+        except (OSError, ValueError) as exc:
+            _notify_error(f"Focus QC: export failed: {exc}")
+            return None
+        _notify_info(f"Focus QC: exported {len(paths)} files to {folder}")
+        return paths
+
+
+def _stop_worker_later(widget: FocusQCWidget):
+    """A callback for ``destroyed`` that does not touch the (deleted) widget itself."""
+    holder = {"w": widget}
+
+    def stop(*_):
+        w = holder.pop("w", None)
+        worker = getattr(w, "_worker", None) if w is not None else None
+        if worker is not None:
+            try:
+                worker.quit()
+            except RuntimeError:
+                pass
+
+    return stop
