@@ -85,8 +85,13 @@ class FocusMap:
 
     def tile_at(self, y: float, x: float) -> tuple[int, int] | None:
         """The (row, col) of the tile holding level-0 pixel (y, x), or None outside."""
-        r = math.floor((y - self.origin_px[0]) / self.tile_size_px)
-        c = math.floor((x - self.origin_px[1]) / self.tile_size_px)
+        oy, ox = self.origin_px
+        t = self.tile_size_px
+        # Same rounding as tile_bounds, so a pixel is in the tile whose bounds hold it.
+        r = math.floor((y - oy) / t)
+        r += (y >= round(oy + (r + 1) * t)) - (y < round(oy + r * t))
+        c = math.floor((x - ox) / t)
+        c += (x >= round(ox + (c + 1) * t)) - (x < round(ox + c * t))
         rows, cols = self.shape
         return (r, c) if 0 <= r < rows and 0 <= c < cols else None
 
