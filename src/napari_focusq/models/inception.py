@@ -20,7 +20,7 @@ class InceptionFocusNet(nn.Module):
 
     fixed_front_end = False
 
-    def __init__(self, tile_px: int = 320, widths: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)):
+    def __init__(self, tile_px: int = 320, widths: tuple[int, ...] = (1024, 512, 256, 128, 64)):
         super().__init__()
         from torchvision.models import inception_v3
 
@@ -28,11 +28,11 @@ class InceptionFocusNet(nn.Module):
         net.fc = nn.Identity()
         self.backbone = net
         layers, prev = [], 2048
-        # Six fully connected layers, the last of them the 1-unit output.
-        for w in widths[:-1]:
+        # Six fully connected layers: one per hidden width, then the 1-unit output.
+        for w in widths:
             layers += [nn.Linear(prev, w), nn.ReLU(inplace=True)]
             prev = w
-        layers += [nn.Linear(prev, widths[-1]), nn.ReLU(inplace=True), nn.Linear(widths[-1], 1)]
+        layers.append(nn.Linear(prev, 1))
         self.regressor = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
