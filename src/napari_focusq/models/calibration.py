@@ -47,5 +47,7 @@ def apply_calibration(pred, calib: dict | None) -> np.ndarray:
     hi = pred > x[-1]
     out[hi] = y[-1] + (pred[hi] - x[-1])
     lo = pred < x[0]
-    out[lo] = np.maximum(0.0, y[0] + (pred[lo] - x[0]))
-    return out
+    out[lo] = y[0] + (pred[lo] - x[0])
+    # |z| is never negative; clipping everywhere (not only below the first knot, whose
+    # y may itself be < 0) keeps the map monotone.
+    return np.maximum(out, 0.0)
