@@ -1,0 +1,231 @@
+"""Model architectures, FocusModel input handling and calibration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_focusq.models import FocusModel, build_module, new_model, prepare_input
+from napari_focusq.models.calibration import apply_calibration, fit_isotonic
+from napari_focusq.models.fast import FastFocusNet
+from napari_focusq.models.inception import InceptionFocusNet
+
+
+@pytest.fixture(scope="module")
+def fast_model() -> FocusModel:
+    torch.manual_seed(0)
+    return new_model("fast", device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def inception_net(tmp_path_factory):
+    """InceptionFocusNet built with every download path sabotaged and an empty torch home."""
+    import torch.hub
+    import torchvision.models._api as tv_api
+
+    home = tmp_path_factory.mktemp("torch_home")
+
+    def no_download(*a, **k):
+        raise AssertionError("InceptionFocusNet tried to download weights")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        mp.setattr(torch.hub, "load_state_dict_from_url", no_download)
+        mp.setattr(torch.hub, "download_url_to_file", no_download)
+        mp.setattr(tv_api.WeightsEnum, "get_state_dict", no_download)
+        torch.manual_seed(0)
+        net = InceptionFocusNet().eval()
+    assert not any(home.rglob("*")), "something was written to the torch cache"
+    return net
+
+
+@pytest.fixture
+def rgb_tiles(slide_crop) -> np.ndarray:
+    """Two real H&E tiles (uint8, 320 x 320 x 3)."""
+    return np.stack([slide_crop(2000, 650, 320, 320), slide_crop(2300, 1100, 320, 320)])
+
+
+# ---------------------------------------------------------------- architectures
+def test_fast_forward_shape_and_range():
+    torch.manual_seed(0)
+    net = FastFocusNet().eval()
+    x = torch.rand(3, 320, 320) * 255
+    with torch.inference_mode():
+        y = net(x)
+        f = net.features(x)
+    assert y.shape == (3,)
+    assert torch.isfinite(y).all() and (y >= 0).all()  # softplus: |z| is never negative
+    assert f.shape == (3, net.front.n_features)
+    # The front end has no weights: only the head trains.
+    assert net.fixed_front_end
+    assert sum(p.numel() for p in net.front.parameters()) == 0
+    assert sum(p.numel() for p in net.parameters()) < 100_000
+
+
+def test_fast_features_ignore_brightness_and_contrast():
+    torch.manual_seed(0)
+    net = FastFocusNet().eval()
+    x = torch.rand(2, 320, 320) * 100
+    with torch.inference_mode():
+        f1, f2 = net.features(x), net.features(3.0 * x + 40.0)
+    # All band features are relative to the tile's own low-frequency power; only the last
+    # (the reference level itself, /10) moves, by log(9)/10.
+    assert torch.allclose(f1[:, :-1], f2[:, :-1], atol=1e-3)
+    assert torch.allclose(f2[:, -1] - f1[:, -1], torch.full((2,), float(np.log(9.0)) / 10), atol=1e-3)
+
+
+def test_inception_forward_shape(inception_net):
+    with torch.inference_mode():
+        y = inception_net(torch.rand(2, 3, 320, 320))
+    assert y.shape == (2,)
+    assert torch.isfinite(y).all() and (y >= 0).all()
+
+
+def test_inception_structure(inception_net):
+    backbone = inception_net.backbone
+    assert backbone.aux_logits is False and backbone.AuxLogits is None
+    assert isinstance(backbone.fc, nn.Identity)
+    linears = [m for m in inception_net.regressor if isinstance(m, nn.Linear)]
+    assert len(linears) == 6, [(m.in_features, m.out_features) for m in linears]
+    assert linears[0].in_features == 2048
+    assert linears[-1].out_features == 1
+    for a, b in zip(linears, linears[1:]):
+        assert a.out_features == b.in_features
+    # No transform_input: the module normalises with ImageNet statistics itself.
+    assert backbone.transform_input is False
+
+
+def test_build_module_rejects_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_module("resnet")
+
+
+# ------------------------------------------------------------- FocusModel input
+def test_predict_uint8_rgb(fast_model, rgb_tiles):
+    z = fast_model.predict(rgb_tiles)
+    assert z.shape == (2,) and z.dtype == np.float32
+    assert np.isfinite(z).all() and (z >= 0).all()
+
+
+def test_predict_uint16_rgb_is_scaled(fast_model, rgb_tiles):
+    z8 = fast_model.predict(rgb_tiles)
+    z16 = fast_model.predict(rgb_tiles.astype(np.uint16) * 257)  # the same image at 16 bits
+    np.testing.assert_allclose(z16, z8, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_grayscale_and_float(fast_model, rgb_tiles):
+    z8 = fast_model.predict(rgb_tiles)
+    green = rgb_tiles[..., 1]
+    # Brightfield uses the green channel, so a grey tile of the green plane is the same input.
+    np.testing.assert_allclose(fast_model.predict(green), z8, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast_model.predict(rgb_tiles / 255.0), z8, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast_model.predict(rgb_tiles.astype(np.float32)), z8, rtol=1e-4, atol=1e-4)
+    # RGBA: alpha is dropped.
+    rgba = np.concatenate([rgb_tiles, np.full(rgb_tiles.shape[:3] + (1,), 255, np.uint8)], -1)
+    np.testing.assert_allclose(fast_model.predict(rgba), z8, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_nonfinite_float_tiles(fast_model, rgb_tiles):
+    t = rgb_tiles.astype(np.float32)
+    t[0, :10] = np.nan
+    t[1, 5:9, 5:9] = np.inf
+    z = fast_model.predict(t)
+    assert np.isfinite(z).all()
+
+
+def test_predict_empty_batch(fast_model):
+    assert fast_model.predict(np.zeros((0, 320, 320, 3), np.uint8)).shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(2, 256, 256, 3), (2, 320, 321), (320, 320), (1, 1, 320, 320, 3)])
+def test_predict_wrong_tile_size(fast_model, shape):
+    with pytest.raises(ValueError, match=r"expects tiles of 320x320 px") as e:
+        fast_model.predict(np.zeros(shape, np.uint8))
+    assert str(shape).replace(" ", "") in str(e.value).replace(" ", "")
+
+
+def test_predict_applies_calibration(rgb_tiles):
+    torch.manual_seed(0)
+    m = new_model("fast", device=torch.device("cpu"))
+    raw = m.predict(rgb_tiles)
+    m.meta["calibration"] = {"x": [-100.0, 100.0], "y": [-98.0, 102.0]}  # shift by +2
+    np.testing.assert_allclose(m.predict(rgb_tiles), raw + 2.0, atol=1e-4)
+    np.testing.assert_allclose(m.predict_raw(rgb_tiles), raw, atol=1e-5)
+
+
+def test_prepare_input_fluorescence_scale_invariant():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 50.0, (3, 320, 320)).astype(np.float32)
+    a = prepare_input(x, "intensity", "fluorescence")
+    b = prepare_input(10 * x, "intensity", "fluorescence")
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    # Also across bit depths, and an offset (camera bias) changes nothing either.
+    u16 = np.clip(x * 40, 0, 65535).astype(np.uint16)
+    np.testing.assert_allclose(prepare_input(u16, "intensity", "fluorescence"),
+                               prepare_input(u16.astype(np.float64) / 40.0 + 100.0, "intensity", "fluorescence"),
+                               rtol=1e-3, atol=2e-2)
+    # The model's features (and so its predictions) agree too.
+    torch.manual_seed(0)
+    fm = new_model("fast", modality="fluorescence", device=torch.device("cpu"))
+    np.testing.assert_allclose(fm.predict(x), fm.predict(10 * x), rtol=1e-4, atol=1e-4)
+
+
+def test_prepare_input_rgb01_layouts(rgb_tiles):
+    a = prepare_input(rgb_tiles, "rgb01", "brightfield")
+    assert a.shape == (2, 3, 320, 320) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_allclose(prepare_input(rgb_tiles.astype(np.uint16) * 257, "rgb01", "brightfield"), a, atol=1e-6)
+    g = prepare_input(rgb_tiles[..., 0], "rgb01", "brightfield")  # grey -> three equal channels
+    assert g.shape == (2, 3, 320, 320)
+    np.testing.assert_array_equal(g[:, 0], g[:, 2])
+
+
+# ------------------------------------------------------------------ calibration
+def _biased(n, seed):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0, 8, n)
+    pred = 0.5 + 1.2 * true + rng.normal(0, 0.2, n)
+    return pred, true
+
+
+def test_fit_isotonic_is_monotone():
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(0, 10, 2000)
+    true = np.sqrt(pred) + rng.normal(0, 0.5, 2000)  # noisy, so raw pairs go up and down
+    c = fit_isotonic(pred, true, n_knots=64)
+    x, y = np.asarray(c["x"]), np.asarray(c["y"])
+    assert 2 <= len(x) <= 64 and len(x) == len(y)
+    assert np.all(np.diff(x) > 0)
+    assert np.all(np.diff(y) >= 0)
+    grid = np.linspace(-5, 20, 1000)
+    assert np.all(np.diff(apply_calibration(grid, c)) >= -1e-12)
+
+
+def test_calibration_corrects_a_biased_predictor():
+    calib = fit_isotonic(*_biased(3000, seed=2))
+    pred, true = _biased(1000, seed=3)  # held-out data
+    cal = apply_calibration(pred, calib)
+    slope, intercept = np.polyfit(true, cal, 1)
+    assert abs(slope - 1) < 0.05, slope
+    assert abs(intercept) < 0.15, intercept
+    assert np.abs(cal - true).mean() < 0.3
+    # Uncalibrated, the same predictions are off by 0.5 + 0.2 * true.
+    assert np.abs(pred - true).mean() > 1.0
+
+
+def test_calibration_extrapolates_with_slope_one():
+    calib = fit_isotonic(*_biased(3000, seed=2))
+    x_last, y_last = calib["x"][-1], calib["y"][-1]
+    out = apply_calibration(np.array([x_last + 1.0, x_last + 5.0]), calib)
+    np.testing.assert_allclose(out, [y_last + 1.0, y_last + 5.0], atol=1e-9)
+    # Below the first knot: slope 1 too, but never negative.
+    x0, y0 = calib["x"][0], calib["y"][0]
+    low = apply_calibration(np.array([x0 - 0.1, x0 - 100.0]), calib)
+    np.testing.assert_allclose(low, [max(0.0, y0 - 0.1), 0.0], atol=1e-9)
+
+
+def test_calibration_none_is_identity():
+    p = np.array([0.0, 1.5, 7.0])
+    np.testing.assert_array_equal(apply_calibration(p, None), p)
+    np.testing.assert_array_equal(apply_calibration(p, {"x": [1.0], "y": [2.0]}), p)
