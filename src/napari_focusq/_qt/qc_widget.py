@@ -393,12 +393,12 @@ class FocusQCWidget(QWidget):
         self._pbar = progress(total=0, desc="Focus QC")
 
     def _on_event(self, ev):
-        if self._pbar is not None:
-            if ev.total and self._pbar.total != ev.total:
-                self._pbar.total = ev.total
-            self._pbar.set_description(f"Focus QC: {ev.stage}")
-            self._pbar.n = ev.done
-            self._pbar.refresh()
+        pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
+        if pbar is not None:
+            if ev.total and pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.n = ev.done
+            pbar.set_description(f"Focus QC: {ev.stage}")
         if ev.total:
             self.progress_bar.setMaximum(ev.total)
             self.progress_bar.setValue(ev.done)

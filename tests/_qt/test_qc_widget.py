@@ -1,0 +1,151 @@
+"""Focus QC widget end to end: sample -> score in a worker -> heatmap -> click/undo -> export."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import DATA, click
+from test_layers import excluded_pixels, rasterize
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def qc(make_napari_viewer_proxy, model_path):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("napari-focusq", "defocus_demo")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    widget.add_model(str(model_path))
+    return viewer, widget
+
+
+def run(qtbot, widget, start):
+    """Start a job with ``start()`` and wait (no sleeping) for the worker to finish."""
+    worker = start()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+    return worker
+
+
+def test_score_demo_heatmap_alignment_click_undo_export(qc, qtbot, notes, tmp_path, read_only_dir):
+    viewer, w = qc
+    image = viewer.layers["Defocus demo (0, 1, 2, 4 µm)"]
+    assert w.layer_combo.currentText() == image.name
+    assert w.pixel_size.value() == pytest.approx(0.499)
+    assert w.model_combo.currentData() == str(w.model_combo.currentData())
+
+    events = []
+    worker = w.score()
+    worker.yielded.connect(events.append)
+    assert w.score() is None and "already running" in notes["info"][-1]  # pressing Score twice
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+    assert not notes["error"], notes["error"]
+    assert any(e.stage == "score" and e.data.get("tiles") for e in events)
+    assert w.score_btn.isEnabled() and not w.cancel_btn.isEnabled()
+
+    fmap = w.fmap
+    heat, lab = viewer.layers["Defocus (µm)"], viewer.layers["Excluded tiles"]
+    t = 320 * 0.5 / 0.499
+    assert heat.data.shape == (math.ceil(2967 / t), math.ceil(2220 / t)) == fmap.shape
+    np.testing.assert_array_equal(heat.data, fmap.defocus_um)
+    assert tuple(heat.contrast_limits) == (0, 6) and heat.colorbar.visible
+    assert np.allclose(lab.scale, heat.scale) and np.allclose(lab.translate, heat.translate)
+    assert not any(ly.name.endswith("[scoring]") for ly in viewer.layers)
+    # tile centres in world coordinates sit on the image's tile centres
+    for r, c in [(0, 0), (4, 3), (9, 6)]:
+        world = heat.data_to_world((r, c))
+        assert np.allclose(image.world_to_data(world), [(r + 0.5) * t - 0.5, (c + 0.5) * t - 0.5])
+    assert "µm" in w.summary.text() and "Tissue" in w.summary.text()
+    assert w.tile_text(heat.data_to_world((4, 3))).startswith(("no tissue", f"{fmap.defocus_um[4, 3]:.2f} µm"))
+
+    # a click toggles the tile under it; undo and redo restore
+    viewer.layers.selection.active = heat
+    r, c = 4, 3
+    before = int(lab.data[r, c])
+    text = w.summary.text()
+    click(viewer, heat.data_to_world((r, c)) + np.array([0.3, -0.3]) * heat.scale)
+    assert lab.data[r, c] == 1 - before and lab.data.sum() == fmap.excluded(2.0).sum() + (1 - 2 * before)
+    assert w.summary.text() != text or not fmap.scored[r, c]
+    w.undo()
+    assert lab.data[r, c] == before
+    w.redo()
+    assert lab.data[r, c] == 1 - before
+    # the threshold re-applies to every tile, in one undo step
+    w.threshold_slider.setValue(0.25)
+    np.testing.assert_array_equal(lab.data, fmap.excluded(0.25))
+    w.undo()
+    assert lab.data[r, c] == 1 - before
+
+    paths = w.export(tmp_path)
+    assert paths is not None, notes["error"]
+    excluded = lab.data > 0
+    feats = json.loads(paths["geojson"].read_text())["features"]
+    assert np.array_equal(rasterize(feats, fmap.image_shape), excluded_pixels(fmap, excluded & fmap.scored))
+    rows = paths["tiles_csv"].read_text().splitlines()
+    assert len(rows) == 1 + fmap.defocus_um.size
+    assert rows[0].startswith("row,col,y,x")
+    res = paths["results"].read_text().splitlines()
+    assert len(res) == 2 and res[0].startswith("input\tstem")
+    from PIL import Image
+
+    mask = Image.open(paths["mask"])
+    assert mask.size == (round(2220 / 16), round(2967 / 16))
+    assert mask.info["dpi"][0] == pytest.approx(25400 / (0.499 * 16), rel=1e-3)
+
+    assert w.export(read_only_dir) is None and "read-only" in notes["error"][-1]
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_cancel_leaves_no_partial_layer(qc, qtbot, notes):
+    viewer, w = qc
+    worker = w.score()
+    assert w.busy
+    worker.yielded.connect(lambda ev: w.cancel())  # cancel at the first event
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+    assert not w.busy and w.score_btn.isEnabled()
+    assert "cancelled" in notes["info"][-1]
+    assert [ly.name for ly in viewer.layers] == ["Defocus demo (0, 1, 2, 4 µm)", "True defocus (µm)"]
+
+
+def test_bad_input_is_reported(make_napari_viewer_proxy, qtbot, notes, model_path):
+    viewer = make_napari_viewer_proxy()
+    _, w = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    assert w.score() is None and "choose an image layer" in notes["error"][-1]
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="not an image")
+    assert w.layer_combo.count() == 0 and w.score() is None
+
+    # a z-stack without pixel size, then the sharpest slice moves the slider
+    viewer.open(str(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"), plugin="napari-focusq")
+    stack = viewer.layers["cells3d_nuclei_zstack.tif"]
+    assert w.layer_combo.currentText() == stack.name and w.stack_box.isVisibleTo(w)
+    assert w.pixel_size.value() == 0
+    assert w.score() is None and "no pixel size" in notes["error"][-1]
+    run(qtbot, w, w.sharpest_slice)
+    z = viewer.dims.current_step[0]
+    assert 28 <= z <= 40, z  # the documented sharpest plane is about 34
+    assert "sharpest plane is z" in notes["info"][-1]
+
+    viewer.add_image(np.zeros((1, 64, 64), np.uint16), name="one plane")
+    w.layer_combo.setCurrentText("one plane")
+    assert w.sharpest_slice() is None and "single plane" in notes["error"][-1]
+
+
+def test_trained_checkpoint_appears_in_list(qc, tmp_path):
+    from napari_focusq._qt.workers import model_registry
+    from napari_focusq.models import new_model
+
+    viewer, w = qc
+    p = new_model("fast").save(tmp_path / "mine.safetensors")
+    model_registry().add(str(p))
+    assert w.model_combo.currentData() == str(p)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    n = w.model_combo.count()
+    w.add_model(str(bad))
+    assert w.model_combo.count() == n
