@@ -17,6 +17,7 @@ import numpy as np
 
 from ._atomic import atomic_path, write_bytes
 from .config import DEFAULT_THRESHOLD_UM
+from .errors import FocusQError
 from .focusmap import FocusMap
 
 #: Columns of ``results.tsv``, in order.
@@ -346,10 +347,14 @@ def append_results(tsv_path, row: dict) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# read once at import: os.umask is process-wide, so toggling it later could race other threads
+_UMASK = _read_umask()
 
 
 def _create_with_header(path: Path) -> None:
@@ -359,7 +364,7 @@ def _create_with_header(path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(_line(RESULTS_COLUMNS))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a results table is for sharing
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a results table is for sharing
         try:
             os.link(tmp, path)  # never replaces: if another writer was first, keep theirs
         except FileExistsError:
@@ -385,3 +390,69 @@ def read_results(tsv_path) -> list[dict]:
         return []
     header = lines[0].split("\t")
     return [dict(zip(header, ln.split("\t"))) for ln in lines[1:] if ln.strip()]
+
+
+# ------------------------------------------------------------------- one whole input
+class MissingPixelSizeError(FocusQError, ValueError):
+    """The input's pixel size is neither in its metadata nor given by the user."""
+
+
+def error_reason(exc: BaseException, path=None) -> str:
+    """A one-line reason for a failed input, without repeating the path the message starts with."""
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    if path is not None:
+        for p in {str(path), str(Path(path))}:
+            if reason.startswith(p + ": "):
+                reason = reason[len(p) + 2:]
+    if not isinstance(exc, (FocusQError, ValueError, OSError)):
+        reason = f"unexpected {type(exc).__name__}: {reason}"
+    return _clean(reason)
+
+
+def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = None, modality: str = "auto",
+                     model=None, level: int | None = None, slice="auto",
+                     threshold_um: float = DEFAULT_THRESHOLD_UM, progress=None,
+                     results_tsv=None) -> tuple[dict, dict[str, Path]]:
+    """Score one slide, write its outputs and (optionally) append its ``results.tsv`` row.
+
+    Expected failures (unreadable file, unknown pixel size, bad options: ``FocusQError``,
+    ``ValueError``, ``OSError``) do not raise: they give a row with status "error" and the
+    reason, and no paths. Anything else (a bug, ``KeyboardInterrupt``) propagates.
+
+    Returns
+    -------
+    row, paths
+        The results row (see :func:`results_row`) and the written files.
+    """
+    import time
+
+    from .progress import drive
+
+    t0 = time.perf_counter()
+    try:
+        if pixel_size_um is None:
+            from .io import open_image
+
+            with open_image(path) as src:
+                if src.pixel_size_um is None:
+                    raise MissingPixelSizeError(
+                        f"{path}: pixel size unknown (not in the file's metadata); "
+                        "pass it with --pixel-size UM (µm per pixel at full resolution)")
+        from .pipeline import iter_score_slide
+
+        gen = iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                               level=level, slice=slice)
+        try:
+            fmap = drive(gen, progress)
+        finally:
+            gen.close()
+        paths = write_outputs(fmap, out_dir, stem, threshold_um=threshold_um)
+        row = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
+                          threshold_um=threshold_um)
+    except (FocusQError, ValueError, OSError) as exc:
+        row = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
+                          status="error", error=error_reason(exc, path))
+        paths = {}
+    if results_tsv is not None:
+        append_results(results_tsv, row)
+    return row, paths
