@@ -91,7 +91,8 @@ def _sub(subs, name: str, help: str, examples: str):
 def _score_options(p, *, threshold: bool = True) -> None:
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size",
                    help="level-0 pixel size in µm (overrides the file's metadata; required when it has none)")
-    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
     p.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="shipped model name (default, fast, inception) or a .safetensors checkpoint")
     if threshold:
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq train data/ --out inc.safetensors --preset inception --seed 1")
     p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors)")
-    p.add_argument("--preset", choices=("fast", "inception"), default="fast")
+    p.add_argument("--preset", choices=("fast", "inception"), default="fast", help="model architecture")
     p.add_argument("--epochs", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
     p.add_argument("--recipe", default="default", help="simulation / augmentation recipe")
     p.add_argument("--seed", type=int, default=0)
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the preset's)")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size",
                    help="pixel size of DATA without one in the metadata")
-    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
     p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
@@ -161,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
     p.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
-    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
@@ -174,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-um", type=_z_list, required=True, metavar="Z,Z,...", help="defocus values in µm")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
-    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto")
-    p.add_argument("--method", choices=("optical", "gaussian"), default="optical")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
+    p.add_argument("--method", choices=("optical", "gaussian"), default="optical",
+                   help="widefield PSF, or the founding paper's Gaussian blur")
     p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
     p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
 
@@ -186,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq sharpest stack.ome.tif --out scores.csv --measure tenengrad")
     p.add_argument("stack", metavar="STACK")
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
-    p.add_argument("--measure", choices=MEASURES, default="std")
+    p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
 
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
