@@ -120,12 +120,28 @@ class FocusModel:
             x = self.prepare(tiles).to(self.device)
             return self.module(x).float().cpu().numpy()
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """Calibrated |z| in µm for each tile (N, tile_px, tile_px[, C])."""
+    def predict_with_spread(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated |z| (µm) and the ensemble's spread (µm, NaN for single-head models)."""
+        import torch
+
+        tiles = self._check_tiles(tiles)
+        if not hasattr(self.module, "forward_with_spread"):
+            return self.predict(tiles), np.full(len(tiles), np.nan, np.float32)
+        with torch.inference_mode():
+            mean, spread = self.module.forward_with_spread(self.prepare(tiles).to(self.device))
+        cal = apply_calibration(mean.float().cpu().numpy(), self.meta.get("calibration"))
+        return cal.astype(np.float32), spread.float().cpu().numpy()
+
+    def _check_tiles(self, tiles) -> np.ndarray:
         tiles = np.asarray(tiles)
         if tiles.ndim not in (3, 4) or tiles.shape[1:3] != (self.tile_px, self.tile_px):
             raise ValueError(
                 f"model {self.label} expects tiles of {self.tile_px}x{self.tile_px} px; got array {tiles.shape}")
+        return tiles
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Calibrated |z| in µm for each tile (N, tile_px, tile_px[, C])."""
+        tiles = self._check_tiles(tiles)
         return apply_calibration(self.predict_raw(tiles), self.meta.get("calibration")).astype(np.float32)
 
     # --- files -----------------------------------------------------------------

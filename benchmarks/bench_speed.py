@@ -1,0 +1,113 @@
+"""Speed: tiles/s of each model on 320x320 tiles in memory, and whole-slide scoring
+time against the pure decode time of the same file.
+
+The whole-slide file is a JPEG-tiled pyramidal OME-TIFF the benchmark writes from
+the bundled sample slide (mirrored into a larger mosaic), so it exercises the real
+reader, tissue skipping, strip decoding ahead of inference and the model.
+
+    .venv/bin/python benchmarks/bench_speed.py [--mosaic 4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_focusq.focus import variance_of_laplacian_batch
+from napari_focusq.io import open_image, sample_slide_path
+from napari_focusq.models import load_model, new_model
+from napari_focusq.pipeline import score_slide
+
+
+def real_tiles(n: int) -> np.ndarray:
+    with open_image(sample_slide_path()) as src:
+        img = src.read_plane()
+    rng = np.random.default_rng(0)
+    H, W = img.shape[:2]
+    return np.stack([img[y:y + 320, x:x + 320] for y, x in
+                     zip(rng.integers(0, H - 320, n), rng.integers(0, W - 320, n))])
+
+
+def tiles_per_s(fn, tiles, batch, min_seconds=3.0):
+    fn(tiles[:batch])  # warm-up (allocations, FFT plans)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_seconds:
+        for i in range(0, len(tiles), batch):
+            fn(tiles[i:i + batch])
+            done += len(tiles[i:i + batch])
+    return done / (time.perf_counter() - t0)
+
+
+def write_mosaic(path: Path, k: int) -> tuple[int, int]:
+    """A k x k mirrored mosaic of the sample slide as a JPEG-tiled OME-TIFF pyramid."""
+    import tifffile
+
+    with open_image(sample_slide_path()) as src:
+        img = src.read_plane()
+        px = src.pixel_size_um
+    row = np.concatenate([img if j % 2 == 0 else img[:, ::-1] for j in range(k)], 1)
+    big = np.concatenate([row if i % 2 == 0 else row[::-1] for i in range(k)], 0)
+    levels = [big]
+    while max(levels[-1].shape[:2]) > 2048:
+        levels.append(levels[-1][::2, ::2])
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
+        opts = dict(tile=(256, 256), compression="jpeg", compressionargs={"level": 85}, photometric="rgb")
+        tw.write(big, subifds=len(levels) - 1, metadata={"PhysicalSizeX": px, "PhysicalSizeY": px,
+                                                         "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}, **opts)
+        for lv in levels[1:]:
+            tw.write(lv, subfiletype=1, **opts)
+    return big.shape[:2]
+
+
+def decode_seconds(path: Path) -> float:
+    """Read every pixel of the level the pipeline uses, in tile-row strips, one thread."""
+    t0 = time.perf_counter()
+    with open_image(path) as src:
+        lvl = src.level_for(0.5)
+        H, W = src.level_shapes[lvl][:2]
+        for y in range(0, H, 320):
+            src.read_region(y, 0, 320, W, level=lvl)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mosaic", type=int, default=4, help="k x k copies of the sample slide (default 4)")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    res = {}
+    tiles = real_tiles(512)
+    fast = load_model("fast")
+    res["fast"] = {b: tiles_per_s(fast.predict, tiles, b) for b in (64, 256)}
+    inc = new_model("inception")  # speed does not depend on the weights
+    res["inception"] = {8: tiles_per_s(inc.predict_raw, tiles[:16], 8, min_seconds=5.0)}
+    res["variance of Laplacian"] = {256: tiles_per_s(variance_of_laplacian_batch, tiles, 256)}
+    print("in-memory scoring, 320x320 RGB tiles, this machine's CPU:")
+    for k, v in res.items():
+        print(f"  {k:<24}" + "  ".join(f"batch {b}: {t:8.1f} tiles/s" for b, t in v.items()))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "mosaic.ome.tif"
+        shape = write_mosaic(path, a.mosaic)
+        dec = min(decode_seconds(path) for _ in range(2))
+        t0 = time.perf_counter()
+        fmap = score_slide(path)
+        sc = time.perf_counter() - t0
+        n = int(np.isfinite(fmap.defocus_um).sum())
+    res["whole_slide"] = {"shape": shape, "megapixels": shape[0] * shape[1] / 1e6, "decode_s": dec,
+                          "score_s": sc, "ratio": sc / dec, "tiles_scored": n, "tiles_total": fmap.defocus_um.size}
+    w = res["whole_slide"]
+    print(f"whole slide {shape[1]}x{shape[0]} px ({w['megapixels']:.0f} Mpx, JPEG tiles, "
+          f"{n}/{w['tiles_total']} tiles with tissue): decode {dec:.2f} s, score_slide {sc:.2f} s "
+          f"-> {w['ratio']:.2f}x decode time")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
