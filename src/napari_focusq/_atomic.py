@@ -19,6 +19,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; outputs should get the usual permissions (0666 - umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
