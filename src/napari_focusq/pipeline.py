@@ -205,6 +205,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     if not 0 <= lvl < len(src.downsamples):
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
     defocus = np.full((rows, cols), np.nan, np.float32)
+    spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
     todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
@@ -217,10 +218,11 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         nonlocal done
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
-        pred = fm.predict(batch)
+        pred, sd = fm.predict_with_spread(batch)
         out = []
-        for (r, c), p in zip(idx, pred):
+        for (r, c), p, q in zip(idx, pred, sd):
             defocus[r, c] = p
+            spread[r, c] = q
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
         pending_tiles.clear()
@@ -249,7 +251,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
-        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z},
+        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z, "spread_um": spread},
     )
     return fmap
 
