@@ -1,0 +1,544 @@
+"""``focusq batch``: many slides on dask.distributed, one task per slide.
+
+The client (this process) is the only writer of the run-wide files: ``results.tsv`` rows
+are appended as slides finish, ``error.log`` gets a line per failure and
+``manifest.json`` (rewritten atomically) records what is finished, so a rerun skips
+slides whose outputs are complete and redoes the rest. Workers write the per-slide
+outputs (atomically, see :mod:`napari_focusq.outputs`) into the shared output folder.
+
+Each worker loads the model once (a WorkerPlugin) and uses as many torch threads as it
+has dask threads. A worker that dies mid-slide (out of memory, killed) has its task
+rescheduled elsewhere by the scheduler; a task that raises something unexpected is
+retried ``retries`` times; a slide that is simply unreadable is recorded at once.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generator, Iterable
+
+from distributed import WorkerPlugin
+
+from .config import DEFAULT_THRESHOLD_UM
+from .errors import FocusQError
+from .progress import Progress, drive
+
+__all__ = ["BatchSummary", "BatchUsageError", "expand_inputs", "iter_batch", "run_batch", "main_batch",
+           "MANIFEST_NAME", "ERROR_LOG_NAME"]
+
+MANIFEST_NAME = "manifest.json"
+ERROR_LOG_NAME = "error.log"
+RUN_NAME = "run.json"
+PLUGIN_NAME = "napari-focusq-model"
+#: Files a folder argument contributes (anything else in it is ignored).
+SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
+                  ".png", ".jpg", ".jpeg"}
+#: A file argument with one of these suffixes is a list of inputs, one per line.
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+#: The manifest is rewritten at most this often while slides finish (and always at the end).
+_MANIFEST_EVERY_S = 1.0
+
+
+class BatchUsageError(FocusQError, ValueError):
+    """Bad batch options or inputs (exit status 2)."""
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did.
+
+    Attributes
+    ----------
+    n_ok, n_failed, n_skipped
+        Slides scored now, slides that failed, slides finished by an earlier run.
+    seconds
+        Wall time of the run.
+    failures
+        ``(path, reason)`` per failed slide.
+    """
+
+    n_ok: int = 0
+    n_failed: int = 0
+    n_skipped: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    out_dir: Path | None = None
+    report: Path | None = None
+
+
+# ------------------------------------------------------------------------ inputs
+def _has_magic(s: str) -> bool:
+    return glob.has_magic(s)
+
+
+def _list_file(path: Path) -> list[str]:
+    items = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        line = line.split(" #", 1)[0].strip()  # a trailing comment needs a space before "#"
+        if line:
+            p = Path(line).expanduser()
+            items.append(str(p if p.is_absolute() else path.parent / p))
+    return items
+
+
+def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Slides named by globs, list files (one path per line, ``#`` comments), folders or paths.
+
+    Folders contribute the slide files under them (recursively); relative paths in a list
+    file are relative to the list file's folder; ``**`` in a glob spans folders.
+
+    Returns
+    -------
+    found, missing
+        Existing files in order without duplicates, and literal paths that do not exist
+        (reported as failed inputs, so a typo in a list is not silently lost).
+    """
+    found: dict[str, Path] = {}
+    missing: dict[str, Path] = {}
+
+    def add(p: Path) -> None:
+        key = str(p.resolve())
+        found.setdefault(key, Path(key))
+
+    def visit(spec: str, from_list: bool) -> None:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith("."):
+                    add(f)
+        elif p.is_file():
+            if p.suffix.lower() in LIST_SUFFIXES and not from_list:
+                for item in _list_file(p):
+                    visit(item, True)
+            else:
+                add(p)
+        elif _has_magic(spec):
+            for m in sorted(glob.glob(str(p), recursive=True)):
+                if Path(m).is_file():
+                    add(Path(m))
+        else:
+            missing.setdefault(str(p.absolute()), p.absolute())
+
+    for s in specs:
+        visit(str(s), False)
+    return list(found.values()), list(missing.values())
+
+
+# ------------------------------------------------------------------------ model
+def model_fingerprint(model, modality: str = "auto") -> str:
+    """What the manifest records of the model: its label(s) and, for a file, a content hash.
+
+    Loads the model here (in the client) too, so a bad name or file is a usage error
+    before any worker starts. Raises :class:`BatchUsageError`.
+    """
+    from .models import load_model
+
+    mods = ("brightfield", "fluorescence") if modality == "auto" else (modality,)
+    labels = []
+    for m in mods:
+        try:
+            labels.append(load_model(model, modality=m).label)
+        except (FocusQError, ValueError, OSError, KeyError) as exc:
+            if m == mods[0]:
+                raise BatchUsageError(f"cannot load model {str(model)!r}: {exc}") from exc
+    fp = "|".join(sorted(set(labels)))
+    p = Path(str(model)).expanduser()
+    if p.is_file():
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        fp += f" sha256:{h.hexdigest()[:16]}"
+    return fp
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the model once per worker and sets torch's threads to the worker's threads."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, model, modality: str = "auto"):
+        self.model = str(model)
+        self.modality = modality
+        self.models: dict = {}
+        self.threads = 1
+
+    def setup(self, worker) -> None:
+        import torch
+
+        from .models import load_model
+
+        mods = ("brightfield", "fluorescence") if self.modality == "auto" else (self.modality,)
+        for m in mods:
+            try:
+                self.models[m] = load_model(self.model, modality=m)
+            except (FocusQError, ValueError, OSError):
+                if m == mods[0]:
+                    raise
+        self.threads = max(1, int(getattr(worker.state, "nthreads", None) or worker.nthreads or 1))
+        # after loading: FocusModel's device choice sets torch threads to every core
+        torch.set_num_threads(self.threads)
+
+    def model_for(self, modality: str):
+        """The loaded model for ``modality``; for "auto" one object if both are the same,
+        else the name (the pipeline then picks per slide, from the per-process cache)."""
+        if modality in self.models:
+            return self.models[modality]
+        distinct = {id(m): m for m in self.models.values()}
+        return next(iter(distinct.values())) if len(distinct) == 1 else self.model
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
+    """One slide, in a worker: score, write its outputs, return its row and file names.
+
+    Input problems (unreadable file, no pixel size: FocusQError / ValueError) become an
+    "error" row; anything else raises so that dask retries the task.
+    """
+    import torch
+
+    from .outputs import error_reason, results_row, write_outputs
+    from .pipeline import iter_score_slide
+
+    t0 = time.perf_counter()
+    model, threads, worker = opts["model"], 1, ""
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        worker = w.address
+        plugin = w.plugins.get(PLUGIN_NAME)
+        if plugin is not None:
+            model, threads = plugin.model_for(opts["modality"]), plugin.threads
+            torch.set_num_threads(threads)
+    except ValueError:  # not in a worker (called directly)
+        pass
+    result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
+    try:
+        st = os.stat(path)
+        result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
+                               level=opts["level"], slice=opts["slice"], threads=threads)
+        try:
+            fmap = drive(gen)
+        finally:
+            gen.close()
+        paths = write_outputs(fmap, out_dir, stem, threshold_um=opts["threshold_um"])
+        result["row"] = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
+                                    threshold_um=opts["threshold_um"])
+        result["outputs"] = sorted(p.name for p in paths.values())
+        result["model_label"] = fmap.model
+    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        result["row"] = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
+                                    status="error", error=error_reason(exc, path))
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+# ------------------------------------------------------------------- run files
+class Manifest:
+    """``manifest.json``: absolute input path -> what was finished for it, and with what."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.slides: dict[str, dict] = {}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self.slides = dict(data.get("slides", {}))
+            except (ValueError, AttributeError) as exc:
+                logging.getLogger(__name__).warning("%s unreadable (%s): every slide will be redone", path, exc)
+        self._saved = 0.0
+
+    def is_complete(self, key: str, model_fp: str, options: dict, out_dir: Path) -> bool:
+        e = self.slides.get(key)
+        if not e or e.get("status") != "ok" or e.get("model") != model_fp or e.get("options") != options:
+            return False
+        try:
+            st = os.stat(key)
+        except OSError:
+            return False
+        if (st.st_size, st.st_mtime_ns) != (e.get("size"), e.get("mtime_ns")):
+            return False
+        outs = e.get("outputs") or []
+        return bool(outs) and all((out_dir / f).is_file() and (out_dir / f).stat().st_size > 0 for f in outs)
+
+    def save(self, force: bool = True) -> None:
+        from ._atomic import write_text
+
+        if not force and time.monotonic() - self._saved < _MANIFEST_EVERY_S:
+            return
+        write_text(self.path, json.dumps({"version": 1, "slides": self.slides}, indent=1, sort_keys=True))
+        self._saved = time.monotonic()
+
+
+def _append_line(path: Path, line: str) -> None:
+    # one write of one line with O_APPEND: a crash can at worst cut the last line short
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, (line.replace("\n", " ").replace("\r", " ") + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _dedupe_results(tsv: Path) -> None:
+    """Keep the newest row per input (a redone slide replaces its earlier row)."""
+    from ._atomic import write_text
+    from .outputs import RESULTS_COLUMNS, read_results
+
+    rows = read_results(tsv)
+    latest: dict[str, dict] = {}
+    for r in rows:
+        latest.pop(r.get("input", ""), None)
+        latest[r.get("input", "")] = r
+    if len(latest) == len(rows):
+        return
+    lines = ["\t".join(RESULTS_COLUMNS)] + ["\t".join(r.get(c, "") for c in RESULTS_COLUMNS) for r in latest.values()]
+    write_text(tsv, "\n".join(lines) + "\n")
+
+
+def _assign_stems(paths: list[Path], manifest: Manifest) -> dict[str, str]:
+    """Stable stems: a slide keeps the stem of an earlier run; new ones avoid every recorded stem."""
+    from .outputs import unique_stem
+
+    taken = {e.get("stem") for e in manifest.slides.values() if e.get("stem")}
+    stems = {}
+    for p in paths:
+        e = manifest.slides.get(str(p))
+        stems[str(p)] = e["stem"] if e and e.get("stem") else unique_stem(p, taken)
+    return stems
+
+
+# ------------------------------------------------------------------------ cluster
+def _open_client(workers: int | None, scheduler: str | None, retries: int):
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as exc:
+            raise BatchUsageError(f"cannot connect to the dask scheduler at {scheduler}: {exc}") from exc
+    if workers is not None and workers < 1:
+        raise BatchUsageError(f"--workers must be at least 1; got {workers}")
+    try:
+        n = workers or len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = workers or os.cpu_count() or 1
+    # a worker that dies mid-slide counts as one failure of its task; allow `retries` more
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries + 1}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+# --------------------------------------------------------------------------- run
+def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
+               threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
+               modality: str = "auto", level: int | None = None, slice="auto",
+               retries: int = 2) -> Generator[Progress, None, BatchSummary]:
+    """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
+
+    Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
+    scored now, ``peak_rss_mb`` and ``worker``.
+    """
+    from .outputs import append_results, error_reason, results_row
+
+    t0 = time.perf_counter()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths, missing = expand_inputs(inputs)
+    if not paths and not missing:
+        raise BatchUsageError(f"no inputs matched {' '.join(map(str, inputs))}")
+    if modality not in ("auto", "brightfield", "fluorescence"):
+        raise BatchUsageError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchUsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    model_fp = model_fingerprint(model, modality)
+    tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
+    manifest = Manifest(out / MANIFEST_NAME)
+    options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
+               "level": level, "slice": slice}
+    stems = _assign_stems(paths, manifest)
+    summary = BatchSummary(out_dir=out)
+    total = len(paths) + len(missing)
+    done = 0
+
+    def failed(path, row) -> None:
+        summary.n_failed += 1
+        summary.failures.append((str(path), row["error"]))
+        _append_line(errlog, f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{path}\t{row['error']}")
+
+    recorded = {r.get("input") for r in _read_rows(tsv) if r.get("status") == "ok"}
+    todo = []
+    for p in paths:
+        key = str(p)
+        if manifest.is_complete(key, model_fp, options, out):
+            summary.n_skipped += 1
+            done += 1
+            if key not in recorded and manifest.slides[key].get("row"):
+                append_results(tsv, manifest.slides[key]["row"])  # results.tsv was lost or edited
+            yield Progress("batch", done, total, f"{p.name}: finished earlier",
+                           data={"row": manifest.slides[key].get("row"), "skipped": True})
+        else:
+            todo.append(p)
+    for p in missing:
+        row = results_row(None, stem=Path(p).name, input_path=p, seconds=0.0, status="error",
+                          error="no such file")
+        append_results(tsv, row)
+        failed(p, row)
+        done += 1
+        yield Progress("batch", done, total, f"{p.name}: no such file", data={"row": row, "skipped": False})
+
+    if todo:
+        from distributed import as_completed
+
+        client, cluster = _open_client(workers, scheduler, retries)
+        futures = {}
+        try:
+            client.register_plugin(ModelPlugin(model, modality), name=PLUGIN_NAME)
+            for p in todo:
+                stem = stems[str(p)]
+                fut = client.submit(_score_task, str(p), str(out), stem, {**options, "model": str(model)},
+                                    key=f"focusq-{stem}-{uuid.uuid4().hex[:8]}", retries=retries, pure=False)
+                futures[fut] = p
+            yield Progress("batch", done, total, f"{len(todo)} slides on {len(client.scheduler_info()['workers'])} "
+                                                 "workers", data={"skipped": False})
+            for fut in as_completed(futures):
+                p = futures[fut]
+                key, stem = str(p), stems[str(p)]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # KilledWorker after repeated deaths, or a retried bug
+                    reason = error_reason(exc, p)
+                    if type(exc).__name__ == "KilledWorker":
+                        reason = f"the worker scoring it died {retries + 1} times (out of memory or a crash?)"
+                    res = {"row": results_row(None, stem=stem, input_path=p, seconds=0.0, status="error",
+                                              error=reason), "outputs": []}
+                row = res["row"]
+                append_results(tsv, row)
+                if row["status"] == "ok":
+                    summary.n_ok += 1
+                    manifest.slides[key] = {
+                        "size": res["size"], "mtime_ns": res["mtime_ns"], "model": model_fp,
+                        "model_label": res["model_label"], "stem": stem, "outputs": res["outputs"],
+                        "options": options, "status": "ok", "row": row,
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                else:
+                    failed(p, row)
+                    manifest.slides.pop(key, None)
+                manifest.save(force=False)
+                done += 1
+                yield Progress("batch", done, total, f"{p.name}: {row['status']}",
+                               data={"row": row, "skipped": False, "peak_rss_mb": res.get("peak_rss_mb"),
+                                     "worker": res.get("worker")})
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+            manifest.save()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    manifest.save()
+    _dedupe_results(tsv)
+    summary.seconds = time.perf_counter() - t0
+    _write_run(out, summary, model_fp, options, total)
+    try:
+        from .report import write_report
+
+        summary.report = write_report(out)
+    except Exception as exc:  # the report is a convenience; the run's results are already safe
+        logging.getLogger(__name__).warning("could not write the HTML report: %s", exc)
+    return summary
+
+
+def _read_rows(tsv: Path) -> list[dict]:
+    from .outputs import read_results
+
+    return read_results(tsv)
+
+
+def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: int) -> None:
+    from ._atomic import write_text
+
+    write_text(out / RUN_NAME, json.dumps({
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(s.seconds, 2), "inputs": total,
+        "ok": s.n_ok, "failed": s.n_failed, "skipped": s.n_skipped, "model": model_fp, "options": options,
+    }, indent=1))
+
+
+def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
+              threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
+              modality: str = "auto", progress=None, retries: int = 2, level: int | None = None,
+              slice="auto") -> BatchSummary:
+    """Score many slides in parallel on dask.distributed and write their outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    inputs
+        Glob patterns, list files (one path per line, ``#`` comments), folders or paths.
+    out_dir
+        Output folder (shared by the workers): per-slide outputs, ``results.tsv``,
+        ``error.log``, ``manifest.json``, ``report.html``.
+    model
+        Shipped model name or checkpoint path (workers must be able to read it).
+    workers
+        Local worker processes (one thread each); default one per core.
+    scheduler
+        Address of a running dask scheduler instead of a local cluster.
+    threshold_um, pixel_size_um, modality, level, slice
+        As for ``focusq score``.
+    progress
+        Callable receiving Progress events; return False from it to cancel.
+    retries
+        Extra attempts for a slide whose task crashed or whose worker died.
+
+    Returns
+    -------
+    BatchSummary
+    """
+    return drive(iter_batch(inputs, out_dir, model=model, workers=workers, scheduler=scheduler,
+                            threshold_um=threshold_um, pixel_size_um=pixel_size_um, modality=modality,
+                            level=level, slice=slice, retries=retries), progress)
+
+
+def main_batch(args) -> int:
+    """``focusq batch`` with parsed arguments; exit 0 all ok, 1 some failed, 2 bad usage."""
+    from .progress import StderrBar
+
+    try:
+        s = run_batch(args.inputs, args.out, model=getattr(args, "model", "default"),
+                      workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None),
+                      threshold_um=getattr(args, "threshold_um", DEFAULT_THRESHOLD_UM),
+                      pixel_size_um=getattr(args, "pixel_size", None), modality=getattr(args, "modality", "auto"),
+                      level=getattr(args, "level", None), slice=getattr(args, "slice", "auto"),
+                      progress=StderrBar())
+    except BatchUsageError as exc:
+        print(f"focusq: {exc}", file=sys.stderr, flush=True)
+        return 2
+    for path, reason in s.failures:
+        print(f"focusq: {path}: {reason}", file=sys.stderr)
+    print(f"{s.n_ok} scored, {s.n_skipped} finished earlier, {s.n_failed} failed in {s.seconds:.1f} s; "
+          f"results: {Path(args.out) / 'results.tsv'}" + (f", report: {s.report}" if s.report else ""))
+    return 1 if s.n_failed else 0
