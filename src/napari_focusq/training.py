@@ -157,12 +157,18 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
     tiles = np.empty((n, tile_px, tile_px) + image.shape[2:], image.dtype)
     zs = np.empty(n, np.float32)
     i, tries = 0, 0
+    # A crop's tissue fraction depends only on its position: small images (one or a few
+    # positions) would otherwise recompute it for every rejected try.
+    seen: dict = {}
     while i < n:
         tries += 1
         y, x = rng.integers(0, H - tile_px + 1), rng.integers(0, W - tile_px + 1)
         t = image[y:y + tile_px, x:x + tile_px]
-        if tries < 50 * n and tissue_fraction(t, cfg.modality, white_level=white) < cfg.min_tissue:
-            continue
+        if tries < 50 * n:
+            if (y, x) not in seen:
+                seen[(y, x)] = tissue_fraction(t, cfg.modality, white_level=white)
+            if seen[(y, x)] < cfg.min_tissue:
+                continue
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]
@@ -252,6 +258,33 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
+
+
+#: The fluorescence recipe's split by source image. Validation: two nuclear stains (widefield
+#: DSB 2018, mahotas). Test (benchmarks only, never trained on): the Cell
+#: Painting crop and the cells3d volume ("tests only; do not bundle").
+FLUORESCENCE_VAL = ("nuclei_dsb2018.tif", "mahotas_nuclear.png")
+FLUORESCENCE_TEST = ("bbbc022_IXMtest_A02_s9_crop.tif", "cells3d_nuclei_zstack.tif")
+#: ~0.9 µm/px (coarser than the working resolution, so never truly sharp once upsampled).
+FLUORESCENCE_EXCLUDE = ("cellprofiler_ExampleHuman_D03f00d0_DNA.tif", "cellprofiler_ExampleHuman_D03f00d2_actin.tif")
+
+
+def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
+    """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1)."""
+    folder = Path(data) if data else shared_data_dir() / "fluorescence"
+    if not folder.is_dir():
+        raise TrainingError(f"{folder}: folder of in-focus fluorescence images not found (set FOCUSQ_DATA)")
+    skip = set(FLUORESCENCE_EXCLUDE) | set(FLUORESCENCE_TEST)
+    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in skip
+                    and p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
+               val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1500,
+               val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**cfg)
+
+
+RECIPES = {"default": default_recipe, "fluorescence": fluorescence_recipe}
 
 
 def _batches(n, size, gen):
@@ -377,11 +410,19 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     raw = predict_val()
     calib = fit_isotonic(raw, Zv)
     cal = apply_calibration(raw, calib)
+    certainty = None
+    if fixed and hasattr(module, "forward_heads") and n_heads > 1:
+        from .certainty import fit_certainty
+
+        # Map the ensemble's spread on held-out tiles to the error it comes with.
+        with torch.inference_mode():
+            spread_v = module.forward_heads(Fv).std(1).cpu().numpy()
+        certainty = fit_certainty(spread_v, cal, Zv)
     meta = {
         **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
         "normalisation": "green channel, 0-255" if cfg.modality == "brightfield" else "per-tile 0.5-99.5 percentile",
-        "calibration": calib,
+        "calibration": calib, **({"certainty": certainty} if certainty else {}),
         "metrics": {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)},
         "training": {
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("images", "val_images")},
@@ -436,8 +477,8 @@ def main_train(args) -> int:
     common = dict(epochs=getattr(args, "epochs", None), seed=getattr(args, "seed", None),
                   lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None))
     data = list(getattr(args, "data", None) or [])
-    if recipe == "default":
-        cfg = default_recipe(args.out, data[0] if data else None, **common)
+    if recipe in RECIPES:
+        cfg = RECIPES[recipe](args.out, data[0] if data else None, **common)
     else:
         images = []
         for d in data:
