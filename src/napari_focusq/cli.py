@@ -139,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     _score_options(p)
 
     p = _sub(subs, "train", "train a model on simulated defocus of in-focus images",
+             "  focusq train --recipe default --out weights/   # reproduces the shipped fast weights\n"
              "  focusq train data/brightfield/*.svs --out my_model.safetensors --preset fast --epochs 20\n"
              "  focusq train data/ --out inc.safetensors --preset inception --seed 1")
-    p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
-    p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors)")
+    p.add_argument("data", nargs="*", metavar="DATA",
+                   help="in-focus images or folders of them (default with --recipe: the project's real images)")
+    p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
     p.add_argument("--preset", choices=("fast", "inception"), default="fast", help="model architecture")
     p.add_argument("--epochs", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
     p.add_argument("--recipe", default="default", help="simulation / augmentation recipe")

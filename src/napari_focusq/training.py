@@ -469,24 +469,55 @@ def iter_evaluate(model, images, *, modality="brightfield", per_image=200, z_max
             "metrics": regression_metrics(pred, Z), "variance_of_laplacian": ranking_metrics(-np.log(vol + 1e-9), Z)}
 
 
+def _expand(paths) -> list[str]:
+    out = []
+    for d in paths:
+        p = Path(d)
+        out += sorted(str(q) for q in p.iterdir() if q.is_file() and not q.name.startswith(".")) if p.is_dir() else [str(p)]
+    return out
+
+
+def _guess_modality(path) -> str:
+    from .io import open_image
+    from .tiling import detect_modality
+
+    with open_image(path) as src:
+        return detect_modality(src.thumbnail(512))[0]
+
+
 def main_train(args) -> int:
-    """`focusq train`: argparse namespace -> checkpoint. Returns an exit code."""
+    """`focusq train`: argparse namespace -> checkpoint. Returns an exit code.
+
+    Without DATA, a named recipe trains on the project's real images (the shipped
+    weights); with DATA, the images given are split by source image into training
+    and validation.
+    """
     from .progress import StderrBar, drive
 
-    recipe = getattr(args, "recipe", None)
+    recipe = getattr(args, "recipe", None) or "default"
     common = dict(epochs=getattr(args, "epochs", None), seed=getattr(args, "seed", None),
-                  lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None))
+                  lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None),
+                  resume=getattr(args, "init", None))
+    if getattr(args, "preset", None) and args.preset != "fast":
+        common["preset"] = args.preset
     data = list(getattr(args, "data", None) or [])
-    if recipe in RECIPES:
-        cfg = RECIPES[recipe](args.out, data[0] if data else None, **common)
+    recipes = {"default": default_recipe}
+    if "fluorescence_recipe" in globals():
+        recipes["fluorescence"] = globals()["fluorescence_recipe"]
+    if recipe not in recipes:
+        raise TrainingError(f"unknown recipe {recipe!r}; known: {', '.join(recipes)}")
+    if not data:
+        cfg = recipes[recipe](args.out, **common)
     else:
-        images = []
-        for d in data:
-            p = Path(d)
-            images += sorted(str(q) for q in p.iterdir() if q.is_file()) if p.is_dir() else [str(p)]
+        images = _expand(data)
+        if not images:
+            raise TrainingError(f"no images found in {', '.join(data)}")
+        modality = getattr(args, "modality", None) or "auto"
+        if modality == "auto":
+            modality = _guess_modality(images[0])
         pixel = getattr(args, "pixel_size", None)
-        cfg = TrainConfig(images=images, out=args.out, preset=getattr(args, "preset", "fast") or "fast",
-                          modality=getattr(args, "modality", None) or "brightfield",
+        cfg = TrainConfig(images=images, out=args.out, modality=modality,
+                          min_tissue=0.5 if modality == "brightfield" else 0.1,
                           pixel_sizes={Path(p).name: pixel for p in images} if pixel else {},
                           **{k: v for k, v in common.items() if v is not None})
     path = drive(iter_fit(cfg), StderrBar())
@@ -502,12 +533,19 @@ def main_evaluate(args) -> int:
     """`focusq evaluate MODEL DATA...`: print accuracy on defocused held-out images."""
     from .progress import StderrBar, drive
 
-    images = []
-    for d in args.data:
-        p = Path(d)
-        images += sorted(str(q) for q in p.iterdir() if q.is_file()) if p.is_dir() else [str(p)]
-    res = drive(iter_evaluate(args.model, images, modality=getattr(args, "modality", None) or "brightfield"),
-                StderrBar())
+    images = _expand(args.data)
+    if not images:
+        raise TrainingError(f"no images found in {', '.join(args.data)}")
+    modality = getattr(args, "modality", None) or "auto"
+    if modality == "auto":
+        modality = _guess_modality(images[0])
+    pixel = getattr(args, "pixel_size", None)
+    res = drive(iter_evaluate(args.model, images, modality=modality, seed=getattr(args, "seed", None) or 123,
+                              pixel_sizes={Path(p).name: pixel for p in images} if pixel else None), StderrBar())
+    if getattr(args, "out", None):
+        from ._atomic import write_text
+
+        write_text(args.out, json.dumps(res, indent=1))
     m, v = res["metrics"], res["variance_of_laplacian"]
     print(f"{res['n_tiles']} tiles from {len(images)} images, defocused 0-6 µm")
     print(f"{'measure':<24}{'R²':>8}{'slope':>8}{'icpt':>8}{'MAE0-4':>8}{'Spearman':>10}{'AUC':>8}")
