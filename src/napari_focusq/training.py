@@ -501,13 +501,10 @@ def main_train(args) -> int:
     if getattr(args, "preset", None) and args.preset != "fast":
         common["preset"] = args.preset
     data = list(getattr(args, "data", None) or [])
-    recipes = {"default": default_recipe}
-    if "fluorescence_recipe" in globals():
-        recipes["fluorescence"] = globals()["fluorescence_recipe"]
-    if recipe not in recipes:
-        raise TrainingError(f"unknown recipe {recipe!r}; known: {', '.join(recipes)}")
+    if recipe not in RECIPES:
+        raise TrainingError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
     if not data:
-        cfg = recipes[recipe](args.out, **common)
+        cfg = RECIPES[recipe](args.out, **common)
     else:
         images = _expand(data)
         if not images:
