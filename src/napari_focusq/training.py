@@ -411,7 +411,8 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     calib = fit_isotonic(raw, Zv)
     cal = apply_calibration(raw, calib)
     certainty = None
-    if fixed and hasattr(module, "forward_heads") and n_heads > 1:
+    # Too few validation tiles to fit a certainty map: the pipeline falls back to its rule of thumb.
+    if fixed and hasattr(module, "forward_heads") and n_heads > 1 and len(Zv) >= 10:
         from .certainty import fit_certainty
 
         # Map the ensemble's spread on held-out tiles to the error it comes with.
