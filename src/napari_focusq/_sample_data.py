@@ -30,7 +30,8 @@ def defocus_demo() -> list[tuple]:
         px = float(src.pixel_size_um)
     demo, zmap = make_defocus_demo(image, pixel_size_um=px, z_list=DEMO_Z_UM)
     zmap = np.asarray(zmap, dtype=np.float32)
-    meta = {"pixel_size_um": px, "pixel_size_source": "Aperio MPP", "path": str(sample_slide_path()),
+    # no "path": the demo is simulated in memory, not the file on disk
+    meta = {"pixel_size_um": px, "pixel_size_source": "Aperio MPP",
             "axes": "YXC", "demo_z_um": list(DEMO_Z_UM), "region_z_map": zmap}
     # the truth map may be per pixel or coarser: stretch it over the image either way
     zs = (image.shape[0] * px / zmap.shape[0], image.shape[1] * px / zmap.shape[1])
