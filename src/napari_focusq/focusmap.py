@@ -15,7 +15,8 @@ from ._atomic import write_text
 from ._polygons import grid_polygons
 from .config import DEFAULT_THRESHOLD_UM
 
-CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded")
+CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
+               "certainty", "uncertain")
 
 
 @dataclass
@@ -118,7 +119,11 @@ class FocusMap:
         return (grid[np.ix_(ri, ci)] * 255).astype(np.uint8)
 
     def summary(self, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> dict:
-        """Slide-level figures: tissue %, excluded %, median and p90 defocus, pass/fail."""
+        """Slide-level figures: tissue %, excluded %, median, p90, mean and pooled defocus, pass/fail.
+
+        ``pooled_um`` is the weighted spatial pooling of :mod:`napari_focusq.pooling`;
+        ``uncertain_pct`` the share of scored tiles marked uncertain (NaN without certainty).
+        """
         scored = self.scored
         n_tiles = scored.size
         n_scored = int(scored.sum())
@@ -129,6 +134,11 @@ class FocusMap:
         p90 = float(np.percentile(vals, 90)) if n_scored else float("nan")
         mean_w = float(np.sum(vals * w) / np.sum(w)) if n_scored and np.sum(w) > 0 else float("nan")
         excluded_pct = 100.0 * ex.sum() / n_scored if n_scored else float("nan")
+        from .pooling import pooled_from_map
+
+        unc = self.extra.get("uncertain")
+        uncertain_pct = (100.0 * float((np.asarray(unc, bool) & scored).sum()) / n_scored
+                         if unc is not None and n_scored and np.shape(unc) == scored.shape else float("nan"))
         return {
             "tiles": n_tiles,
             "tissue_tiles": n_scored,
@@ -138,6 +148,9 @@ class FocusMap:
             "p90_um": p90,
             "mean_um": mean_w,
             "pass": bool(n_scored) and p90 <= threshold_um,
+            # Weighted spatial pooling (tissue x information, worst 10 % emphasised): pooling.py.
+            "pooled_um": pooled_from_map(self),
+            "uncertain_pct": uncertain_pct,
         }
 
     # --- writers ------------------------------------------------------------
@@ -145,15 +158,22 @@ class FocusMap:
         """One dict per tile, with the columns of :data:`CSV_COLUMNS`."""
         ex = self.excluded(threshold_um) if excluded is None else np.asarray(excluded, bool)
         rows, cols = self.shape
+        # Certainty layers (certainty.py) when the model has an ensemble; empty cells otherwise.
+        cert, unc = self.extra.get("certainty"), self.extra.get("uncertain")
+        if cert is not None and np.shape(cert) != self.shape:
+            cert = unc = None
         for r in range(rows):
             for c in range(cols):
                 y0, x0, y1, x1 = self.tile_bounds(r, c)
                 d = self.defocus_um[r, c]
+                k = np.nan if cert is None else float(cert[r, c])
                 yield {
                     "row": r, "col": c, "y": y0, "x": x0, "height": y1 - y0, "width": x1 - x0,
                     "tissue_fraction": round(float(self.tissue_fraction[r, c]), 4),
                     "defocus_um": "" if not np.isfinite(d) else round(float(d), 4),
                     "excluded": int(bool(ex[r, c])),
+                    "certainty": "" if not (np.isfinite(d) and np.isfinite(k)) else round(k, 4),
+                    "uncertain": "" if not (np.isfinite(d) and np.isfinite(k)) else int(bool(unc[r, c])),
                 }
 
     def to_csv(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:

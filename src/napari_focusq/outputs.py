@@ -24,6 +24,7 @@ from .focusmap import FocusMap
 RESULTS_COLUMNS = (
     "input", "stem", "status", "tissue_pct", "excluded_pct", "median_um", "p90_um", "mean_um",
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
+    "pooled_um", "uncertain_pct",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -304,6 +305,7 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
             median_um=_fmt(s["median_um"]), p90_um=_fmt(s["p90_um"]), mean_um=_fmt(s["mean_um"]),
             model=fmap.model, modality=fmap.modality,
             pixel_size_um=_fmt(fmap.pixel_size_um, 4), tiles=str(s["tiles"]),
+            pooled_um=_fmt(s["pooled_um"]), uncertain_pct=_fmt(s["uncertain_pct"], 2),
         )
         row["pass"] = _fmt(bool(s["pass"]))
     return row

@@ -23,6 +23,8 @@ from .progress import Progress, drive
 
 #: Tiles read per strip (one decode unit); bounds memory to ~strip x tile^2 x channels.
 STRIP_TILES = 16
+#: Fluorescence default minimum signal fraction: sparse nuclei leave most of a tile dark.
+MIN_SIGNAL_FRACTION = 0.1
 
 
 class ScoringError(FocusQError, ValueError):
@@ -170,10 +172,11 @@ def _read_strip(src, grid, level, z, r, cols):
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
-                      min_tissue: float = MIN_TISSUE_FRACTION, batch_size: int = 64,
+                      min_tissue: float | None = None, batch_size: int = 64,
                       threads: int = 1) -> Generator[Progress, None, FocusMap]:
     """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
     from .models import load_model
+    from .pooling import tile_information
     from .tiling import TileGrid, estimate_white_level, tissue_mask
 
     t0 = time.perf_counter()
@@ -188,6 +191,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     if finite is not None and not finite.any():
         raise ScoringError(f"{src.path}: no finite pixel values (all NaN/inf)")
     mod, why = _choose_modality(modality, thumb, src)
+    if min_tissue is None:
+        min_tissue = MIN_SIGNAL_FRACTION if mod == "fluorescence" else MIN_TISSUE_FRACTION
     white = estimate_white_level(thumb) if mod == "brightfield" else None
     tmask = tissue_mask(thumb, mod, white_level=white)
     tissue = _tile_tissue(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]))
@@ -206,6 +211,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
+    information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
     todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
@@ -219,10 +225,12 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
         pred, sd = fm.predict_with_spread(batch)
+        info = tile_information(batch, mod)
         out = []
-        for (r, c), p, q in zip(idx, pred, sd):
+        for (r, c), p, q, i in zip(idx, pred, sd, info):
             defocus[r, c] = p
             spread[r, c] = q
+            information[r, c] = i
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
         pending_tiles.clear()
@@ -251,12 +259,29 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
-        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z, "spread_um": spread},
+        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z, "spread_um": spread,
+               "information": information},
     )
+    _add_certainty(fmap, fm)
     return fmap
 
 
-def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=MIN_TISSUE_FRACTION,
+def _add_certainty(fmap: FocusMap, fm) -> None:
+    """extra["expected_error_um"], ["certainty"] in [0, 1] and ["uncertain"] from the ensemble spread."""
+    from .certainty import certainty_layers, model_certainty
+
+    spread = fmap.extra.get("spread_um")
+    if spread is None or not np.isfinite(spread).any():
+        return  # single-head models have no spread
+    calib = model_certainty(fm)
+    fmap.extra.update(certainty_layers(spread, fmap.defocus_um, calib))
+    note = f"certainty uncalibrated: model {fm.label} has no certainty map (3 x ensemble spread used)"
+    notes = fmap.extra.setdefault("notes", [])
+    if calib is None and note not in notes:
+        notes.append(note)
+
+
+def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=None,
                      batch_size: int = 64) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_image`."""
     src = _image_source(image, pixel_size_um)
@@ -286,7 +311,7 @@ def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=No
 
 
 def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
-                     min_tissue=MIN_TISSUE_FRACTION, batch_size: int = 64,
+                     min_tissue=None, batch_size: int = 64,
                      threads: int = 1) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_slide`."""
     from .io import open_image
@@ -328,17 +353,28 @@ def _overview(src, z):
 
 def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size):
     """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
-    maps = []
+    from .models import load_model
+
+    maps, spreads, infos = [], [], []
     for zi in range(src.n_z):
         m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                          level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size)
         maps.append(m.defocus_um)
+        spreads.append(m.extra["spread_um"])
+        infos.append(m.extra["information"])
         yield Progress("planes", zi + 1, src.n_z, f"plane {zi + 1}/{src.n_z}")
     stack = np.stack(maps)
     valid = np.isfinite(stack).any(0)
     best = np.where(valid, np.nanargmin(np.where(np.isfinite(stack), stack, np.inf), axis=0), -1)
     m.defocus_um = np.where(valid, np.nanmin(np.where(np.isfinite(stack), stack, np.inf), axis=0),
                             np.nan).astype(np.float32)
+    # Spread, information and certainty of the chosen plane of each tile.
+    pick = np.clip(best, 0, None)[None]
+    for key, layers in (("spread_um", spreads), ("information", infos)):
+        m.extra[key] = np.where(valid, np.take_along_axis(np.stack(layers), pick, 0)[0], np.nan).astype(np.float32)
+    for key in ("expected_error_um", "certainty", "uncertain"):
+        m.extra.pop(key, None)
+    _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
                     "thumbnail": _overview(src, src.n_z // 2)})
     return m
