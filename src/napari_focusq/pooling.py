@@ -25,12 +25,15 @@ Example: 90 % of the tissue at 0.5 µm and 10 % at 6 µm gives a tissue-weighted
 of 1.05 µm and a pooled score of 2.19 µm.
 
 The information content of a tile is ``log(1 + s)``, where ``s`` is the standard
-deviation of the tile (on the 0-255 scale the model sees) after averaging 8x8 pixel
-blocks (4 µm at the working resolution): it measures how much structure (nuclei,
+deviation of the tile's 8x8 pixel block means (4 µm blocks at the working resolution)
+on the 0-255 scale the model sees (brightfield: green channel; fluorescence: the block
+means' 0.5-99.5 percentile range mapped to 0-255): it measures how much structure (nuclei,
 tissue texture) a tile holds at a scale that defocus of a few µm barely changes, so
 blurred tiles are not down-weighted for being blurred.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -58,12 +61,39 @@ def tile_information(tiles: np.ndarray, modality: str = "brightfield") -> np.nda
     """
     from .models import prepare_input
 
-    x = prepare_input(np.asarray(tiles), "intensity", modality)
-    n, h, w = x.shape
+    t = np.asarray(tiles)
+    if t.ndim not in (3, 4):
+        raise ValueError(f"tiles must be (N, H, W) or (N, H, W, C); got shape {t.shape}")
+    n, h, w = t.shape[:3]
     b = INFO_BLOCK_PX
-    hh, ww = h // b * b, w // b * b
-    blocks = x[:, :hh, :ww].reshape(n, hh // b, b, ww // b, b).mean((2, 4))
-    return np.log1p(blocks.reshape(n, -1).std(1)).astype(np.float32)
+    hh, ww = max(b, h // b * b), max(b, w // b * b)
+    if h < b or w < b:
+        return np.zeros(n, np.float32)
+    # Block means first: cheap, and the intensity scaling (a per-tile percentile range for
+    # fluorescence) then runs on 1/64 of the pixels.
+    blocks = t[:, :hh, :ww].astype(np.float32).reshape(n, hh // b, b, ww // b, b, *t.shape[3:])
+    if t.dtype.kind == "f":
+        # NaN/inf pixels (masked data) must not make a whole tile's information NaN.
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            blocks = np.where(np.isfinite(blocks), blocks, np.nan)
+            blocks = np.nanmean(blocks, (2, 4))
+            fill = np.nanmedian(blocks.reshape(n, -1), 1)
+        blocks = np.where(np.isfinite(blocks), blocks,
+                          np.nan_to_num(fill, nan=0.0).reshape((n,) + (1,) * (blocks.ndim - 1)))
+    else:
+        blocks = blocks.mean((2, 4))
+    if modality == "fluorescence":
+        x = prepare_input(blocks, "intensity", modality)
+    else:
+        # As the model sees brightfield: the green channel on a 0-255 scale.
+        x = blocks[..., 1] if blocks.ndim == 4 and blocks.shape[-1] in (3, 4) else \
+            (blocks.mean(-1) if blocks.ndim == 4 else blocks)
+        if t.dtype.kind in "ui":
+            x = x * (255.0 / float(np.iinfo(t.dtype).max))
+        elif np.nanmax(x) <= 1.0:
+            x = x * 255.0
+    return np.log1p(x.reshape(n, -1).std(1)).astype(np.float32)
 
 
 def pooled_defocus(defocus_um, tissue_fraction, information=None, *, worst_fraction: float = WORST_FRACTION,
@@ -99,13 +129,13 @@ def pooled_defocus(defocus_um, tissue_fraction, information=None, *, worst_fract
         info = np.asarray(information, np.float64)
         if info.shape != d.shape:
             raise ValueError(f"information {info.shape} and defocus {d.shape} grids differ")
-        ok &= np.isfinite(info)
     if not ok.any():
         return float("nan")
     d, w = d[ok], t[ok]
     if information is not None:
         i = np.clip(info[ok], 0, None)
-        med = float(np.median(i))
+        med = float(np.nanmedian(i)) if np.isfinite(i).any() else 0.0
+        i = np.where(np.isfinite(i), i, med)  # unknown information: a typical tile
         # A map of featureless tiles (median 0) falls back to tissue weights alone.
         w = w * (i / med) if med > 0 else w
         if not w.sum() > 0:

@@ -1,0 +1,91 @@
+"""Z-stacks: an all-in-focus composite from the per-tile best planes.
+
+``score_slide(stack, slice="per-tile")`` scores every plane and keeps, per tile, the
+plane with the least predicted defocus (``fmap.extra["best_plane"]``). The composite
+copies each tile's pixels from its best plane; tiles without a best plane (no tissue
+in any plane) take the plane chosen most often, weighted by tissue. Seams are hard
+tile edges on purpose: each pixel is a real measured value of one plane.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FocusQError
+
+
+class ZStackError(FocusQError, ValueError):
+    """A stack and a focus map that do not belong together."""
+
+
+def _planes_reader(source_or_stack):
+    """(n_z, shape (Y, X[, C]), read(z, y0, x0, y1, x1)) for an array, an ImageSource or a path."""
+    src = source_or_stack
+    if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__"):
+        from .io import open_image
+
+        src = open_image(src)
+    if hasattr(src, "read_region") and hasattr(src, "axes"):
+        if "Z" not in src.axes:
+            raise ZStackError(f"{src.path}: not a z-stack (axes {src.axes})")
+        shape = tuple(s for s, a in zip(src.shape, src.axes) if a != "Z")
+
+        def read(z, y0, x0, y1, x1):
+            return np.asarray(src.read_region(y0, x0, y1 - y0, x1 - x0, level=0, z=z))
+
+        return src.n_z, shape, read, getattr(src, "path", "stack")
+    a = src if hasattr(src, "shape") else np.asarray(src)
+    if len(a.shape) not in (3, 4):
+        raise ZStackError(f"expected a (Z, Y, X[, C]) stack; got shape {tuple(a.shape)}")
+
+    def read(z, y0, x0, y1, x1):
+        return np.asarray(a[z, y0:y1, x0:x1])
+
+    return a.shape[0], tuple(a.shape[1:]), read, "stack"
+
+
+def all_in_focus(source_or_stack, fmap) -> np.ndarray:
+    """Compose each tile from its best plane (``fmap.extra["best_plane"]``).
+
+    Parameters
+    ----------
+    source_or_stack
+        The scored stack: a (Z, Y, X[, C]) array, an opened ImageSource / ArraySource,
+        or a file path.
+    fmap
+        Its FocusMap from ``score_slide(..., slice="per-tile")``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X[, C]) of the stack's dtype, a new array.
+    """
+    best = fmap.extra.get("best_plane")
+    if best is None:
+        raise ZStackError("the focus map has no best_plane layer: score the stack with slice='per-tile'")
+    best = np.asarray(best)
+    n_z, shape, read, name = _planes_reader(source_or_stack)
+    if tuple(shape[:2]) != tuple(fmap.image_shape):
+        raise ZStackError(f"{name}: planes are {shape[:2]} but the focus map is of a {fmap.image_shape} image")
+    if best.shape != fmap.shape or best.max(initial=-1) >= n_z:
+        raise ZStackError(f"{name}: best planes {best.shape} (max {best.max(initial=-1)}) do not fit "
+                          f"a {n_z}-plane stack and a {fmap.shape} grid")
+    chosen = best >= 0
+    if chosen.any():
+        w = np.bincount(best[chosen], weights=fmap.tissue_fraction[chosen] + 1e-6, minlength=n_z)
+        fallback = int(np.argmax(w))
+    else:
+        fallback = n_z // 2
+    # Pixels outside every tile (if the grid does not cover the image) keep the fallback plane.
+    out = np.array(read(fallback, 0, 0, shape[0], shape[1]))
+    rows, cols = fmap.shape
+    for r in range(rows):
+        for c in range(cols):
+            y0, x0, y1, x1 = fmap.tile_bounds(r, c)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            z = int(best[r, c]) if best[r, c] >= 0 else fallback
+            out[y0:y1, x0:x1] = read(z, y0, x0, y1, x1)
+    return out
+
+
+__all__ = ["all_in_focus", "ZStackError"]
