@@ -88,4 +88,47 @@ def all_in_focus(source_or_stack, fmap) -> np.ndarray:
     return out
 
 
-__all__ = ["all_in_focus", "ZStackError"]
+def tilted_stack(image, *, pixel_size_um: float, tile_px: int, focus_plane, n_planes: int, dz_um: float,
+                 modality: str = "fluorescence", optics=None) -> np.ndarray:
+    """A simulated z-stack of a tilted specimen, for tests and benchmarks.
+
+    Plane ``k`` of tile column ``c`` is ``image`` defocused by ``(k - focus_plane[c]) * dz_um``
+    (widefield optics of :func:`napari_focusq.optics.simulate_defocus`), so the in-focus
+    plane changes from one tile column to the next.
+
+    Parameters
+    ----------
+    image
+        An in-focus (Y, X[, C]) image whose width is ``len(focus_plane) * tile_px``.
+    pixel_size_um, modality, optics
+        As for ``simulate_defocus``.
+    tile_px
+        Column width in pixels (the scoring grid's tile size in the image's pixels).
+    focus_plane
+        The in-focus plane index of each tile column.
+    n_planes, dz_um
+        Number of planes and their spacing (µm).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_planes, Y, X[, C]) of the image's dtype.
+    """
+    from .optics import simulate_defocus
+
+    img = np.asarray(image)
+    k0 = np.asarray(focus_plane, int)
+    if img.shape[1] != len(k0) * tile_px:
+        raise ZStackError(f"image width {img.shape[1]} is not {len(k0)} columns of {tile_px} px")
+    cache: dict = {}
+    out = np.empty((n_planes,) + img.shape, img.dtype)
+    for k in range(n_planes):
+        for c, kc in enumerate(k0):
+            z = round(abs(k - int(kc)) * dz_um, 6)
+            if z not in cache:  # blur the whole image once per |z|: no seams from edge effects
+                cache[z] = simulate_defocus(img, z, pixel_size_um=pixel_size_um, modality=modality, optics=optics)
+            out[k, :, c * tile_px:(c + 1) * tile_px] = cache[z][:, c * tile_px:(c + 1) * tile_px]
+    return out
+
+
+__all__ = ["all_in_focus", "tilted_stack", "ZStackError"]
