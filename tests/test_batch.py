@@ -174,8 +174,8 @@ def test_killed_worker_loses_nothing(cluster, slides, tmp_path, fast_model_file)
     assert all(r["status"] == "ok" for r in rows)
 
 
-def test_no_inputs_is_usage_error(tmp_path, fast_model_file, capsys):
-    rc = main_batch(_args([str(tmp_path / "nothing" / "*.svs")], tmp_path / "o", None, fast_model_file))
+def test_no_inputs_is_usage_error(tmp_path, capsys):
+    rc = main_batch(_args([str(tmp_path / "nothing" / "*.svs")], tmp_path / "o", None, "default"))
     assert rc == 2 and "no inputs matched" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -217,3 +217,30 @@ def test_sparse_100k_slide_bounded_memory(cluster, tmp_path, fast_model_file):
     assert all(49_000 <= int(t["y"]) <= 51_000 for t in scored)
     peak = max(e.data["peak_rss_mb"] for e in events if e.data.get("peak_rss_mb"))
     assert peak < 2048, f"worker peak RSS {peak:.0f} MB"
+
+
+def test_manifest_skips_only_complete_matching_entries(tmp_path):
+    from napari_focusq.batch import Manifest
+
+    slide = tmp_path / "s.tif"
+    slide.write_bytes(b"x" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "s.overlay.png").write_bytes(b"png")
+    st = slide.stat()
+    opts = {"threshold_um": 2.0, "pixel_size_um": None, "modality": "auto", "level": None, "slice": "auto"}
+    m = Manifest(out / "manifest.json")
+    m.slides[str(slide)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "model": "fast 0.1.0", "stem": "s",
+                            "outputs": ["s.overlay.png"], "options": opts, "status": "ok"}
+    m.save()
+    m = Manifest(out / "manifest.json")  # round trip through the file
+    assert m.is_complete(str(slide), "fast 0.1.0", opts, out)
+    assert not m.is_complete(str(slide), "fast 0.2.0", opts, out)  # other model
+    assert not m.is_complete(str(slide), "fast 0.1.0", {**opts, "threshold_um": 1.0}, out)
+    (out / "s.overlay.png").unlink()
+    assert not m.is_complete(str(slide), "fast 0.1.0", opts, out)  # an output is gone
+    (out / "s.overlay.png").write_bytes(b"png")
+    slide.write_bytes(b"y" * 11)
+    assert not m.is_complete(str(slide), "fast 0.1.0", opts, out)  # the slide changed
+    (out / "manifest.json").write_text("{not json")
+    assert Manifest(out / "manifest.json").slides == {}  # unreadable: redo everything

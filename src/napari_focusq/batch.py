@@ -332,7 +332,11 @@ def _open_client(workers: int | None, scheduler: str | None, retries: int):
     from distributed import Client, LocalCluster
 
     if scheduler:
+        # a scheduler file (dask scheduler --scheduler-file) is handy on HPC, where addresses vary
+        is_file = str(scheduler).endswith(".json") and Path(scheduler).is_file()
         try:
+            if is_file:
+                return Client(scheduler_file=str(scheduler), timeout="20s"), None
             return Client(scheduler, timeout="20s"), None
         except (OSError, TimeoutError) as exc:
             raise BatchUsageError(f"cannot connect to the dask scheduler at {scheduler}: {exc}") from exc
@@ -506,7 +510,8 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     workers
         Local worker processes (one thread each); default one per core.
     scheduler
-        Address of a running dask scheduler instead of a local cluster.
+        Address of a running dask scheduler (or its ``--scheduler-file`` JSON) instead of
+        a local cluster.
     threshold_um, pixel_size_um, modality, level, slice
         As for ``focusq score``.
     progress
