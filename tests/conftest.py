@@ -18,6 +18,11 @@ SVS_PIXEL_UM = 0.499
 TISSUE_YX = ((2000, 650), (2300, 1100), (1500, 800))
 
 
+def pytest_configure(config):
+    # Registered so `-m "not slow"` works locally; CI runs everything, slow tests included.
+    config.addinivalue_line("markers", "slow: takes more than a few seconds on a CPU (still run in CI)")
+
+
 @pytest.fixture(scope="session")
 def slide_plane() -> np.ndarray:
     """The whole level 0 of the bundled sample slide, (2967, 2220, 3) uint8, read once."""
