@@ -393,18 +393,20 @@ class FocusQCWidget(QWidget):
         self._pbar = progress(total=0, desc="Focus QC")
 
     def _on_event(self, ev):
-        pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
-        if pbar is not None:
-            if ev.total and pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.n = ev.done
-            pbar.set_description(f"Focus QC: {ev.stage}")
+        # napari's progress bars call processEvents, so later events may be handled inside
+        # the update below: update our own state first, the activity bar last
         if ev.total:
             self.progress_bar.setMaximum(ev.total)
             self.progress_bar.setValue(ev.done)
             self.progress_bar.setFormat(f"{ev.stage} %v/%m")
         if ev.stage == "score" and self._run and "grid_shape" in ev.data:
             self._fill_running(ev.data["grid_shape"], ev.data.get("tiles", ()))
+        pbar = self._pbar
+        if pbar is not None:
+            if ev.total and pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.n = ev.done
+            pbar.set_description(f"Focus QC: {ev.stage}")
 
     def _fill_running(self, grid_shape, tiles):
         run = self._run

@@ -348,12 +348,8 @@ class TrainWidget(QWidget):
         self._pbar = progress(total=0, desc="Training")
 
     def _on_event(self, ev):
-        pbar = self._pbar
-        if pbar is not None:
-            if ev.total and pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.n = ev.done
-            pbar.set_description(f"Training: {ev.stage}")
+        # napari's progress bars call processEvents, so later events may be handled inside
+        # the update below: update our own state first, the activity bar last
         if ev.total:
             self.progress_bar.setMaximum(ev.total)
             self.progress_bar.setValue(ev.done)
@@ -362,6 +358,12 @@ class TrainWidget(QWidget):
             self.status.setText(f"{ev.stage}: {ev.message}")
         if ev.stage == "train" and "val_pred" in ev.data:
             self.plots.update_epoch(ev.data)
+        pbar = self._pbar
+        if pbar is not None:
+            if ev.total and pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.n = ev.done
+            pbar.set_description(f"Training: {ev.stage}")
 
     def _on_result(self, path):
         self.checkpoint = str(path)
