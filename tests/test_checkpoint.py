@@ -34,11 +34,12 @@ def tiles(slide_plane) -> np.ndarray:
     return np.stack([np.array(slide_plane[y:y + 320, x:x + 320]) for y, x in ((2000, 650), (2300, 1100), (1500, 800))])
 
 
-@pytest.fixture
-def saved(tmp_path) -> tuple[Path, models.FocusModel]:
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[Path, models.FocusModel]:
+    """A saved model (read-only for the tests: they write their variants elsewhere)."""
     torch.manual_seed(7)
     m = new_model("fast", name="roundtrip", device=torch.device("cpu"))
-    path = m.save(tmp_path / "model.safetensors", optics=Optics.brightfield().to_dict(), calibration=CALIB,
+    path = m.save(tmp_path_factory.mktemp("saved") / "model.safetensors", optics=Optics.brightfield().to_dict(), calibration=CALIB,
                   trained=True)
     return path, m
 

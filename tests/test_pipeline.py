@@ -283,9 +283,10 @@ def test_default_model_on_half_defocused_slide(slide_crop):
             if not np.isfinite(z):
                 continue
             _, x0, _, x1 = fmap.tile_bounds(r, c)
-            if x1 <= half:
+            # Tile edges fall on 320.6 px steps: allow a few pixels across the middle.
+            if x1 <= half + 4:
                 left.append(z)
-            elif x0 >= half:
+            elif x0 >= half - 4:
                 right.append(z)
     assert len(left) >= 3 and len(right) >= 3, (left, right)
     assert np.median(left) < 1.0, left
