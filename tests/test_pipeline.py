@@ -267,13 +267,26 @@ def test_zstack_per_tile(zstack, fast_model_file):
 
 
 # ------------------------------------------------------- the shipped default model
+def _ki67_hamamatsu():
+    from napari_focusq.io import open_image
+
+    with open_image(SHARED / "brightfield" / "openslide_OS-2_Ki67_hamamatsu.ome.tif") as src:
+        # Two tile columns (705 px each at 0.227 µm/px): one each side of the middle.
+        return np.ascontiguousarray(src.read_region(0, 0, 2202, 1410)), src.pixel_size_um
+
+
 @pytest.mark.skipif(not SHIPPED_FAST.exists(), reason="shipped weights/fast.safetensors not in this checkout")
-def test_default_model_on_half_defocused_slide(slide_crop):
+@pytest.mark.parametrize("case", ["cmu1-training-image", "ki67-never-trained-on"])
+def test_default_model_on_half_defocused_slide(slide_crop, case):
     from napari_focusq.demo import make_half_defocused
 
-    crop = slide_crop(1900, 600, 960, 1280)
-    img = make_half_defocused(crop, pixel_size_um=SVS_PIXEL_UM, z_um=3.0, modality="brightfield")
-    fmap = score_image(img, pixel_size_um=SVS_PIXEL_UM)  # the default model
+    if case == "cmu1-training-image":
+        crop, px = slide_crop(1900, 600, 960, 1280), SVS_PIXEL_UM
+    else:
+        crop, px = _ki67_hamamatsu()
+        assert px == pytest.approx(0.227, abs=1e-3)
+    img = make_half_defocused(crop, pixel_size_um=px, z_um=3.0, modality="brightfield")
+    fmap = score_image(img, pixel_size_um=px)  # the default model
     assert fmap.model.startswith("fast")
     half = crop.shape[1] // 2
     left, right = [], []
@@ -283,7 +296,7 @@ def test_default_model_on_half_defocused_slide(slide_crop):
             if not np.isfinite(z):
                 continue
             _, x0, _, x1 = fmap.tile_bounds(r, c)
-            # Tile edges fall on 320.6 px steps: allow a few pixels across the middle.
+            # Tile edges fall on fractional-pixel steps: allow a few pixels across the middle.
             if x1 <= half + 4:
                 left.append(z)
             elif x0 >= half - 4:
