@@ -166,6 +166,8 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
     # the haematoxylin/eosin/DAB contrast; fluorescence: the channels' mean.
     if t.ndim == 4:
         t = t[..., 1] if (modality == "brightfield" and t.shape[-1] == 3) else t.astype(np.float32).mean(-1)
+    if t.dtype == np.uint8 and modality != "fluorescence":
+        return t.astype(np.float32)  # already on the 0..255 scale, and always finite
     x = t.astype(np.float32)
     if modality == "fluorescence":
         # Robust per-tile range so any bit depth and exposure land on the same scale.
