@@ -104,9 +104,12 @@ def load_training_image(path, modality: str, pixel_sizes: dict | None = None) ->
     import warnings
 
     path = Path(path)
-    px = (pixel_sizes or {}).get(path.name) or KNOWN_PIXEL_UM.get(path.name)
+    given = (pixel_sizes or {}).get(path.name)
+    px = given or KNOWN_PIXEL_UM.get(path.name)
     with open_image(path) as src:
-        px = src.pixel_size_um if src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM else px
+        # A pixel size the user gives wins over the file's, as --pixel-size does when scoring.
+        if not given and src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM:
+            px = src.pixel_size_um
         if px is None:
             raise TrainingError(f"{path}: pixel size unknown; give it in pixel_sizes / --pixel-size")
         if src.n_z > 1:
