@@ -77,8 +77,8 @@ def test_fast_features_ignore_brightness_and_contrast():
 
 def test_inception_forward_shape(inception_net):
     with torch.inference_mode():
-        y = inception_net(torch.rand(2, 3, 320, 320))
-    assert y.shape == (2,)
+        y = inception_net(torch.rand(1, 3, 320, 320))  # ~1 CPU-s per tile
+    assert y.shape == (1,)
     assert torch.isfinite(y).all() and (y >= 0).all()
 
 

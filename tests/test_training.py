@@ -155,6 +155,19 @@ def test_unknown_pixel_size(tmp_path, train_images):
     assert "crop" in str(e.value)
 
 
+def test_given_pixel_size_overrides_the_file(tmp_path):
+    import tifffile
+
+    from napari_focusq.training import load_training_image
+
+    img = np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)
+    path = tmp_path / "tagged.tif"
+    tifffile.imwrite(path, img, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    assert load_training_image(path, "brightfield").shape[:2] == (400, 400)  # the file's 0.25 µm/px
+    given = load_training_image(path, "brightfield", {"tagged.tif": 0.5})
+    assert given.shape[:2] == (800, 800)
+
+
 def test_resume_adds_epochs(fast_run, tmp_path, train_images, cached_data):
     path, _ = fast_run
     out, events = _drain(iter_fit(_cfg(train_images, tmp_path / "more.safetensors", epochs=1, resume=str(path),
