@@ -110,19 +110,19 @@ def _thumbnail(src, z, rows, cols):
 def _tile_tissue(mask_thumb: np.ndarray, grid, thumb_scale: tuple[float, float]) -> np.ndarray:
     """Tissue fraction per tile from a thumbnail mask (full tile area as denominator)."""
     rows, cols = grid.shape
-    out = np.zeros((rows, cols), np.float32)
     sy, sx = thumb_scale
+    H, W = mask_thumb.shape
     full = (grid.tile_size_px / sy) * (grid.tile_size_px / sx)
     ii = np.cumsum(np.cumsum(np.pad(mask_thumb.astype(np.float64), ((1, 0), (1, 0))), 0), 1)
-    H, W = mask_thumb.shape
-    for r in range(rows):
-        for c in range(cols):
-            y0, x0, y1, x1 = grid.tile_bounds(r, c)
-            a, b = min(H, round(y0 / sy)), min(H, max(round(y1 / sy), round(y0 / sy) + 1))
-            d, e = min(W, round(x0 / sx)), min(W, max(round(x1 / sx), round(x0 / sx) + 1))
-            n = ii[b, e] - ii[a, e] - ii[b, d] + ii[a, d]
-            out[r, c] = min(1.0, n / max(full, 1e-9))
-    return out
+    # Tile bounds are separable: rows depend on r only, columns on c only.
+    ys = np.array([grid.tile_bounds(r, 0)[0::2] for r in range(rows)], float) / sy
+    xs = np.array([grid.tile_bounds(0, c)[1::2] for c in range(cols)], float) / sx
+    a = np.minimum(H, np.round(ys[:, 0])).astype(int)
+    b = np.minimum(H, np.maximum(np.round(ys[:, 1]), a + 1)).astype(int)
+    d = np.minimum(W, np.round(xs[:, 0])).astype(int)
+    e = np.minimum(W, np.maximum(np.round(xs[:, 1]), d + 1)).astype(int)
+    n = ii[np.ix_(b, e)] - ii[np.ix_(a, e)] - ii[np.ix_(b, d)] + ii[np.ix_(a, d)]
+    return np.minimum(1.0, n / max(full, 1e-9)).astype(np.float32)
 
 
 def _choose_modality(modality, thumb, src) -> tuple[str, str]:
@@ -259,8 +259,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
-        extra={"notes": notes, "seconds": time.perf_counter() - t0, "level": lvl, "z": z, "spread_um": spread,
-               "information": information},
+        extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "level": lvl,
+               "z": z, "spread_um": spread, "information": information},
     )
     _add_certainty(fmap, fm)
     return fmap
@@ -334,14 +334,15 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
         fmap = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                             level=level, z=z, min_tissue=min_tissue, batch_size=batch_size,
                                             threads=threads)
-        fmap.extra["thumbnail"] = _overview(src, z)
         return fmap
     finally:
         src.close()
 
 
-def _overview(src, z):
-    t = np.asarray(_thumbnail(src, z, 1, 1))
+def _overview(t: np.ndarray, max_size: int = 1024) -> np.ndarray:
+    """A display thumbnail (uint8, RGB or grey, <= max_size) from the tissue thumbnail."""
+    f = max(1, math.ceil(max(t.shape[:2]) / max_size))
+    t = t[::f, ::f]
     if t.dtype != np.uint8:
         t = t.astype(np.float32)
         lo, hi = np.nanpercentile(t, 0.5), np.nanpercentile(t, 99.5)
@@ -376,7 +377,7 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
-                    "thumbnail": _overview(src, src.n_z // 2)})
+                    "thumbnail": _overview(np.asarray(_thumbnail(src, src.n_z // 2, 1, 1)))})
     return m
 
 
