@@ -54,18 +54,21 @@ def training() -> None:
     _, tw = v.window.add_plugin_dock_widget("napari-focusq", "Train focus model")
     tw.folder.setText(str(tmp))
     tw.out.setText(str(tmp / "demo-model.safetensors"))
-    tw.epochs.setValue(40)
-    tw.samples.setValue(60)
+    tw.epochs.setValue(300)
+    tw.samples.setValue(100)
     worker = tw.train()
-    shot = []
 
-    def on_event(ev):
-        if ev.stage == "train" and ev.done == 25 and not shot:
-            QApplication.processEvents()
-            v.screenshot(str(DOCS / "train_widget.png"), canvas_only=False)
-            shot.append(1)
+    def on_event(ev):  # pause mid-run, take the picture, then stop the run
+        if ev.stage == "train" and ev.done == 30:
+            worker.pause()
+
+    def on_paused():
+        v.screenshot(str(DOCS / "train_widget.png"), canvas_only=False)
+        worker.quit()
+        worker.resume()
 
     worker.yielded.connect(on_event)
+    worker.paused.connect(on_paused)
     wait(worker)
     v.close()
 

@@ -23,6 +23,8 @@ CONTRAST_UM = (0.0, 6.0)
 #: Perceptual and readable over H&E: dark = in focus, bright yellow = far out of focus.
 COLORMAP = "inferno"
 EXCLUDED_LABEL = 1
+#: Excluded tiles in cyan, a colour the heatmap's colour map never uses.
+EXCLUDED_RGBA = (0.1, 0.85, 1.0, 1.0)
 
 
 def grid_geometry(image_scale: Iterable[float], image_translate: Iterable[float],
@@ -103,11 +105,15 @@ def heatmap_kwargs(scale, translate) -> dict:
 
 def excluded_kwargs(scale, translate) -> dict:
     """Layer keyword arguments of the exclusion Labels layer on the same grid."""
+    from napari.utils.colormaps import DirectLabelColormap
+
     return {
         "name": EXCLUDED_NAME,
         "scale": tuple(scale),
         "translate": tuple(translate),
-        "opacity": 0.6,
+        "colormap": DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
+                                                    EXCLUDED_LABEL: EXCLUDED_RGBA}),
+        "opacity": 0.4,
         "units": ("µm", "µm"),
         "metadata": {"focusq": "excluded"},
     }

@@ -16,9 +16,10 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
-from .workers import model_registry, progress_worker, settings
+from .workers import ActivityBar, model_registry, progress_worker, settings
 
-HELP = ("Select the heatmap or “Excluded tiles” layer, then click a tile to exclude or include it. "
+HELP = ("Cyan tiles are excluded. Select the heatmap or “Excluded tiles” layer, then click a tile to "
+        "exclude or include it. "
         "Ctrl+Z undoes, Ctrl+Shift+Z redoes. Moving the threshold re-applies it to every tile.")
 MODALITIES = ("auto", "brightfield", "fluorescence")
 
@@ -384,29 +385,22 @@ class FocusQCWidget(QWidget):
         self._task_id = None
 
     def _on_started(self):
-        from napari.utils import progress
-
         self.score_btn.setEnabled(False)
         self.sharpest_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress_bar.setValue(0)
-        self._pbar = progress(total=0, desc="Focus QC")
+        self._pbar = ActivityBar("Focus QC")
 
     def _on_event(self, ev):
-        # napari's progress bars call processEvents, so later events may be handled inside
-        # the update below: update our own state first, the activity bar last
+        # the activity bar processes events while updating: our own state first, the bar last
         if ev.total:
             self.progress_bar.setMaximum(ev.total)
             self.progress_bar.setValue(ev.done)
             self.progress_bar.setFormat(f"{ev.stage} %v/%m")
         if ev.stage == "score" and self._run and "grid_shape" in ev.data:
             self._fill_running(ev.data["grid_shape"], ev.data.get("tiles", ()))
-        pbar = self._pbar
-        if pbar is not None:
-            if ev.total and pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.n = ev.done
-            pbar.set_description(f"Focus QC: {ev.stage}")
+        if self._pbar is not None:
+            self._pbar.update(ev)
 
     def _fill_running(self, grid_shape, tiles):
         run = self._run

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
-from .workers import model_registry, progress_worker, settings
+from .workers import ActivityBar, model_registry, progress_worker, settings
 
 IMAGE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -71,9 +71,19 @@ class _Plots(QWidget):
         for ax in (self.ax_loss, self.ax_cal):
             ax.tick_params(labelsize=6)
 
-    def update_epoch(self, d: dict):
-        """Redraw with one more epoch's ``{"epoch", "loss", "val_mae", "val_r2", "val_pred", "val_true"}``."""
+    def update_epoch(self, d: dict, last: bool = True, min_interval: float = 0.3):
+        """Add one epoch's ``{"epoch", "loss", "val_mae", "val_r2", "val_pred", "val_true"}``.
+
+        Redraws at most every ``min_interval`` s (fast epochs would swamp the GUI), and
+        always for the ``last`` epoch.
+        """
+        import time
+
         self.history.append({k: d.get(k) for k in ("epoch", "loss", "val_mae", "val_r2")})
+        now = time.monotonic()
+        if not last and now - getattr(self, "_drawn", 0.0) < min_interval:
+            return
+        self._drawn = now
         ep = [h["epoch"] for h in self.history]
         self.ax_loss.clear()
         self.ax_loss.plot(ep, [h["loss"] for h in self.history], "o-", ms=2, label="loss")
@@ -340,16 +350,13 @@ class TrainWidget(QWidget):
             self._worker.quit()
 
     def _on_started(self):
-        from napari.utils import progress
-
         self.train_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.status.setText("preparing simulated tiles…")
-        self._pbar = progress(total=0, desc="Training")
+        self._pbar = ActivityBar("Training")
 
     def _on_event(self, ev):
-        # napari's progress bars call processEvents, so later events may be handled inside
-        # the update below: update our own state first, the activity bar last
+        # the activity bar processes events while updating: our own state first, the bar last
         if ev.total:
             self.progress_bar.setMaximum(ev.total)
             self.progress_bar.setValue(ev.done)
@@ -357,13 +364,9 @@ class TrainWidget(QWidget):
         if ev.message:
             self.status.setText(f"{ev.stage}: {ev.message}")
         if ev.stage == "train" and "val_pred" in ev.data:
-            self.plots.update_epoch(ev.data)
-        pbar = self._pbar
-        if pbar is not None:
-            if ev.total and pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.n = ev.done
-            pbar.set_description(f"Training: {ev.stage}")
+            self.plots.update_epoch(ev.data, last=bool(ev.total) and ev.done >= ev.total)
+        if self._pbar is not None:
+            self._pbar.update(ev)
 
     def _on_result(self, path):
         self.checkpoint = str(path)

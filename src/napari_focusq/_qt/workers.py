@@ -65,3 +65,47 @@ def model_registry() -> _ModelRegistry:
     if _registry is None:
         _registry = _ModelRegistry()
     return _registry
+
+
+class ActivityBar:
+    """A napari ``progress`` bar (activity dock) fed with Progress events.
+
+    napari's progress widgets call ``processEvents`` on every update, so queued events
+    are handled *inside* an update; without a guard a fast stream recurses once per
+    event. Nested updates are skipped and updates are throttled; callers update their
+    own state before calling :meth:`update`.
+    """
+
+    def __init__(self, desc: str, min_interval: float = 0.1):
+        from napari.utils import progress
+
+        self._busy = True  # creating the bar processes events too
+        self.desc = desc
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._stage = None
+        self._bar = progress(total=0, desc=desc)
+        self._busy = False
+
+    def update(self, ev) -> None:
+        import time
+
+        now = time.monotonic()
+        final = ev.total is not None and ev.done >= ev.total
+        if self._busy or self._bar is None or (
+                ev.stage == self._stage and not final and now - self._last < self.min_interval):
+            return
+        self._busy = True
+        try:
+            self._last, self._stage = now, ev.stage
+            if ev.total and self._bar.total != ev.total:
+                self._bar.total = ev.total
+            self._bar.n = ev.done
+            self._bar.set_description(f"{self.desc}: {ev.stage}")
+        finally:
+            self._busy = False
+
+    def close(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
