@@ -345,8 +345,10 @@ def _overview(t: np.ndarray, max_size: int = 1024) -> np.ndarray:
     t = t[::f, ::f]
     if t.dtype != np.uint8:
         t = t.astype(np.float32)
-        lo, hi = np.nanpercentile(t, 0.5), np.nanpercentile(t, 99.5)
-        t = np.clip((t - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+        # Limits from finite pixels only: one inf would make every pixel NaN.
+        fin = t[np.isfinite(t)]
+        lo, hi = (float(np.percentile(fin, 0.5)), float(np.percentile(fin, 99.5))) if fin.size else (0.0, 1.0)
+        t = np.nan_to_num(np.clip((t - lo) / max(hi - lo, 1e-9) * 255, 0, 255), nan=0.0).astype(np.uint8)
     if t.ndim == 3 and t.shape[-1] not in (3, 4):
         t = t.max(-1)
     return t
