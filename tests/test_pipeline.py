@@ -1,6 +1,7 @@
 """score_image / score_slide on real data with a freshly built model, and edge cases."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,13 @@ def test_nonfinite_float_data(slide_crop, fast_model_file):
     img[:50] = np.nan
     img[300:320, 300:320] = np.inf
     img[400:410, :, 1] = -np.inf
-    fmap = score_image(img, pixel_size_um=SVS_PIXEL_UM, model=fast_model_file, modality="brightfield")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no NaN casts or inf arithmetic on the way
+        fmap = score_image(img, pixel_size_um=SVS_PIXEL_UM, model=fast_model_file, modality="brightfield")
     assert np.isfinite(fmap.defocus_um).sum() >= 1
+    thumb = fmap.extra.get("thumbnail")
+    if thumb is not None:
+        assert thumb.dtype == np.uint8 and thumb.max() > 0
     finite = fmap.defocus_um[np.isfinite(fmap.defocus_um)]
     assert np.all((finite >= 0) & (finite < 100))
     with pytest.raises(ScoringError, match="no finite pixel values"):
