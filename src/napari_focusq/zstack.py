@@ -89,7 +89,8 @@ def all_in_focus(source_or_stack, fmap) -> np.ndarray:
 
 
 def tilted_stack(image, *, pixel_size_um: float, tile_px: int, focus_plane, n_planes: int, dz_um: float,
-                 modality: str = "fluorescence", optics=None) -> np.ndarray:
+                 modality: str = "fluorescence", optics=None, photons: float | None = 1000.0,
+                 seed: int = 0) -> np.ndarray:
     """A simulated z-stack of a tilted specimen, for tests and benchmarks.
 
     Plane ``k`` of tile column ``c`` is ``image`` defocused by ``(k - focus_plane[c]) * dz_um``
@@ -108,6 +109,12 @@ def tilted_stack(image, *, pixel_size_um: float, tile_px: int, focus_plane, n_pl
         The in-focus plane index of each tile column.
     n_planes, dz_um
         Number of planes and their spacing (µm).
+    photons
+        Photon count at the image's 99.5th percentile for Poisson noise, as a camera
+        records (the fluorescence model reads defocus against the noise floor and is
+        not meant for noise-free renderings); None = no noise.
+    seed
+        Seed of the noise.
 
     Returns
     -------
@@ -128,6 +135,13 @@ def tilted_stack(image, *, pixel_size_um: float, tile_px: int, focus_plane, n_pl
             if z not in cache:  # blur the whole image once per |z|: no seams from edge effects
                 cache[z] = simulate_defocus(img, z, pixel_size_um=pixel_size_um, modality=modality, optics=optics)
             out[k, :, c * tile_px:(c + 1) * tile_px] = cache[z][:, c * tile_px:(c + 1) * tile_px]
+    if photons:
+        rng = np.random.default_rng(seed)
+        scale = float(photons) / max(float(np.percentile(img, 99.5)), 1e-12)
+        noisy = rng.poisson(np.clip(out.astype(np.float64) * scale, 0, None)) / scale
+        if out.dtype.kind in "ui":
+            noisy = np.clip(np.rint(noisy), np.iinfo(out.dtype).min, np.iinfo(out.dtype).max)
+        out = noisy.astype(out.dtype)
     return out
 
 

@@ -1,0 +1,114 @@
+"""Fluorescence model and z-stacks: shipped weights, auto modality, per-tile best plane, all-in-focus."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+from napari_focusq.models import load_model, weights_dir
+from napari_focusq.pipeline import ArraySource, score_image, score_slide
+from napari_focusq.zstack import ZStackError, all_in_focus, tilted_stack
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+FLUO = SHARED / "fluorescence"
+CELLS3D = FLUO / "cells3d_nuclei_zstack.tif"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("default", modality="fluorescence")
+
+
+@pytest.fixture(scope="module")
+def test_image() -> np.ndarray:
+    """The BBBC022 crop (held out of training and validation) at 0.5 µm/px, channels' max."""
+    from napari_focusq.training import load_training_image
+
+    return load_training_image(FLUO / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence")
+
+
+def test_shipped_fluorescence_weights(model):
+    assert (weights_dir() / "fast-fluorescence.safetensors").exists()
+    assert model.modality == "fluorescence" and model.name == "fast-fluorescence" and model.trained
+    train = model.meta["training"]["train_images"] + model.meta["training"]["val_images"]
+    assert not any(n.startswith(("cells3d", "bbbc022")) for n in train)  # test images stay out
+    assert len(model.meta["certainty"]["u"]) >= 2
+    assert model.meta["optics"]["wavelengths_um"] == [0.52]
+
+
+def test_auto_modality_picks_the_fluorescence_model(test_image):
+    img16 = np.clip(test_image[:320, :480], 0, 65535).astype(np.uint16)
+    fm = score_image(img16, pixel_size_um=0.5)
+    assert fm.modality == "fluorescence" and fm.model.startswith("fast-fluorescence")
+    assert any("fluorescence" in n for n in fm.extra["notes"])
+    assert np.isfinite(fm.defocus_um).any()
+    assert set(fm.extra) >= {"certainty", "uncertain", "information", "spread_um"}
+
+
+def test_predictions_grow_with_defocus_at_any_bit_depth(model, test_image):
+    from napari_focusq.optics import simulate_defocus
+
+    tile = np.pad(test_image, ((0, 8), (0, 0)), mode="symmetric")[:320, :320]
+    zs = [0.0, 1.0, 2.0, 4.0]
+    stack = np.stack([simulate_defocus(tile, z, pixel_size_um=0.5, modality="fluorescence") for z in zs])
+    # A camera's photon noise (1000 photons at the bright end): the model reads blur against it.
+    rng = np.random.default_rng(0)
+    scale = 1000 / np.percentile(stack, 99.5)
+    stack = (rng.poisson(np.clip(stack * scale, 0, None)) / scale).astype(np.float32)
+    p_float = model.predict(stack)
+    p_u8 = model.predict(np.clip(stack / stack.max() * 255, 0, 255).astype(np.uint8))
+    p_dim = model.predict((stack * 0.01 + 100).astype(np.float32))  # dim, with a camera offset
+    for p in (p_float, p_u8, p_dim):
+        assert np.all(np.diff(p) > 0), p
+        assert p[0] < 0.8 and abs(p[-1] - 4.0) < 1.5
+
+
+def test_tilted_specimen_best_plane_per_tile(model, test_image):
+    rows, cols = 3, 6
+    big = np.pad(test_image, ((0, rows * TILE_PX), (0, cols * TILE_PX)), mode="symmetric")
+    big = big[:rows * TILE_PX, :cols * TILE_PX]
+    k0 = 1 + np.arange(cols)
+    stack = tilted_stack(big, pixel_size_um=WORKING_PIXEL_UM, tile_px=TILE_PX, focus_plane=k0, n_planes=8,
+                         dz_um=1.0)
+    fmap = score_slide(ArraySource(stack, WORKING_PIXEL_UM, stack=True), model=model, slice="per-tile")
+    best = fmap.extra["best_plane"]
+    scored = best >= 0
+    assert scored.sum() >= 0.8 * best.size
+    exact = (best == np.broadcast_to(k0, best.shape))[scored].mean()
+    assert exact >= 0.95, best
+    assert fmap.extra["defocus_per_plane"].shape == (8, rows, cols)
+    # The composite takes every tile from its best plane, so it is sharper than any plane.
+    comp = all_in_focus(stack, fmap)
+    assert comp.shape == big.shape and comp.dtype == stack.dtype
+    r, c = np.argwhere(scored)[0]
+    y0, x0, y1, x1 = fmap.tile_bounds(r, c)
+    assert np.array_equal(comp[y0:y1, x0:x1], stack[best[r, c], y0:y1, x0:x1])
+    from napari_focusq.focus import variance_of_laplacian
+
+    assert variance_of_laplacian(comp) > max(variance_of_laplacian(s) for s in stack)
+    with pytest.raises(ZStackError, match="per-tile"):
+        fmap.extra.pop("best_plane")
+        all_in_focus(stack, fmap)
+
+
+def test_cells3d_auto_slice_and_fluorescence():
+    fmap = score_slide(CELLS3D, pixel_size_um=0.26)
+    assert abs(fmap.extra["z"] - 34) <= 2
+    assert fmap.modality == "fluorescence" and fmap.model.startswith("fast-fluorescence")
+
+
+def test_all_in_focus_checks_its_inputs():
+    from napari_focusq.focusmap import FocusMap
+
+    fm = FocusMap(defocus_um=np.zeros((1, 2)), tissue_fraction=np.ones((1, 2)), tile_size_px=4, image_shape=(4, 8),
+                  pixel_size_um=0.5, modality="fluorescence", model="m",
+                  extra={"best_plane": np.array([[1, -1]], np.int32)})
+    stack = np.arange(3 * 4 * 8).reshape(3, 4, 8)
+    out = all_in_focus(stack, fm)
+    assert np.array_equal(out[:, :4], stack[1, :, :4]) and np.array_equal(out[:, 4:], stack[1, :, 4:])
+    with pytest.raises(ZStackError, match="image"):
+        all_in_focus(stack[:, :2], fm)
+    with pytest.raises(ZStackError, match="stack"):
+        all_in_focus(stack[0], fm)
