@@ -28,10 +28,10 @@ class SpectralFrontEnd(nn.Module):
         n_bands = tile_px // 2 // band_width
         idx = torch.floor(radius / band_width).long()
         m = torch.zeros(radius.numel(), n_bands)
-        for k in range(n_bands):
-            sel = (idx == k).float()
-            sel[0] = 0.0  # DC carries brightness, not focus
-            m[:, k] = sel / sel.sum().clamp(min=1)
+        keep = idx < n_bands
+        keep[0] = False  # DC carries brightness, not focus
+        m[torch.nonzero(keep).squeeze(1), idx[keep]] = 1.0
+        m /= m.sum(0, keepdim=True).clamp(min=1)
         # Real and imaginary parts are squared in place and summed by the same matmul.
         self.register_buffer("bands", m.repeat_interleave(2, 0), persistent=False)
         self.n_features = n_bands + 1
