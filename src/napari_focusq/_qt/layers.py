@@ -18,6 +18,12 @@ import numpy as np
 
 HEATMAP_NAME = "Defocus (µm)"
 EXCLUDED_NAME = "Excluded tiles"
+CERTAINTY_NAME = "Certainty"
+BEST_PLANE_NAME = "Best plane"
+ALL_IN_FOCUS_NAME = "All in focus"
+PREVIEW_NAME = "Deblurred preview (not data)"
+#: metadata["focusq"] of layers the widget derives from a result; never offered for scoring.
+DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview")
 #: Fixed colour range of the heatmap, µm (so colours mean the same on every slide).
 CONTRAST_UM = (0.0, 6.0)
 #: Perceptual and readable over H&E: dark = in focus, bright yellow = far out of focus.
@@ -119,6 +125,27 @@ def excluded_kwargs(scale, translate) -> dict:
     }
 
 
+def certainty_kwargs(scale, translate) -> dict:
+    """Per-tile certainty in [0, 1] on the heatmap's grid (hidden until asked for)."""
+    return {"name": CERTAINTY_NAME, "scale": tuple(scale), "translate": tuple(translate), "colormap": "viridis",
+            "contrast_limits": (0.0, 1.0), "opacity": 0.6, "interpolation2d": "nearest", "visible": False,
+            "units": ("µm", "µm"), "metadata": {"focusq": "certainty"}}
+
+
+def best_plane_kwargs(scale, translate, n_planes: int) -> dict:
+    """Per-tile index of the sharpest plane of a z-stack (NaN where no plane has tissue)."""
+    return {"name": BEST_PLANE_NAME, "scale": tuple(scale), "translate": tuple(translate), "colormap": "turbo",
+            "contrast_limits": (0.0, float(max(n_planes - 1, 1))), "opacity": 0.6, "interpolation2d": "nearest",
+            "visible": False, "units": ("µm", "µm"), "metadata": {"focusq": "best_plane"}}
+
+
+def region_translate(image_scale, image_translate, y0: int, x0: int) -> tuple[float, float]:
+    """Translate (y, x) that puts pixel (0, 0) of a crop at level-0 pixel (y0, x0) of the image layer."""
+    s = [float(v) for v in list(image_scale)[-2:]]
+    tr = [float(v) for v in list(image_translate)[-2:]]
+    return (tr[0] + y0 * s[0], tr[1] + x0 * s[1])
+
+
 def threshold_mask(defocus_um: np.ndarray, threshold_um: float) -> np.ndarray:
     """Labels (uint8) of scored tiles further from focus than the threshold."""
     with np.errstate(invalid="ignore"):
@@ -127,16 +154,26 @@ def threshold_mask(defocus_um: np.ndarray, threshold_um: float) -> np.ndarray:
 
 
 def summary_text(s: dict, threshold_um: float) -> str:
-    """One short paragraph of :meth:`FocusMap.summary` figures for the widget."""
+    """One short paragraph of :meth:`FocusMap.summary` figures for the widget.
+
+    The pooled score (tissue- and information-weighted, worst tiles emphasised) is shown
+    beside the plain tissue-weighted mean; uncertain tiles are counted but not excluded.
+    """
     def um(v):
         return "–" if v is None or not np.isfinite(v) else f"{v:.2f} µm"
 
+    def pct(v):
+        return "–" if v is None or not np.isfinite(v) else f"{v:.1f} %"
+
     verdict = "PASS" if s.get("pass") else "FAIL"
-    ex = s.get("excluded_pct", float("nan"))
-    ex_s = "–" if not np.isfinite(ex) else f"{ex:.1f} %"
-    return (f"Tissue {s.get('tissue_pct', 0):.1f} % of {s.get('tiles', 0)} tiles · excluded {ex_s}\n"
-            f"median {um(s.get('median_um'))} · 90th pct {um(s.get('p90_um'))} · "
-            f"slide {verdict} (90th pct ≤ {threshold_um:g} µm)")
+    line1 = f"Tissue {s.get('tissue_pct', 0):.1f} % of {s.get('tiles', 0)} tiles · excluded {pct(s.get('excluded_pct'))}"
+    unc = s.get("uncertain_pct")
+    if unc is not None and np.isfinite(unc):
+        line1 += f" · uncertain {pct(unc)} (kept)"
+    line2 = f"median {um(s.get('median_um'))} · 90th pct {um(s.get('p90_um'))}"
+    if "pooled_um" in s or "mean_um" in s:
+        line2 += f"\npooled {um(s.get('pooled_um'))} · mean {um(s.get('mean_um'))}"
+    return f"{line1}\n{line2} · slide {verdict} (90th pct ≤ {threshold_um:g} µm)"
 
 
 def layer_pixel_size_um(layer) -> float | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
@@ -49,6 +49,8 @@ class FocusQCWidget(QWidget):
         self.fmap = None
         self.heatmap = None
         self.excluded = None
+        self.extras: dict = {}  # derived layers of the shown result: certainty, best plane, all in focus
+        self._scored: dict | None = None  # which layer/plane the shown result is of (for the deblur preview)
         self._build()
         self._wire()
         self._restore()
@@ -94,8 +96,12 @@ class FocusQCWidget(QWidget):
         self.measure.setToolTip("Focus measure for finding the sharpest plane (std of intensity is robust).")
         self.sharpest_btn = QPushButton("Sharpest slice")
         self.sharpest_btn.setToolTip("Find the sharpest plane of the stack and move the z slider to it.")
+        self.per_tile = QCheckBox("Sharpest plane per tile")
+        self.per_tile.setToolTip("Score every plane and keep, per tile, the plane with the least defocus; adds a "
+                                 "“Best plane” map and an “All in focus” composite of those planes.")
         zl.addWidget(self.measure)
         zl.addWidget(self.sharpest_btn)
+        zl.addWidget(self.per_tile)
         self.stack_box.setVisible(False)
 
         btns = QHBoxLayout()
@@ -123,6 +129,11 @@ class FocusQCWidget(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setToolTip("Slide summary: tissue, excluded tiles, median and 90th-percentile defocus; "
                                 "the slide passes when the 90th percentile is within the threshold.")
+        self.deblur_btn = QPushButton("Deblur preview")
+        self.deblur_btn.setToolTip("Preview a de-blurred 3x3-tile region at the centre of the view (Richardson-Lucy "
+                                   "with the predicted defocus). Adds a separate layer; the image is never changed. "
+                                   "A preview for looking, not data for measuring.")
+        self.deblur_btn.setEnabled(False)
         self.hover = QLabel("")
         self.hover.setToolTip("Defocus of the tile under the mouse.")
         help_label = QLabel(HELP)
@@ -153,6 +164,7 @@ class FocusQCWidget(QWidget):
         lay.addWidget(self.progress_bar)
         lay.addLayout(qc)
         lay.addWidget(self.summary)
+        lay.addWidget(self.deblur_btn)
         lay.addWidget(self.hover)
         lay.addWidget(help_label)
         lay.addWidget(ex)
@@ -168,6 +180,7 @@ class FocusQCWidget(QWidget):
         self.score_btn.clicked.connect(self.score)
         self.cancel_btn.clicked.connect(self.cancel)
         self.sharpest_btn.clicked.connect(self.sharpest_slice)
+        self.deblur_btn.clicked.connect(self.deblur_preview)
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.export_btn.clicked.connect(self._export_dialog)
         model_registry().added.connect(self._on_model_added)
@@ -180,6 +193,7 @@ class FocusQCWidget(QWidget):
         self.modality.setCurrentText(s.value("qc/modality", "auto"))
         self.threshold_slider.setValue(float(s.value("qc/threshold_um", self.threshold_slider.value())))
         self.measure.setCurrentText(s.value("qc/measure", "std"))
+        self.per_tile.setChecked(s.value("qc/per_tile", False, type=bool))
         self.mask_format.setCurrentText(s.value("qc/mask_format", "png"))
         self.downsample.setValue(int(s.value("qc/downsample", 16)))
         self._last_folder = s.value("qc/export_folder", str(Path.home()))
@@ -189,6 +203,7 @@ class FocusQCWidget(QWidget):
         s.setValue("qc/modality", self.modality.currentText())
         s.setValue("qc/threshold_um", self.threshold_slider.value())
         s.setValue("qc/measure", self.measure.currentText())
+        s.setValue("qc/per_tile", self.per_tile.isChecked())
         s.setValue("qc/mask_format", self.mask_format.currentText())
         s.setValue("qc/downsample", self.downsample.value())
         s.setValue("qc/model", self.model_combo.currentData() or "")
@@ -199,7 +214,7 @@ class FocusQCWidget(QWidget):
         from napari.layers import Image
 
         return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.metadata.get("focusq") != "heatmap"
+                if isinstance(ly, Image) and ly.metadata.get("focusq") not in L.DERIVED
                 and not ly.name.startswith(L.HEATMAP_NAME)]
 
     def _refresh_layers(self, *_):
@@ -230,6 +245,10 @@ class FocusQCWidget(QWidget):
 
         keep = self.model_combo.currentData() or settings().value("qc/model", "")
         self.model_combo.clear()
+        # "default" lets the pipeline pick the shipped model of the modality it sees
+        self.model_combo.addItem("default (by modality)", "default")
+        self.model_combo.setItemData(0, "The shipped brightfield or fluorescence model, whichever fits the image.",
+                                     Qt.ItemDataRole.ToolTipRole)
         for name in available_models():
             self.model_combo.addItem(name, name)
         for path in model_registry().paths():
@@ -315,13 +334,17 @@ class FocusQCWidget(QWidget):
         h, w = plane.shape[:2]
         grid = TileGrid((h, w), px)
         scale, translate = L.grid_geometry(layer.scale, layer.translate, grid.tile_size_px, grid.origin_px)
-        self._run = {"layer": layer.name, "z": z, "px": px, "scale": scale, "translate": translate,
-                     "t0": time.perf_counter(), "layer_obj": None, "kind": "score",
+        per_tile = z is not None and self.per_tile.isChecked()
+        self._run = {"layer": layer.name, "z": "per-tile" if per_tile else z, "px": px, "scale": scale,
+                     "translate": translate, "t0": time.perf_counter(), "layer_obj": None, "kind": "score",
                      "source": layer.metadata.get("path") or layer.name}
         self._save()
-        gen = iter_score_image(plane, pixel_size_um=px, modality=self.modality.currentText(),
-                               model=self.model_combo.currentData())
-        self._start(gen, f"Focus QC: scoring {layer.name}")
+        kw = {"modality": self.modality.currentText(), "model": self.model_combo.currentData()}
+        if per_tile:
+            gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
+        else:
+            gen = iter_score_image(plane, pixel_size_um=px, **kw)
+        self._start(gen, f"Focus QC: scoring {layer.name}" + (" (best plane per tile)" if per_tile else ""))
         return self._worker
 
     def sharpest_slice(self, *_):
@@ -387,6 +410,7 @@ class FocusQCWidget(QWidget):
     def _on_started(self):
         self.score_btn.setEnabled(False)
         self.sharpest_btn.setEnabled(False)
+        self.deblur_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress_bar.setValue(0)
         self._pbar = ActivityBar("Focus QC")
@@ -424,7 +448,14 @@ class FocusQCWidget(QWidget):
                 self.viewer.dims.set_point(world_axis, layer.translate[0] + index * layer.scale[0])
             _notify_info(f"Focus QC: sharpest plane is z = {index} ({self.measure.currentText()}).")
             return
+        if run.get("kind") == "deblur":
+            self._show_preview(result, run)
+            return
         if run.get("kind") == "score":
+            composite = None
+            if isinstance(result, tuple):  # best plane per tile: (FocusMap, all-in-focus composite)
+                result, composite = result
+            run["composite"] = composite
             result.extra["seconds"] = time.perf_counter() - run["t0"]
             if result.source in (None, "image"):
                 result.source = str(run["source"])
@@ -434,10 +465,13 @@ class FocusQCWidget(QWidget):
         """Replace the previous heatmap/exclusion layers by this run's."""
         scale, translate = run["scale"], run["translate"]
         running = run.get("layer_obj")
-        for ly in (self.heatmap, self.excluded, running):
+        for ly in (self.heatmap, self.excluded, running, *self.extras.values()):
             if ly is not None and ly in self.viewer.layers:
                 self.viewer.layers.remove(ly)
+        self.extras = {}
         self.fmap = fmap
+        self._scored = {"layer": run["layer"], "z": run["z"]}
+        self._add_extras(fmap, run)
         kw = L.heatmap_kwargs(scale, translate)
         kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap}
         self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
@@ -450,10 +484,101 @@ class FocusQCWidget(QWidget):
         self.excluded.events.paint.connect(self._update_summary)
         self.viewer.layers.selection.active = self.heatmap
         self.export_btn.setEnabled(True)
+        self.deblur_btn.setEnabled(True)
         self._update_summary()
         notes = fmap.extra.get("notes") or []
         _notify_info(f"Focus QC: scored {int(fmap.scored.sum())} tissue tiles with {fmap.model}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
+
+    def _add_extras(self, fmap, run) -> None:
+        """Composite (under the heatmap), best plane and certainty layers of a result, where it has them."""
+        scale, translate = run["scale"], run["translate"]
+        image = self.viewer.layers[run["layer"]] if run["layer"] in self.viewer.layers else None
+        composite = run.get("composite")
+        if composite is not None and image is not None:
+            kw = {"name": L.ALL_IN_FOCUS_NAME, "scale": tuple(image.scale[-2:]),
+                  "translate": tuple(image.translate[-2:]), "rgb": bool(image.rgb), "units": ("µm", "µm"),
+                  "metadata": {"focusq": "all_in_focus", "pixel_size_um": run["px"]}}
+            if not image.rgb:
+                kw.update(colormap=image.colormap.name, contrast_limits=tuple(image.contrast_limits))
+            self.extras["all_in_focus"] = self.viewer.add_image(composite, **kw)
+        best = fmap.extra.get("best_plane")
+        if best is not None and np.shape(best) == fmap.shape:
+            grid = np.where(np.asarray(best) >= 0, best, np.nan).astype(np.float32)
+            n_z = np.shape(fmap.extra.get("defocus_per_plane", [[0]]))[0]
+            self.extras["best_plane"] = self.viewer.add_image(grid, **L.best_plane_kwargs(scale, translate, n_z))
+        cert = fmap.extra.get("certainty")
+        if cert is not None and np.shape(cert) == fmap.shape:
+            data = np.where(fmap.scored, cert, np.nan).astype(np.float32)
+            self.extras["certainty"] = self.viewer.add_image(data, **L.certainty_kwargs(scale, translate))
+
+    # ------------------------------------------------------------------ de-blurring preview
+    def _preview_source(self):
+        """(image layer, level-0 (Y, X[, C]) array) the shown result was scored on, or None."""
+        sc = self._scored or {}
+        if sc.get("z") == "per-tile":
+            layer = self.extras.get("all_in_focus")
+            return (layer, layer.data) if layer is not None and layer in self.viewer.layers else None
+        layer = self.viewer.layers[sc["layer"]] if sc.get("layer") in self.viewer.layers else None
+        if layer is None:
+            return None
+        data = L.level0(layer)
+        return layer, (data if sc.get("z") is None else data[sc["z"]])
+
+    def preview_region(self, world_yx=None) -> tuple[int, int, int, int] | None:
+        """Level-0 (y0, x0, y1, x1) of the 3x3 tiles around ``world_yx`` (default: the view's centre)."""
+        src = self._preview_source()
+        if src is None or self.fmap is None:
+            return None
+        layer = src[0]
+        world_yx = list(self.viewer.camera.center)[-2:] if world_yx is None else list(world_yx)[-2:]
+        s, tr = list(layer.scale)[-2:], list(layer.translate)[-2:]
+        rows, cols = self.fmap.shape
+        H, W = self.fmap.image_shape
+        y = min(max((world_yx[0] - tr[0]) / s[0], 0), H - 1)
+        x = min(max((world_yx[1] - tr[1]) / s[1], 0), W - 1)
+        r, c = self.fmap.tile_at(round(y), round(x)) or (rows // 2, cols // 2)
+        r0, c0 = max(r - 1, 0), max(c - 1, 0)
+        r1, c1 = min(r + 1, rows - 1), min(c + 1, cols - 1)
+        y0, x0 = self.fmap.tile_bounds(r0, c0)[:2]
+        y1, x1 = self.fmap.tile_bounds(r1, c1)[2:]
+        return y0, x0, y1, x1
+
+    def deblur_preview(self, *_, world_yx=None):
+        """De-blur the 3x3 tiles at the view's centre in a worker; adds a preview layer (returns the worker)."""
+        if self.busy:
+            _notify_info("Focus QC: a job is already running; wait for it or press Cancel.")
+            return None
+        src = self._preview_source()
+        if self.fmap is None or src is None:
+            _notify_error("Focus QC: score an image first; the preview uses its predicted defocus.")
+            return None
+        layer, data = src
+        y0, x0, y1, x1 = self.preview_region(world_yx)
+        self._run = {"kind": "deblur", "layer": layer.name, "region": (y0, x0, y1, x1)}
+        self._start(_iter_deblur(data, self.fmap, (y0, x0, y1, x1)),
+                    f"Focus QC: de-blurring a preview of {layer.name}")
+        return self._worker
+
+    def _show_preview(self, result, run) -> None:
+        out, defocus = result
+        layer = self.viewer.layers[run["layer"]] if run["layer"] in self.viewer.layers else None
+        if layer is None:
+            return
+        old = self.extras.pop("preview", None)
+        if old is not None and old in self.viewer.layers:
+            self.viewer.layers.remove(old)
+        y0, x0, y1, x1 = run["region"]
+        kw = {"name": L.PREVIEW_NAME, "scale": tuple(layer.scale[-2:]),
+              "translate": L.region_translate(layer.scale, layer.translate, y0, x0), "rgb": bool(layer.rgb),
+              "units": ("µm", "µm"),
+              "metadata": {"focusq": "preview", "region_px": (y0, x0, y1, x1), "defocus_um": defocus,
+                           "source_layer": layer.name, "note": "de-blurring preview, not measured data"}}
+        if not layer.rgb:
+            kw.update(colormap=layer.colormap.name, contrast_limits=tuple(layer.contrast_limits))
+        self.extras["preview"] = self.viewer.add_image(out, **kw)
+        _notify_info(f"Focus QC: de-blurred preview of pixels ({y0}, {x0})–({y1}, {x1}) at {defocus:.2f} µm; "
+                     "a preview for looking, not data (the image is unchanged).")
 
     def _hook_layer(self, layer) -> None:
         """Status text in µm on hover, undo/redo keys, and summary refresh after undo."""
@@ -495,6 +620,7 @@ class FocusQCWidget(QWidget):
         self._run = None
         self.score_btn.setEnabled(True)
         self.sharpest_btn.setEnabled(True)
+        self.deblur_btn.setEnabled(self.fmap is not None)
         self.cancel_btn.setEnabled(False)
 
     # ------------------------------------------------------------------ review
@@ -550,6 +676,12 @@ class FocusQCWidget(QWidget):
         tissue = self.fmap.tissue_fraction[rc]
         val = "no tissue" if not math.isfinite(d) else f"{d:.2f} µm"
         ex = " · excluded" if self.excluded is not None and self.excluded.data[rc] else ""
+        cert, unc = self.fmap.extra.get("certainty"), self.fmap.extra.get("uncertain")
+        if math.isfinite(d) and cert is not None and np.shape(cert) == self.fmap.shape:
+            ex += f" · certainty {float(cert[rc]):.2f}" + (" (uncertain)" if unc is not None and unc[rc] else "")
+        best = self.fmap.extra.get("best_plane")
+        if best is not None and np.shape(best) == self.fmap.shape and best[rc] >= 0:
+            ex += f" · best plane {int(best[rc])}"
         return f"{val} (tile {rc[0]}, {rc[1]}; tissue {100 * tissue:.0f} %){ex}"
 
     def _on_hover(self, viewer, event):
@@ -580,6 +712,7 @@ class FocusQCWidget(QWidget):
             if self.heatmap is None and self.excluded is None:
                 self.fmap = None
                 self.export_btn.setEnabled(False)
+                self.deblur_btn.setEnabled(False)
                 self.summary.setText("No result yet.")
 
     # ------------------------------------------------------------------ export
@@ -622,6 +755,33 @@ class FocusQCWidget(QWidget):
             return None
         _notify_info(f"Focus QC: exported {len(paths)} files to {folder}")
         return paths
+
+
+def _iter_per_tile(stack, px: float, name: str, *, modality: str, model):
+    """Score every plane, keep each tile's best; return (FocusMap, all-in-focus composite)."""
+    from ..pipeline import ArraySource, iter_score_slide
+    from ..progress import Progress
+    from ..zstack import all_in_focus
+
+    src = ArraySource(stack, px, name=name, stack=True)
+    fmap = yield from iter_score_slide(src, pixel_size_um=px, modality=modality, model=model, slice="per-tile")
+    yield Progress("all in focus", 0, 1, "composing the best planes")
+    return fmap, all_in_focus(stack, fmap)
+
+
+def _iter_deblur(image, fmap, region):
+    """De-blur one region (one step: Richardson-Lucy has no cancel point inside); returns (array, µm)."""
+    from ..deblur import deblur_region
+    from ..progress import Progress
+
+    y0, x0, y1, x1 = region
+    a, b = fmap.tile_at(y0, x0), fmap.tile_at(y1 - 1, x1 - 1)
+    d = fmap.defocus_um[a[0]:b[0] + 1, a[1]:b[1] + 1]
+    d = d[np.isfinite(d)]
+    yield Progress("deblur", 0, 1, "de-blurring the preview region")
+    out = deblur_region(image, fmap, y0, x0, y1, x1)
+    yield Progress("deblur", 1, 1, "done")
+    return out, float(np.median(d)) if d.size else float("nan")
 
 
 def _stop_worker_later(widget: FocusQCWidget):
