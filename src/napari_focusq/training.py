@@ -70,6 +70,7 @@ class TrainConfig:
     resume: str | None = None
     name: str | None = None
     workers: int = 0
+    scale_jitter: float = 1.6
 
     def __post_init__(self):
         if self.preset not in ("fast", "inception"):
@@ -172,6 +173,16 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
                 seen[(y, x)] = tissue_fraction(t, cfg.modality, white_level=white)
             if seen[(y, x)] < cfg.min_tissue:
                 continue
+        if cfg.scale_jitter and rng.random() < 0.5:
+            # Content-scale jitter: a larger crop area-averaged down to the tile is still in
+            # focus but has finer structure, so the model cannot learn "small = sharp".
+            f = rng.uniform(1.0, cfg.scale_jitter)
+            side = min(H - y, W - x, int(tile_px * f))
+            if side > tile_px:
+                from .tiling import resample_to_working
+
+                t = resample_to_working(image[y:y + side, x:x + side], WORKING_PIXEL_UM * tile_px / side,
+                                        out_shape=(tile_px, tile_px))
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]
