@@ -54,7 +54,7 @@ def test_help_exits_0_and_shows_examples(command, capsys):
     ["simulate", "x.tif", "--z-um", "1,a", "--out", "o"],
     ["simulate", "x.tif", "--out", "o"],
     ["sharpest", "x.tif", "--out", "o.json", "--measure", "entropy"],
-    ["train", "--out", "m.safetensors"],
+    ["train", "--out", "m.safetensors", "--recipe", "bogus"],
     ["evaluate", "default"],
 ])
 def test_bad_usage_exits_2(argv, capsys):

@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
     p.add_argument("--preset", choices=("fast", "inception"), default="fast", help="model architecture")
     p.add_argument("--epochs", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
-    p.add_argument("--recipe", default="default", help="simulation / augmentation recipe")
+    p.add_argument("--recipe", default="default", choices=("default", "fluorescence"),
+                   help="simulation / augmentation recipe; without DATA it also names the project's "
+                        "image set (default: brightfield, fluorescence: fluorescence)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the preset's)")
