@@ -262,14 +262,19 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
+    """The recipe's folder (DATA or the project's images of ``modality``) and its usable images."""
+    folder = Path(data) if data else shared_data_dir() / modality
+    if not folder.is_dir():
+        raise TrainingError(f"{folder}: folder of in-focus {modality} images not found (set FOCUSQ_DATA)")
+    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in set(skip)
+                    and p.suffix.lower() in (".svs", ".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    return folder, images
+
+
 def default_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast` brightfield weights."""
-    folder = Path(data) if data else shared_data_dir() / "brightfield"
-    if not folder.is_dir():
-        raise TrainingError(f"{folder}: folder of in-focus brightfield images not found (set FOCUSQ_DATA)")
-    skip = set(DEFAULT_EXCLUDE) | set(DEFAULT_TEST)
-    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in skip
-                    and p.suffix.lower() in (".svs", ".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -291,12 +296,7 @@ FLUORESCENCE_EXCLUDE = ("cellprofiler_ExampleHuman_D03f00d0_DNA.tif", "cellprofi
 
 def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1)."""
-    folder = Path(data) if data else shared_data_dir() / "fluorescence"
-    if not folder.is_dir():
-        raise TrainingError(f"{folder}: folder of in-focus fluorescence images not found (set FOCUSQ_DATA)")
-    skip = set(FLUORESCENCE_EXCLUDE) | set(FLUORESCENCE_TEST)
-    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in skip
-                    and p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    folder, images = _recipe_images(data, "fluorescence", FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1500,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0)
