@@ -312,8 +312,8 @@ def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=No
 
 def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
                      min_tissue=None, batch_size: int = 64,
-                     threads: int = 1) -> Generator[Progress, None, FocusMap]:
-    """Generator form of :func:`score_slide`."""
+                     threads: int = 2) -> Generator[Progress, None, FocusMap]:
+    """Generator form of :func:`score_slide` (``threads``: decode threads feeding the model)."""
     from .io import open_image
 
     src = open_image(path, pixel_size_um=pixel_size_um) if not isinstance(path, ArraySource) else path

@@ -71,6 +71,9 @@ def tile_information(tiles: np.ndarray, modality: str = "brightfield") -> np.nda
         return np.zeros(n, np.float32)
     # Block means first: cheap, and the intensity scaling (a per-tile percentile range for
     # fluorescence) then runs on 1/64 of the pixels.
+    if modality != "fluorescence" and t.ndim == 4 and t.shape[-1] in (3, 4):
+        # Brightfield: only the green channel is used below; drop the rest before any work.
+        t = t[..., 1]
     blocks = t[:, :hh, :ww].astype(np.float32).reshape(n, hh // b, b, ww // b, b, *t.shape[3:])
     if t.dtype.kind == "f":
         # NaN/inf pixels (masked data) must not make a whole tile's information NaN.
@@ -87,8 +90,7 @@ def tile_information(tiles: np.ndarray, modality: str = "brightfield") -> np.nda
         x = prepare_input(blocks, "intensity", modality)
     else:
         # As the model sees brightfield: the green channel on a 0-255 scale.
-        x = blocks[..., 1] if blocks.ndim == 4 and blocks.shape[-1] in (3, 4) else \
-            (blocks.mean(-1) if blocks.ndim == 4 else blocks)
+        x = blocks.mean(-1) if blocks.ndim == 4 else blocks
         if t.dtype.kind in "ui":
             x = x * (255.0 / float(np.iinfo(t.dtype).max))
         elif np.nanmax(x) <= 1.0:
