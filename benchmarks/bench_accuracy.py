@@ -27,12 +27,12 @@ from napari_focusq.training import DEFAULT_TEST, TrainConfig, _jpeg, iter_datase
 from napari_focusq.progress import drive
 
 
-def test_tiles(per_image: int, seed: int = 2026):
+def held_out_tiles(per_image: int, seed: int = 2026):
     folder = shared_data_dir() / "brightfield"
     cfg = TrainConfig(images=[str(folder / n) for n in DEFAULT_TEST], z_max_um=6.0, jpeg=(70, 95))
     # Uniform 0-6 µm (the training sampler's extra weight near focus is not wanted here).
     X, Z, S = drive(iter_dataset(cfg.images, per_image, cfg, seed, "test data"))
-    return X, Z, cfg
+    return X, Z, S, cfg
 
 
 def robustness(model, per_image: int = 40, seed: int = 7) -> dict:
@@ -65,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--per-image", type=int, default=300)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
-    X, Z, _ = test_tiles(a.per_image)
+    X, Z, S, cfg = held_out_tiles(a.per_image)
     print(f"accuracy: {len(Z)} tiles from held-out images {', '.join(DEFAULT_TEST)}, |z| uniform 0-6 µm")
     rows = {}
     models = ["fast"] + (["inception"] if "inception" in available_models() else [])
@@ -89,6 +89,12 @@ def main(argv=None):
         print(f"{k:<26}{fmt(r.get('r2'), '8.4f'):>8}{fmt(r.get('slope'), '8.3f'):>8}{fmt(r.get('intercept'), '9.3f'):>9}"
               f"{fmt(r.get('mae_0_4'), '8.3f'):>8}{fmt(r.get('within_1um'), '7.3f'):>7}{fmt(r.get('spearman'), '10.4f'):>10}"
               f"{fmt(r.get('auc'), '8.4f'):>8}{fmt(r.get('tiles_per_s'), '9.0f'):>9}")
+    fast_pred = load_model("fast").predict(X)
+    for k, path in enumerate(cfg.images):
+        sel = S == k
+        r = regression_metrics(fast_pred[sel], Z[sel])
+        print(f"  fast on {Path(path).name:<38} R² {r['r2']:.4f}  slope {r['slope']:.3f}  "
+              f"icpt {r['intercept']:+.3f}  MAE0-4 {r['mae_0_4']:.3f}  AUC {r['auc']:.4f}")
     print("founding paper (InceptionV3, its own test set): R² 0.9904, slope 1.157, intercept 0.59 µm, ±1 µm")
     rob = robustness(load_model("fast"))
     print(f"robustness (fast): |Δ| JPEG 30 vs 95: mean {rob['jpeg30_vs_95']['mean']:.3f} µm, "
