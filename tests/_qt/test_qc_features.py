@@ -51,8 +51,10 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
             continue
         if zs.size == 1:
             bands.setdefault(float(zs[0]), []).append(float(d))
-        else:  # a tile over a band edge reads somewhere between its bands
-            assert zs.min() - 0.5 <= d <= zs.max() + 0.5, ((r, c), zs, d)
+        else:  # a tile over a band edge reads somewhere between its bands; which part
+            # dominates depends on where its tissue lies, so allow most of a depth of field
+            # (0.96 µm at 20x/0.75) around the bands.
+            assert zs.min() - 0.75 <= d <= zs.max() + 0.75, ((r, c), zs, d)
     medians = {z: float(np.median(v)) for z, v in sorted(bands.items())}
     print("band medians (µm):", {z: round(m, 2) for z, m in medians.items()},
           "tiles:", {z: len(v) for z, v in bands.items()})
