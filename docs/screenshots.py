@@ -42,7 +42,8 @@ def training() -> None:
     from napari_focusq.demo import write_tif
     from napari_focusq.io import open_image, sample_slide_path
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(tempfile.mkdtemp()) / "in-focus-slides"
+    tmp.mkdir()
     with open_image(sample_slide_path()) as src:
         img, px = src.read_plane(), src.pixel_size_um
     h = img.shape[0] // 2
@@ -53,13 +54,13 @@ def training() -> None:
     v.open_sample("napari-focusq", "cmu1")
     _, tw = v.window.add_plugin_dock_widget("napari-focusq", "Train focus model")
     tw.folder.setText(str(tmp))
-    tw.out.setText(str(tmp / "demo-model.safetensors"))
+    tw.out.setText(str(tmp.parent / "my-model.safetensors"))
     tw.epochs.setValue(300)
     tw.samples.setValue(100)
     worker = tw.train()
 
     def on_event(ev):  # pause mid-run, take the picture, then stop the run
-        if ev.stage == "train" and ev.done == 30:
+        if ev.stage == "train" and ev.done == 60:
             worker.pause()
 
     def on_paused():

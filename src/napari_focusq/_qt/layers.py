@@ -170,10 +170,11 @@ def summary_text(s: dict, threshold_um: float) -> str:
     unc = s.get("uncertain_pct")
     if unc is not None and np.isfinite(unc):
         line1 += f" · uncertain {pct(unc)} (kept)"
-    line2 = f"median {um(s.get('median_um'))} · 90th pct {um(s.get('p90_um'))}"
+    lines = [line1, f"median {um(s.get('median_um'))} · 90th pct {um(s.get('p90_um'))} · "
+                    f"slide {verdict} (90th pct ≤ {threshold_um:g} µm)"]
     if "pooled_um" in s or "mean_um" in s:
-        line2 += f"\npooled {um(s.get('pooled_um'))} · mean {um(s.get('mean_um'))}"
-    return f"{line1}\n{line2} · slide {verdict} (90th pct ≤ {threshold_um:g} µm)"
+        lines.append(f"pooled {um(s.get('pooled_um'))} · mean {um(s.get('mean_um'))}")
+    return "\n".join(lines)
 
 
 def layer_pixel_size_um(layer) -> float | None:

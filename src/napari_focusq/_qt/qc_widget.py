@@ -127,8 +127,13 @@ class FocusQCWidget(QWidget):
         qc.addRow("Threshold (µm)", self.threshold_slider)
         self.summary = QLabel("No result yet.")
         self.summary.setWordWrap(True)
-        self.summary.setToolTip("Slide summary: tissue, excluded tiles, median and 90th-percentile defocus; "
-                                "the slide passes when the 90th percentile is within the threshold.")
+        # word-wrapped labels get squeezed to one line in a dock; keep room for the summary's lines
+        self.summary.setMinimumHeight(6 * self.summary.fontMetrics().lineSpacing())
+        self.summary.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.summary.setToolTip("Slide summary: tissue, excluded and uncertain tiles (uncertain ones are kept), "
+                                "median and 90th-percentile defocus, the pooled slide score (tissue- and "
+                                "information-weighted, worst tiles emphasised) beside the plain mean; the slide "
+                                "passes when the 90th percentile is within the threshold.")
         self.deblur_btn = QPushButton("Deblur preview")
         self.deblur_btn.setToolTip("Preview a de-blurred 3x3-tile region at the centre of the view (Richardson-Lucy "
                                    "with the predicted defocus). Adds a separate layer; the image is never changed. "
