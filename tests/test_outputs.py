@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_focusq.demo import make_defocus_demo, make_half_defocused, tissue_map, write_tif
+from napari_focusq.demo import band_edges, make_defocus_demo, make_half_defocused, tissue_map, write_tif
 from napari_focusq.focus import focus_measure
 from napari_focusq.focusmap import CSV_COLUMNS, FocusMap
 from napari_focusq.io import open_image
@@ -186,7 +186,11 @@ def test_results_row_figures():
     assert float(row["median_um"]) == pytest.approx(s["median_um"], abs=1e-3)
     assert float(row["p90_um"]) == pytest.approx(s["p90_um"], abs=1e-3)
     assert float(row["tissue_pct"]) == pytest.approx(100 * 45 / 48, abs=0.01)
-    assert row["pass"] == ("yes" if s["pass"] else "no") and row["tiles"] == "48"
+    assert row["pass"] == ("yes" if s["pass"] else "no")
+    # tiles: the whole grid, glass included; tissue_tiles: the scored tiles the figures are over
+    assert row["tiles"] == "48" and row["tissue_tiles"] == "45" == str(int(fm.scored.sum()))
+    assert float(row["tissue_pct"]) == pytest.approx(100 * int(row["tissue_tiles"]) / int(row["tiles"]), abs=0.01)
+    assert results_row(None, stem="b", input_path="b", seconds=0, status="error")["tissue_tiles"] == ""
     assert row["seconds"] == "3.14" and row["model"] == "fast 0.1.0"
     sharp = _fmap()
     sharp.defocus_um[np.isfinite(sharp.defocus_um)] = 0.5
@@ -216,6 +220,24 @@ def test_append_refuses_a_foreign_table_and_unknown_columns(tmp_path):
     with pytest.raises(ValueError, match="unknown results columns"):
         append_results(tmp_path / "new.tsv", {"stem": "a", "colour": "red"})
     assert tsv.read_text() == "name\tvalue\nx\t1\n"
+
+
+def test_append_upgrades_a_table_of_an_older_version(tmp_path):
+    tsv = tmp_path / "results.tsv"
+    old_cols = RESULTS_COLUMNS[:RESULTS_COLUMNS.index("tissue_tiles")]  # before tissue_tiles was added
+    old_row = dict(zip(old_cols, ["old.svs", "old", "ok", "50.00"] + [""] * (len(old_cols) - 4)))
+    tsv.write_text("\t".join(old_cols) + "\n" + "\t".join(old_row.values()) + "\n")
+    append_results(tsv, results_row(_fmap(), stem="a", input_path="a.svs", seconds=1))
+    lines = tsv.read_text().splitlines()
+    assert lines[0] == "\t".join(RESULTS_COLUMNS) and all(len(ln.split("\t")) == len(RESULTS_COLUMNS) for ln in lines)
+    rows = read_results(tsv)
+    assert [r["stem"] for r in rows] == ["old", "a"]
+    assert rows[0]["tissue_pct"] == "50.00" and rows[0]["tissue_tiles"] == "" and rows[1]["tissue_tiles"] == "45"
+    # a table that is not an older focusq header is still refused
+    short = tmp_path / "short.tsv"
+    short.write_text("input\tstem\n")
+    with pytest.raises(ValueError, match="not a focusq results table"):
+        append_results(short, results_row(None, stem="a", input_path="a", seconds=0))
 
 
 def test_concurrent_appends_keep_every_row_whole(tmp_path):
@@ -268,16 +290,34 @@ def test_make_defocus_demo_bands(ihc):
     out, zmap = make_defocus_demo(ihc, pixel_size_um=0.5, z_list=(0, 1, 2, 4))
     assert out.shape == ihc.shape and out.dtype == np.uint8
     assert zmap.shape == ihc.shape[:2] and zmap.dtype == np.float32
-    edges = np.linspace(0, ihc.shape[1], 5).round().astype(int)
-    assert [float(zmap[0, a]) for a in edges[:-1]] == [0, 1, 2, 4]
-    np.testing.assert_array_equal(out[:, :edges[1]], ihc[:, :edges[1]])
+    # 256 px is less than a tile row per band: four equal horizontal bands
+    edges = band_edges(ihc.shape[0], 0.5, 4)
+    assert list(edges) == [0, 64, 128, 192, 256]
+    assert [float(zmap[a, 0]) for a in edges[:-1]] == [0, 1, 2, 4]
+    assert all(np.all(zmap[a:b] == z) for z, a, b in zip((0, 1, 2, 4), edges[:-1], edges[1:]))
+    np.testing.assert_array_equal(out[:edges[1]], ihc[:edges[1]])
     # sharpness relative to the same band in focus falls with the band's defocus
-    rel = [focus_measure(out[:, a:b], "tenengrad") / focus_measure(ihc[:, a:b], "tenengrad")
+    rel = [focus_measure(out[a:b], "tenengrad") / focus_measure(ihc[a:b], "tenengrad")
            for a, b in zip(edges[:-1], edges[1:])]
     assert rel[0] == pytest.approx(1.0)
     assert rel[0] > rel[1] > rel[2] > rel[3]
     with pytest.raises(ValueError):
         make_defocus_demo(ihc, pixel_size_um=0.5, z_list=())
+
+
+@pytest.mark.parametrize("height,px", [(2967, 0.499), (1280, 0.5), (3000, 0.25), (700, 1.0)])
+def test_band_edges_are_tile_edges_with_whole_rows_in_every_band(height, px):
+    from napari_focusq.tiling import TileGrid
+
+    grid = TileGrid((height, 1), px)
+    tile_edges = {grid.tile_bounds(r, 0)[0] for r in range(grid.rows)} | {height}
+    whole = [grid.tile_bounds(r, 0) for r in range(grid.rows)
+             if grid.tile_bounds(r, 0)[2] - grid.tile_bounds(r, 0)[0] >= round(grid.tile_size_px) - 1]
+    edges = band_edges(height, px, 4)
+    assert edges[0] == 0 and edges[-1] == height and set(edges) <= tile_edges
+    n_rows = [sum(1 for y0, _, y1, _ in whole if a <= y0 and y1 <= b) for a, b in zip(edges[:-1], edges[1:])]
+    assert min(n_rows) >= len(whole) // 4 >= 1 and sum(n_rows) == len(whole), n_rows
+    assert max(n_rows) - min(n_rows) <= 1  # shared out evenly
 
 
 def test_write_tif_round_trips_dtype_and_pixel_size(tmp_path, ihc):

@@ -88,7 +88,9 @@ def test_summary_and_results_row_carry_pooled_score(tmp_path):
     s = fm.summary()
     assert s["pooled_um"] == pytest.approx(pooled_from_map(fm)) and s["pooled_um"] > s["mean_um"]
     assert s["uncertain_pct"] == pytest.approx(100 / 6)
-    assert RESULTS_COLUMNS[-2:] == ("pooled_um", "uncertain_pct")
+    # added after the first columns, in place (later additions follow them)
+    i = RESULTS_COLUMNS.index("error") + 1
+    assert RESULTS_COLUMNS[i:i + 2] == ("pooled_um", "uncertain_pct")
     row = results_row(fm, stem="x", input_path="x.tif", seconds=1.0)
     append_results(tmp_path / "results.tsv", row)
     got = read_results(tmp_path / "results.tsv")[0]

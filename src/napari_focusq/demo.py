@@ -2,7 +2,7 @@
 
 Used by ``focusq simulate`` / ``focusq demo`` and by the napari sample data: a defocus
 series of one image, a slide whose right half is out of focus, and an image with
-vertical bands at known defocus.
+horizontal bands at known defocus, laid along the working tile grid.
 """
 from __future__ import annotations
 
@@ -36,18 +36,23 @@ def _margin_px(z_um: float, pixel_size_um: float, optics: Optics | None) -> int:
     return int(math.ceil((2 * blur_radius_um(z_um, optics) + 3.0) / pixel_size_um)) + 8
 
 
-def _blur_columns(image: np.ndarray, x0: int, x1: int, z_um: float, *, pixel_size_um: float,
-                  modality: str, optics: Optics | None, method: str) -> np.ndarray:
-    """Columns x0:x1 of ``image`` defocused by ``z_um``, blurred with real neighbours around them."""
+def _blur_span(image: np.ndarray, a: int, b: int, z_um: float, *, axis: int, pixel_size_um: float,
+               modality: str, optics: Optics | None, method: str) -> np.ndarray:
+    """Rows (axis 0) or columns (axis 1) a:b of ``image`` defocused by ``z_um``.
+
+    The blur sees real neighbours on both sides (a margin past the span), so the span's
+    edge looks like the inside of a defocused region rather than a padded border.
+    """
     from .optics import simulate_defocus
 
+    take = (lambda lo, hi: image[lo:hi]) if axis == 0 else (lambda lo, hi: image[:, lo:hi])
     if z_um == 0:
-        return image[:, x0:x1]
+        return take(a, b)
     m = _margin_px(z_um, pixel_size_um, optics)
-    a, b = max(0, x0 - m), min(image.shape[1], x1 + m)
-    out = simulate_defocus(image[:, a:b], z_um, pixel_size_um=pixel_size_um, modality=modality,
+    lo, hi = max(0, a - m), min(image.shape[axis], b + m)
+    out = simulate_defocus(take(lo, hi), z_um, pixel_size_um=pixel_size_um, modality=modality,
                            optics=optics, method=method)
-    return out[:, x0 - a:x1 - a]
+    return out[a - lo:b - lo] if axis == 0 else out[:, a - lo:b - lo]
 
 
 def make_half_defocused(image, *, pixel_size_um: float, z_um: float = 3.0, modality: str = "auto",
@@ -74,15 +79,46 @@ def make_half_defocused(image, *, pixel_size_um: float, z_um: float = 3.0, modal
     mod = _modality(img, modality)
     half = img.shape[1] // 2
     out = img.copy()
-    out[:, half:] = _blur_columns(img, half, img.shape[1], z_um, pixel_size_um=pixel_size_um,
-                                  modality=mod, optics=optics, method=method)
+    out[:, half:] = _blur_span(img, half, img.shape[1], z_um, axis=1, pixel_size_um=pixel_size_um,
+                               modality=mod, optics=optics, method=method)
     return out
+
+
+def band_edges(height: int, pixel_size_um: float, n_bands: int) -> np.ndarray:
+    """Row edges (level-0 pixels) of ``n_bands`` horizontal bands on the working tile grid.
+
+    Every edge is a tile edge of :class:`~napari_focusq.tiling.TileGrid` (same rounding),
+    so each band holds whole tiles; the whole tile rows are shared out as evenly as
+    possible (the last band also takes a partial last row). With fewer whole rows than
+    bands, the bands are simply equal in height.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n_bands + 1`` int edges from 0 to ``height``.
+    """
+    from .tiling import TileGrid, TilingError
+
+    try:
+        grid = TileGrid((height, 1), pixel_size_um)
+    except TilingError:  # pixels too coarse for a tile: no grid to follow
+        grid = None
+    # whole rows: those whose (rounded, unclipped) bottom edge is inside the image
+    whole = 0 if grid is None else sum(1 for r in range(grid.rows) if round((r + 1) * grid.tile_size_px) <= height)
+    if whole < n_bands:
+        return np.linspace(0, height, n_bands + 1).round().astype(int)
+    rows = np.floor(np.arange(n_bands) * whole / n_bands + 0.5).astype(int)
+    return np.array([grid.tile_bounds(int(r), 0)[0] for r in rows] + [height])
 
 
 def make_defocus_demo(image, *, pixel_size_um: float, z_list: Sequence[float] = (0, 1, 2, 4),
                       modality: str = "auto", optics: Optics | None = None,
                       method: str = "optical") -> tuple[np.ndarray, np.ndarray]:
-    """Split ``image`` into vertical bands, band ``i`` defocused by ``z_list[i]`` µm.
+    """Split ``image`` into horizontal bands, band ``i`` (from the top) defocused by ``z_list[i]`` µm.
+
+    Band edges are tile edges of the working grid (:func:`band_edges`), so every band
+    holds whole tiles and, on a tall enough image, at least ``floor(rows / len(z_list))``
+    tile rows: tissue running down the slide then crosses every band.
 
     Returns
     -------
@@ -94,14 +130,13 @@ def make_defocus_demo(image, *, pixel_size_um: float, z_list: Sequence[float] = 
     if not len(z_list):
         raise ValueError("z_list must hold at least one defocus value")
     mod = _modality(img, modality)
-    W = img.shape[1]
-    edges = np.linspace(0, W, len(z_list) + 1).round().astype(int)
+    edges = band_edges(img.shape[0], pixel_size_um, len(z_list))
     out = np.empty_like(img)
     zmap = np.empty(img.shape[:2], np.float32)
     for z, a, b in zip(z_list, edges[:-1], edges[1:]):
-        out[:, a:b] = _blur_columns(img, a, b, float(z), pixel_size_um=pixel_size_um, modality=mod,
-                                    optics=optics, method=method)
-        zmap[:, a:b] = abs(float(z))
+        out[a:b] = _blur_span(img, a, b, float(z), axis=0, pixel_size_um=pixel_size_um, modality=mod,
+                              optics=optics, method=method)
+        zmap[a:b] = abs(float(z))
     return out, zmap
 
 

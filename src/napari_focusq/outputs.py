@@ -20,11 +20,15 @@ from .config import DEFAULT_THRESHOLD_UM
 from .errors import FocusQError
 from .focusmap import FocusMap
 
-#: Columns of ``results.tsv``, in order.
+#: Columns of ``results.tsv``, in order. New columns go at the end, so a table written by
+#: an older version (whose header is a prefix of this one) can be upgraded in place.
+#: ``tiles`` counts the whole tile grid, glass included; ``tissue_tiles`` the tiles with
+#: enough tissue to be scored, over which the defocus figures and ``excluded_pct`` are
+#: taken (``tissue_pct`` = 100 * tissue_tiles / tiles).
 RESULTS_COLUMNS = (
     "input", "stem", "status", "tissue_pct", "excluded_pct", "median_um", "p90_um", "mean_um",
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
-    "pooled_um", "uncertain_pct",
+    "pooled_um", "uncertain_pct", "tissue_tiles",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -294,7 +298,8 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
 
     ``fmap`` may be None for a failed input: the figures are then empty and ``status`` /
     ``error`` say what happened. ``pass`` is "yes" when the 90th percentile of scored
-    tiles is within ``threshold_um``.
+    tiles is within ``threshold_um``. ``tiles`` is the whole grid (glass included),
+    ``tissue_tiles`` the scored tiles the figures are computed over.
     """
     row = dict.fromkeys(RESULTS_COLUMNS, "")
     row.update(input=str(input_path), stem=stem, status=status, seconds=f"{seconds:.2f}", error=str(error))
@@ -306,6 +311,7 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
             model=fmap.model, modality=fmap.modality,
             pixel_size_um=_fmt(fmap.pixel_size_um, 4), tiles=str(s["tiles"]),
             pooled_um=_fmt(s["pooled_um"]), uncertain_pct=_fmt(s["uncertain_pct"], 2),
+            tissue_tiles=str(s["tissue_tiles"]),
         )
         row["pass"] = _fmt(bool(s["pass"]))
     return row
@@ -339,7 +345,9 @@ def append_results(tsv_path, row: dict) -> None:
         _create_with_header(path)
     with open(path, "rb") as fh:
         header = fh.readline().decode("utf-8").rstrip("\n").split("\t")
-    if tuple(header) != RESULTS_COLUMNS:
+    if tuple(header) != RESULTS_COLUMNS and _is_older_header(header):
+        _upgrade_table(path)
+    elif tuple(header) != RESULTS_COLUMNS:
         raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
                          "choose another output folder or move the file away")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -347,6 +355,28 @@ def append_results(tsv_path, row: dict) -> None:
         os.write(fd, _line(row.get(c, "") for c in RESULTS_COLUMNS))
     finally:
         os.close(fd)
+
+
+def _is_older_header(header) -> bool:
+    """A header written by an older focusq: a shorter prefix of :data:`RESULTS_COLUMNS`.
+
+    The first tables ended at ``error``; anything shorter is not ours.
+    """
+    n = len(header)
+    return RESULTS_COLUMNS.index("error") < n < len(RESULTS_COLUMNS) and tuple(header) == RESULTS_COLUMNS[:n]
+
+
+def _upgrade_table(path: Path) -> None:
+    """Rewrite an older ``results.tsv`` with today's header, its rows kept (new columns empty).
+
+    Atomic (temporary file, then rename). Done once, when the first row of a newer
+    version is appended to an older table; unlike appends it is not safe against another
+    process appending at the very same moment, which an upgrade between runs never meets.
+    """
+    from ._atomic import write_text
+
+    lines = [_line(RESULTS_COLUMNS)] + [_line(r.get(c, "") for c in RESULTS_COLUMNS) for r in read_results(path)]
+    write_text(path, b"".join(lines).decode("utf-8"))
 
 
 def _read_umask() -> int:

@@ -64,6 +64,14 @@ class TrainConfig:
     samples_per_image: int = 400
     val_samples_per_image: int = 200
     min_tissue: float = 0.5
+    #: Fluorescence recipe: content zoom-out up to this factor (0 = off), see sample_tiles.
+    zoom_out: float = 0.0
+    #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
+    split_channels: bool = False
+    #: How the fast model's ensemble heads differ: "tiles" (each a bootstrap of the tiles) or
+    #: "sources" (each also leaves out a share of the source images/planes, so the heads'
+    #: spread grows on specimens unlike any one of them).
+    head_split: str = "tiles"
     jpeg: tuple[int, int] = (30, 95)
     seed: int = 0
     pixel_sizes: dict = field(default_factory=dict)
@@ -71,12 +79,15 @@ class TrainConfig:
     name: str | None = None
     workers: int = 0
     scale_jitter: float = 1.6
+    ihc_like: float = 0.0
 
     def __post_init__(self):
         if self.preset not in ("fast", "inception"):
             raise TrainingError(f"preset must be fast or inception; got {self.preset!r}")
         if self.modality not in MODALITIES:
             raise TrainingError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
+        if self.head_split not in ("tiles", "sources"):
+            raise TrainingError(f"head_split must be tiles or sources; got {self.head_split!r}")
         if self.blur not in ("optical", "gaussian"):
             raise TrainingError(f"blur must be optical or gaussian; got {self.blur!r}")
         defaults = PRESET_DEFAULTS[self.preset]
@@ -98,8 +109,12 @@ PRESET_DEFAULTS = {
 
 
 # ---------------------------------------------------------------------------- data
-def load_training_image(path, modality: str, pixel_sizes: dict | None = None) -> np.ndarray:
-    """An in-focus image at the working resolution (uint8 RGB brightfield; float32 fluorescence plane)."""
+def load_training_image(path, modality: str, pixel_sizes: dict | None = None, channel: int | None = None) -> np.ndarray:
+    """An in-focus image at the working resolution (uint8 RGB brightfield; float32 fluorescence plane).
+
+    Fluorescence: a multichannel image gives the maximum over its channels, or only
+    ``channel`` when one is given.
+    """
     from .io import open_image
     from .tiling import resample_to_working
     import warnings
@@ -129,7 +144,9 @@ def load_training_image(path, modality: str, pixel_sizes: dict | None = None) ->
                           0, 255).astype(np.uint8)
     else:
         img = img.astype(np.float32)
-        if img.ndim == 3:
+        if img.ndim == 3 and channel is not None:
+            img = img[..., channel]
+        elif img.ndim == 3:
             img = img.max(-1) if img.shape[-1] <= 4 else img.mean(-1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -158,6 +175,16 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
         H, W = image.shape[:2]
     white = estimate_white_level(image) if cfg.modality == "brightfield" else None
     optics = Optics.for_modality(cfg.modality)
+    zoom_src = None
+    if cfg.zoom_out and cfg.zoom_out > 1:
+        # Content zoom-out (fluorescence recipe): a crop up to zoom_out tiles wide, mirrored
+        # where the image is smaller, area-averaged down to the tile. Still in focus, but
+        # with finer and denser structure than the source, so the model cannot read a
+        # specimen rich in fine detail as sharper than it is.
+        side_max = int(tile_px * cfg.zoom_out) + 1
+        h0, w0 = image.shape[:2]
+        zpad = [(0, max(0, side_max - h0)), (0, max(0, side_max - w0))] + [(0, 0)] * (image.ndim - 2)
+        zoom_src = np.pad(image, zpad, mode="symmetric")
     tiles = np.empty((n, tile_px, tile_px) + image.shape[2:], image.dtype)
     zs = np.empty(n, np.float32)
     i, tries = 0, 0
@@ -166,14 +193,26 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
     seen: dict = {}
     while i < n:
         tries += 1
-        y, x = rng.integers(0, H - tile_px + 1), rng.integers(0, W - tile_px + 1)
-        t = image[y:y + tile_px, x:x + tile_px]
-        if tries < 50 * n:
-            if (y, x) not in seen:
-                seen[(y, x)] = tissue_fraction(t, cfg.modality, white_level=white)
-            if seen[(y, x)] < cfg.min_tissue:
+        zoomed = zoom_src is not None and rng.random() < 0.6
+        if zoomed:
+            from .tiling import resample_to_working
+
+            side = int(tile_px * rng.uniform(1.0, cfg.zoom_out))
+            y = rng.integers(0, zoom_src.shape[0] - side + 1)
+            x = rng.integers(0, zoom_src.shape[1] - side + 1)
+            t = resample_to_working(zoom_src[y:y + side, x:x + side], WORKING_PIXEL_UM * tile_px / side,
+                                    out_shape=(tile_px, tile_px))
+            if tries < 50 * n and tissue_fraction(t, cfg.modality, white_level=white) < cfg.min_tissue:
                 continue
-        if cfg.scale_jitter and rng.random() < 0.5:
+        else:
+            y, x = rng.integers(0, H - tile_px + 1), rng.integers(0, W - tile_px + 1)
+            t = image[y:y + tile_px, x:x + tile_px]
+            if tries < 50 * n:
+                if (y, x) not in seen:
+                    seen[(y, x)] = tissue_fraction(t, cfg.modality, white_level=white)
+                if seen[(y, x)] < cfg.min_tissue:
+                    continue
+        if cfg.scale_jitter and not zoomed and rng.random() < 0.5:
             # Content-scale jitter: a larger crop area-averaged down to the tile is still in
             # focus but has finer structure, so the model cannot learn "small = sharp".
             f = rng.uniform(1.0, cfg.scale_jitter)
@@ -183,6 +222,10 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
 
                 t = resample_to_working(image[y:y + side, x:x + side], WORKING_PIXEL_UM * tile_px / side,
                                         out_shape=(tile_px, tile_px))
+        if cfg.modality == "brightfield" and cfg.ihc_like and rng.random() < cfg.ihc_like:
+            from .stain import ihc_like
+
+            t = ihc_like(np.ascontiguousarray(t), rng)
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]
@@ -234,17 +277,37 @@ def split_images(cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
+def _channel_count(path) -> int:
+    """Channels of a (Y, X, C) fluorescence image (1 for single planes and z-stacks)."""
+    from .io import open_image
+
+    with open_image(path) as src:
+        axes, shape = src.axes, src.shape
+    return int(shape[axes.index("C")]) if "C" in axes and shape[axes.index("C")] <= 4 else 1
+
+
 def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str):
     """Yield Progress while building tiles from ``paths``; return (tiles, z, source index)."""
     rng = np.random.default_rng(seed)
     xs, zs, src = [], [], []
+    plane = 0
     for k, p in enumerate(paths):
         yield Progress(stage, k, len(paths), f"tiles from {Path(p).name}")
-        img = load_training_image(p, cfg.modality, cfg.pixel_sizes)
-        t, z = sample_tiles(img, per_image, np.random.default_rng(rng.integers(2**32)), cfg)
-        xs.append(t)
-        zs.append(z)
-        src.append(np.full(len(z), k))
+        n_ch = _channel_count(p) if cfg.split_channels and cfg.modality == "fluorescence" else 1
+        if n_ch > 1:
+            # Each channel is a specimen of its own (nuclei, actin, neurites...); a
+            # multichannel image gets up to twice the tiles of a single-channel one.
+            per_ch = max(per_image // n_ch, per_image // 2)
+            planes = [(load_training_image(p, cfg.modality, cfg.pixel_sizes, channel=c), per_ch) for c in range(n_ch)]
+        else:
+            planes = [(load_training_image(p, cfg.modality, cfg.pixel_sizes), per_image)]
+        for img, n_tiles in planes:
+            t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg)
+            xs.append(t)
+            zs.append(z)
+            # The source index is the image's, or the plane's when channels are split.
+            src.append(np.full(len(z), plane if cfg.split_channels else k))
+            plane += 1
     yield Progress(stage, len(paths), len(paths), "done")
     return np.concatenate(xs), np.concatenate(zs), np.concatenate(src)
 
@@ -276,7 +339,7 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast` brightfield weights."""
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
-               samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0)
+               samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -298,8 +361,9 @@ def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1)."""
     folder, images = _recipe_images(data, "fluorescence", FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
-               val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1500,
-               val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0)
+               val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
+               val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
+               zoom_out=2.5, split_channels=True, head_split="sources")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -340,7 +404,7 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     if not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     train_paths, val_paths = split_images(cfg)
-    Xt, Zt, _ = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
+    Xt, Zt, St = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
     Xv, Zv, _ = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data")
 
     device = choose_device()
@@ -381,6 +445,12 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     zt = torch.from_numpy(Zt).to(device)
     n_heads = module.config.get("heads", 1) if fixed and hasattr(module, "forward_heads") else 1
     boot = (torch.rand(len(Zt), n_heads, generator=gen) < 0.8).float().to(device)
+    if cfg.head_split == "sources" and n_heads > 1:
+        # Each source (image or channel plane) is left out by one head: their spread then
+        # also measures how much the answer depends on which specimens were seen.
+        _, s_idx = np.unique(St, return_inverse=True)
+        grp = np.random.default_rng(cfg.seed).permutation(s_idx.max() + 1) % n_heads
+        boot *= torch.from_numpy(grp[s_idx][:, None] != np.arange(n_heads)[None, :]).float().to(device)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
 

@@ -42,27 +42,27 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
     fmap = w.fmap
     assert fmap.modality == "brightfield" and fmap.model.startswith("fast ")
 
-    # --- every band reads its known µm (tissue tiles wholly inside one band)
+    # --- every band reads its known µm. The bands are horizontal and tile-aligned, each at
+    # least two tile rows tall, and the sample's tissue runs down the whole slide: every
+    # tissue tile lies wholly inside one band, and every band holds some.
     truth = truth_per_tile(fmap, np.asarray(viewer.layers["True defocus (µm)"].data))
     bands: dict[float, list[float]] = {}
     for (r, c), zs in truth.items():
+        assert zs.size == 1, ((r, c), zs)
         d = fmap.defocus_um[r, c]
-        if not np.isfinite(d):
-            continue
-        if zs.size == 1:
+        if np.isfinite(d):
             bands.setdefault(float(zs[0]), []).append(float(d))
-        else:  # a tile over a band edge reads somewhere between its bands; which part
-            # dominates depends on where its tissue lies, so allow most of a depth of field
-            # (0.96 µm at 20x/0.75) around the bands.
-            assert zs.min() - 0.75 <= d <= zs.max() + 0.75, ((r, c), zs, d)
     medians = {z: float(np.median(v)) for z, v in sorted(bands.items())}
     print("band medians (µm):", {z: round(m, 2) for z, m in medians.items()},
           "tiles:", {z: len(v) for z, v in bands.items()})
-    # The sample's tissue lies in the middle of the slide: only the 1 and 2 µm bands hold
-    # whole tissue tiles (0 and 4 µm only at band edges, checked above).
-    assert {1.0, 2.0} <= set(medians)
+    assert sorted(medians) == [0.0, 1.0, 2.0, 4.0] and all(len(v) >= 3 for v in bands.values()), bands
+    # The model's error is about 0.25 µm (MAE over 0-4 µm on held-out tiles); a band's
+    # median over a handful of tiles of one tissue may sit further off, so allow 0.5 µm
+    # (half the spacing of the 0/1/2 µm bands: a band cannot pass as its neighbour) and
+    # ask that the bands keep their order.
     for z, m in medians.items():
         assert abs(m - z) <= 0.5, (z, m, bands[z])
+    assert list(medians.values()) == sorted(medians.values())
 
     # --- certainty on the heatmap's grid, hidden; summary with pooled and uncertain figures
     heat, lab, cert = viewer.layers["Defocus (µm)"], viewer.layers["Excluded tiles"], viewer.layers["Certainty"]
