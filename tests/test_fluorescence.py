@@ -112,3 +112,44 @@ def test_all_in_focus_checks_its_inputs():
         all_in_focus(stack[:, :2], fm)
     with pytest.raises(ZStackError, match="stack"):
         all_in_focus(stack[0], fm)
+
+
+def test_recipe_trains_on_channels_zoomed_out_crops_and_source_split_heads(model):
+    from napari_focusq.training import FLUORESCENCE_TEST, _channel_count, fluorescence_recipe
+
+    cfg = fluorescence_recipe("x.safetensors", data=FLUO)
+    assert cfg.split_channels and cfg.zoom_out > 1 and cfg.head_split == "sources"
+    assert not any(Path(p).name in FLUORESCENCE_TEST for p in cfg.images)
+    assert _channel_count(FLUO / "ndev_neuron-4Ch.ome.tiff") == 4
+    assert _channel_count(CELLS3D) == 1  # a z-stack is one plane's worth of channels
+    conf = model.meta["training"]["config"]
+    assert conf["split_channels"] and conf["zoom_out"] > 1 and conf["head_split"] == "sources"
+
+
+def test_split_channels_and_zoom_out_tiles(tmp_path):
+    """Every channel is a source of its own; zoomed-out crops of a small image are still whole tiles."""
+    import tifffile
+
+    from napari_focusq.training import TrainConfig, iter_dataset, sample_tiles
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((200, 180, 2), np.uint16)
+    img[rng.integers(0, 200, 300), rng.integers(0, 180, 300), 0] = 4000  # puncta
+    img[::9, :, 1] = 3000  # stripes
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, img, photometric="minisblack", planarconfig="contig")
+    cfg = TrainConfig(images=[str(path)], modality="fluorescence", min_tissue=0.0, split_channels=True,
+                      zoom_out=3.0, pixel_sizes={"two.tif": 0.5})
+    gen = iter_dataset([str(path)], 6, cfg, 0, "data")
+    try:
+        while True:
+            next(gen)
+    except StopIteration as e:
+        X, Z, S = e.value
+    assert X.shape == (6, TILE_PX, TILE_PX) and sorted(set(S.tolist())) == [0, 1]  # 3 tiles per channel
+    assert np.all((Z >= 0) & (Z <= cfg.z_max_um)) and np.isfinite(X).all()
+    plane = np.asarray(img[..., 0], np.float32)
+    t, z = sample_tiles(plane, 4, np.random.default_rng(1), cfg)
+    assert t.shape == (4, TILE_PX, TILE_PX) and len(z) == 4
+    with pytest.raises(Exception, match="head_split"):
+        TrainConfig(head_split="pixels")

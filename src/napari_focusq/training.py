@@ -363,7 +363,7 @@ def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
-               zoom_out=2.5, split_channels=True, head_split="sources")
+               zoom_out=3.5, split_channels=True, head_split="sources")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
