@@ -171,6 +171,20 @@ def test_prepare_input_fluorescence_scale_invariant():
     np.testing.assert_allclose(fm.predict(x), fm.predict(10 * x), rtol=1e-4, atol=1e-4)
 
 
+def test_prepare_input_fluorescence_channels_combine_as_in_training():
+    """Multichannel fluorescence is combined by the channels' maximum, as training and the
+    benchmark do (training.load_training_image): a sharp channel is not diluted by a
+    dim diffuse one."""
+    rng = np.random.default_rng(1)
+    nuclei = rng.gamma(2.0, 50.0, (2, 320, 320)).astype(np.float32)
+    diffuse = np.full_like(nuclei, 20.0)
+    stack = np.stack([diffuse, nuclei], -1)
+    np.testing.assert_allclose(prepare_input(stack, "intensity", "fluorescence"),
+                               prepare_input(np.maximum(nuclei, diffuse), "intensity", "fluorescence"), atol=1e-4)
+    assert not np.allclose(prepare_input(stack, "intensity", "fluorescence"),
+                           prepare_input(stack.mean(-1), "intensity", "fluorescence"), atol=1e-2)
+
+
 def test_prepare_input_rgb01_layouts(rgb_tiles):
     a = prepare_input(rgb_tiles, "rgb01", "brightfield")
     assert a.shape == (2, 3, 320, 320) and a.dtype == np.float32

@@ -163,9 +163,14 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
             t = np.repeat(t.mean(-1, keepdims=True), 3, axis=-1)
         return np.ascontiguousarray((t.astype(np.float32) / scale).transpose(0, 3, 1, 2))
     # "intensity": one channel on a 0..255 scale. Brightfield RGB: green carries most of
-    # the haematoxylin/eosin/DAB contrast; fluorescence: the channels' mean.
+    # the haematoxylin/eosin/DAB contrast. Fluorescence: the channels' maximum, as the
+    # training images and the benchmark combine them (a mean would dilute the sharp
+    # channel with the diffuse ones).
     if t.ndim == 4:
-        t = t[..., 1] if (modality == "brightfield" and t.shape[-1] == 3) else t.astype(np.float32).mean(-1)
+        if modality == "brightfield" and t.shape[-1] == 3:
+            t = t[..., 1]
+        else:
+            t = t.max(-1) if modality == "fluorescence" else t.astype(np.float32).mean(-1)
     if t.dtype == np.uint8 and modality != "fluorescence":
         return t.astype(np.float32)  # already on the 0..255 scale, and always finite
     x = t.astype(np.float32)
