@@ -80,6 +80,7 @@ class TrainConfig:
     workers: int = 0
     scale_jitter: float = 1.6
     ihc_like: float = 0.0
+    sparse: float = 0.0
 
     def __post_init__(self):
         if self.preset not in ("fast", "inception"):
@@ -226,6 +227,10 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             from .stain import ihc_like
 
             t = ihc_like(np.ascontiguousarray(t), rng)
+        if cfg.modality == "fluorescence" and cfg.sparse and rng.random() < cfg.sparse:
+            from .sparse_field import sparse_field
+
+            t = sparse_field(t, rng)
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]
