@@ -115,13 +115,14 @@ def test_all_in_focus_checks_its_inputs():
 
 
 def test_recipe_trains_on_channels_zoomed_out_crops_and_source_split_heads(model):
-    from napari_focusq.training import FLUORESCENCE_TEST, _channel_count, fluorescence_recipe
+    from napari_focusq.training import FLUORESCENCE_TEST, fluorescence_recipe, load_training_planes
 
     cfg = fluorescence_recipe("x.safetensors", data=FLUO)
     assert cfg.split_channels and cfg.zoom_out > 1 and cfg.head_split == "sources"
     assert not any(Path(p).name in FLUORESCENCE_TEST for p in cfg.images)
-    assert _channel_count(FLUO / "ndev_neuron-4Ch.ome.tiff") == 4
-    assert _channel_count(CELLS3D) == 1  # a z-stack is one plane's worth of channels
+    channels = lambda path: len(load_training_planes(path, "fluorescence", {CELLS3D.name: 0.26}, split_channels=True))
+    assert channels(FLUO / "ndev_neuron-4Ch.ome.tiff") == 4
+    assert channels(CELLS3D) == 1  # a z-stack is one plane's worth of channels
     conf = model.meta["training"]["config"]
     assert conf["split_channels"] and conf["zoom_out"] > 1 and conf["head_split"] == "sources"
 

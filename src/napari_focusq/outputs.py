@@ -345,11 +345,11 @@ def append_results(tsv_path, row: dict) -> None:
         _create_with_header(path)
     with open(path, "rb") as fh:
         header = fh.readline().decode("utf-8").rstrip("\n").split("\t")
-    if tuple(header) != RESULTS_COLUMNS and _is_older_header(header):
+    if tuple(header) != RESULTS_COLUMNS:
+        if not _is_older_header(header):
+            raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
+                             "choose another output folder or move the file away")
         _upgrade_table(path)
-    elif tuple(header) != RESULTS_COLUMNS:
-        raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
-                         "choose another output folder or move the file away")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, _line(row.get(c, "") for c in RESULTS_COLUMNS))

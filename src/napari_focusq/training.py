@@ -110,12 +110,18 @@ PRESET_DEFAULTS = {
 
 
 # ---------------------------------------------------------------------------- data
-def load_training_image(path, modality: str, pixel_sizes: dict | None = None, channel: int | None = None) -> np.ndarray:
+def load_training_image(path, modality: str, pixel_sizes: dict | None = None) -> np.ndarray:
     """An in-focus image at the working resolution (uint8 RGB brightfield; float32 fluorescence plane).
 
-    Fluorescence: a multichannel image gives the maximum over its channels, or only
-    ``channel`` when one is given.
+    Fluorescence: a multichannel image gives the maximum over its channels.
     """
+    return load_training_planes(path, modality, pixel_sizes)[0]
+
+
+def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *,
+                         split_channels: bool = False) -> list[np.ndarray]:
+    """:func:`load_training_image`, or with ``split_channels`` (fluorescence) one plane per
+    channel of a multichannel image: the file is read once either way."""
     from .io import open_image
     from .tiling import resample_to_working
     import warnings
@@ -143,15 +149,16 @@ def load_training_image(path, modality: str, pixel_sizes: dict | None = None, ch
         if img.dtype != np.uint8:
             img = np.clip(img.astype(np.float32) / (np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1) * 255,
                           0, 255).astype(np.uint8)
+        planes = [img]
     else:
         img = img.astype(np.float32)
-        if img.ndim == 3 and channel is not None:
-            img = img[..., channel]
-        elif img.ndim == 3:
-            img = img.max(-1) if img.shape[-1] <= 4 else img.mean(-1)
+        if img.ndim == 3 and img.shape[-1] <= 4:
+            planes = [img[..., c] for c in range(img.shape[-1])] if split_channels else [img.max(-1)]
+        else:
+            planes = [img.mean(-1) if img.ndim == 3 else img]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return resample_to_working(img, px)
+        return [resample_to_working(p, px) for p in planes]
 
 
 def _jpeg(tile: np.ndarray, quality: int) -> np.ndarray:
@@ -161,6 +168,14 @@ def _jpeg(tile: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(tile).save(buf, "JPEG", quality=int(quality))
     buf.seek(0)
     return np.asarray(Image.open(buf))
+
+
+def _shrink_to_tile(crop: np.ndarray, tile_px: int) -> np.ndarray:
+    """A square in-focus crop larger than a tile, area-averaged down to one tile: still in
+    focus, with finer structure than the source (content-scale jitter and zoom-out)."""
+    from .tiling import resample_to_working
+
+    return resample_to_working(crop, WORKING_PIXEL_UM * tile_px / len(crop), out_shape=(tile_px, tile_px))
 
 
 def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: TrainConfig,
@@ -196,13 +211,10 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
         tries += 1
         zoomed = zoom_src is not None and rng.random() < 0.6
         if zoomed:
-            from .tiling import resample_to_working
-
             side = int(tile_px * rng.uniform(1.0, cfg.zoom_out))
             y = rng.integers(0, zoom_src.shape[0] - side + 1)
             x = rng.integers(0, zoom_src.shape[1] - side + 1)
-            t = resample_to_working(zoom_src[y:y + side, x:x + side], WORKING_PIXEL_UM * tile_px / side,
-                                    out_shape=(tile_px, tile_px))
+            t = _shrink_to_tile(zoom_src[y:y + side, x:x + side], tile_px)
             if tries < 50 * n and tissue_fraction(t, cfg.modality, white_level=white) < cfg.min_tissue:
                 continue
         else:
@@ -219,10 +231,7 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             f = rng.uniform(1.0, cfg.scale_jitter)
             side = min(H - y, W - x, int(tile_px * f))
             if side > tile_px:
-                from .tiling import resample_to_working
-
-                t = resample_to_working(image[y:y + side, x:x + side], WORKING_PIXEL_UM * tile_px / side,
-                                        out_shape=(tile_px, tile_px))
+                t = _shrink_to_tile(image[y:y + side, x:x + side], tile_px)
         if cfg.modality == "brightfield" and cfg.ihc_like and rng.random() < cfg.ihc_like:
             from .stain import ihc_like
 
@@ -282,15 +291,6 @@ def split_images(cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
-def _channel_count(path) -> int:
-    """Channels of a (Y, X, C) fluorescence image (1 for single planes and z-stacks)."""
-    from .io import open_image
-
-    with open_image(path) as src:
-        axes, shape = src.axes, src.shape
-    return int(shape[axes.index("C")]) if "C" in axes and shape[axes.index("C")] <= 4 else 1
-
-
 def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str):
     """Yield Progress while building tiles from ``paths``; return (tiles, z, source index)."""
     rng = np.random.default_rng(seed)
@@ -298,15 +298,12 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str)
     plane = 0
     for k, p in enumerate(paths):
         yield Progress(stage, k, len(paths), f"tiles from {Path(p).name}")
-        n_ch = _channel_count(p) if cfg.split_channels and cfg.modality == "fluorescence" else 1
-        if n_ch > 1:
-            # Each channel is a specimen of its own (nuclei, actin, neurites...); a
-            # multichannel image gets up to twice the tiles of a single-channel one.
-            per_ch = max(per_image // n_ch, per_image // 2)
-            planes = [(load_training_image(p, cfg.modality, cfg.pixel_sizes, channel=c), per_ch) for c in range(n_ch)]
-        else:
-            planes = [(load_training_image(p, cfg.modality, cfg.pixel_sizes), per_image)]
-        for img, n_tiles in planes:
+        # With split_channels each channel is a specimen of its own (nuclei, actin,
+        # neurites...); a multichannel image gets up to twice the tiles of a single-channel one.
+        planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes,
+                                      split_channels=cfg.split_channels and cfg.modality == "fluorescence")
+        n_tiles = per_image if len(planes) == 1 else max(per_image // len(planes), per_image // 2)
+        for img in planes:
             t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg)
             xs.append(t)
             zs.append(z)
