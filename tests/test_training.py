@@ -39,10 +39,10 @@ def _cache_datasets(mp: pytest.MonkeyPatch) -> None:
 
     real = training.iter_dataset
 
-    def iter_dataset(paths, per_image, cfg, seed, stage):
-        key = (tuple(paths), per_image, seed, stage, cfg.modality, cfg.blur)
+    def iter_dataset(paths, per_image, cfg, seed, stage, **kw):
+        key = (tuple(paths), per_image, seed, stage, cfg.modality, cfg.blur, cfg.zoom_in, tuple(kw.items()))
         if key not in _DATA_CACHE:
-            _DATA_CACHE[key] = yield from real(paths, per_image, cfg, seed, stage)
+            _DATA_CACHE[key] = yield from real(paths, per_image, cfg, seed, stage, **kw)
         else:
             yield training.Progress(stage, len(paths), len(paths), "cached")
         return _DATA_CACHE[key]
@@ -166,6 +166,38 @@ def test_given_pixel_size_overrides_the_file(tmp_path):
     assert load_training_image(path, "brightfield").shape[:2] == (400, 400)  # the file's 0.25 µm/px
     given = load_training_image(path, "brightfield", {"tagged.tif": 0.5})
     assert given.shape[:2] == (800, 800)
+
+
+def test_zoom_in_factors_stop_at_the_native_resolution():
+    from napari_focusq.training import zoom_in_factors
+
+    sqrt, top = zoom_in_factors(0.227, True, 3.0)
+    assert top == pytest.approx(0.5 / 0.227) and sqrt == pytest.approx(math.sqrt(0.5 / 0.227))
+    assert zoom_in_factors(0.227, True, 1.5)[-1] == 1.5  # the recipe's cap
+    assert zoom_in_factors(0.227, False, 3.0) == ()  # an estimated pixel size is not trusted
+    assert zoom_in_factors(0.499, True, 3.0) == ()  # nothing finer to magnify
+    assert zoom_in_factors(0.227, True, 0.0) == ()
+
+
+def test_zoom_in_samples_magnified_copies(tmp_path):
+    import tifffile
+
+    from napari_focusq.progress import drive
+    from napari_focusq.training import iter_dataset, load_training_planes
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((800, 800, 3)) * 120 + 60).astype(np.uint8)
+    path = tmp_path / "fine.tif"
+    tifffile.imwrite(path, img, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    planes = load_training_planes(path, "brightfield", zoom_in=2.0, with_scales=True)
+    assert [round(f, 3) for f, _ in planes] == [1.0, 1.414, 2.0]
+    # 0.25 µm/px at 1x, 2x and sqrt(2)x magnification, seen at 0.5 µm/px.
+    assert [p.shape[0] for _, p in planes] == [400, 566, 800]
+    cfg = TrainConfig(images=[str(path)], zoom_in=2.0, min_tissue=0.0)
+    X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "data"))
+    assert len(X) == 9 and set(S) == {0}
+    X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "validation data", magnify=False))
+    assert len(X) == 3
 
 
 def test_resume_adds_epochs(fast_run, tmp_path, train_images, cached_data):

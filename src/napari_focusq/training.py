@@ -66,6 +66,9 @@ class TrainConfig:
     min_tissue: float = 0.5
     #: Fluorescence recipe: content zoom-out up to this factor (0 = off), see sample_tiles.
     zoom_out: float = 0.0
+    #: Brightfield recipe: sources with a stated pixel size finer than the working one are
+    #: also sampled magnified, up to this factor (0 = off), see zoom_in_factors.
+    zoom_in: float = 0.0
     #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
     split_channels: bool = False
     #: How the fast model's ensemble heads differ: "tiles" (each a bootstrap of the tiles) or
@@ -118,21 +121,40 @@ def load_training_image(path, modality: str, pixel_sizes: dict | None = None) ->
     return load_training_planes(path, modality, pixel_sizes)[0]
 
 
+def _pixel_um(path: Path, src, pixel_sizes: dict | None) -> tuple[float | None, bool]:
+    """(µm per pixel, stated?): the user's value wins over the file's, as --pixel-size does
+    when scoring; the file's over our estimates. Estimates (KNOWN_PIXEL_UM) are not stated."""
+    given = (pixel_sizes or {}).get(path.name)
+    if given:
+        return float(given), True
+    if src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM:
+        return float(src.pixel_size_um), True
+    return KNOWN_PIXEL_UM.get(path.name), False
+
+
+def zoom_in_factors(pixel_um: float | None, stated: bool, zoom_in: float) -> tuple[float, ...]:
+    """Magnifications at which a source is also sampled (content zoom-in), never past its
+    native resolution: a 0.227 µm scan magnified 2.2x is still sharp at 0.5 µm/px, while a
+    magnified estimate could be an upsampled, already soft image passed off as in focus."""
+    if not (zoom_in and zoom_in > 1 and stated and pixel_um):
+        return ()
+    top = min(zoom_in, WORKING_PIXEL_UM / pixel_um)
+    return (math.sqrt(top), top) if top >= 1.2 else ()
+
+
 def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *,
-                         split_channels: bool = False) -> list[np.ndarray]:
+                         split_channels: bool = False, zoom_in: float = 0.0, with_scales: bool = False) -> list:
     """:func:`load_training_image`, or with ``split_channels`` (fluorescence) one plane per
-    channel of a multichannel image: the file is read once either way."""
+    channel of a multichannel image: the file is read once either way. With ``zoom_in``
+    the planes are followed by magnified copies (:func:`zoom_in_factors`); ``with_scales``
+    gives (magnification, plane) pairs."""
     from .io import open_image
     from .tiling import resample_to_working
     import warnings
 
     path = Path(path)
-    given = (pixel_sizes or {}).get(path.name)
-    px = given or KNOWN_PIXEL_UM.get(path.name)
     with open_image(path) as src:
-        # A pixel size the user gives wins over the file's, as --pixel-size does when scoring.
-        if not given and src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM:
-            px = src.pixel_size_um
+        px, stated = _pixel_um(path, src, pixel_sizes)
         if px is None:
             raise TrainingError(f"{path}: pixel size unknown; give it in pixel_sizes / --pixel-size")
         if src.n_z > 1:
@@ -156,9 +178,13 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
             planes = [img[..., c] for c in range(img.shape[-1])] if split_channels else [img.max(-1)]
         else:
             planes = [img.mean(-1) if img.ndim == 3 else img]
+    # Magnified by f, a native pixel stands for f times its size: the content grows, the
+    # resampling to the working grid still only averages.
+    scales = (1.0, *zoom_in_factors(px, stated, zoom_in))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [resample_to_working(p, px) for p in planes]
+        out = [(f, resample_to_working(p, px * f)) for f in scales for p in planes]
+    return out if with_scales else [p for _, p in out]
 
 
 def _jpeg(tile: np.ndarray, quality: int) -> np.ndarray:
@@ -291,8 +317,11 @@ def split_images(cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
-def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str):
-    """Yield Progress while building tiles from ``paths``; return (tiles, z, source index)."""
+def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str, *, magnify: bool = True):
+    """Yield Progress while building tiles from ``paths``; return (tiles, z, source index).
+
+    ``magnify=False`` leaves out cfg.zoom_in's magnified copies (validation is scored on
+    the images as they are)."""
     rng = np.random.default_rng(seed)
     xs, zs, src = [], [], []
     plane = 0
@@ -300,10 +329,13 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str)
         yield Progress(stage, k, len(paths), f"tiles from {Path(p).name}")
         # With split_channels each channel is a specimen of its own (nuclei, actin,
         # neurites...); a multichannel image gets up to twice the tiles of a single-channel one.
-        planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes,
-                                      split_channels=cfg.split_channels and cfg.modality == "fluorescence")
-        n_tiles = per_image if len(planes) == 1 else max(per_image // len(planes), per_image // 2)
-        for img in planes:
+        split = cfg.split_channels and cfg.modality == "fluorescence"
+        planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes, split_channels=split,
+                                      zoom_in=cfg.zoom_in if magnify else 0.0, with_scales=True)
+        # Split channels share one image's budget; a magnified copy (zoom_in) gets a full one.
+        n_chan = sum(f == 1.0 for f, _ in planes)
+        n_tiles = per_image if n_chan == 1 else max(per_image // n_chan, per_image // 2)
+        for _, img in planes:
             t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg)
             xs.append(t)
             zs.append(z)
@@ -341,7 +373,8 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast` brightfield weights."""
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
-               samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3)
+               samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
+               zoom_in=2.2)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -407,7 +440,8 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
     train_paths, val_paths = split_images(cfg)
     Xt, Zt, St = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
-    Xv, Zv, _ = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data")
+    Xv, Zv, _ = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data",
+                                        magnify=False)
 
     device = choose_device()
     prev_epochs = 0
