@@ -154,3 +154,22 @@ def test_split_channels_and_zoom_out_tiles(tmp_path):
     assert t.shape == (4, TILE_PX, TILE_PX) and len(z) == 4
     with pytest.raises(Exception, match="head_split"):
         TrainConfig(head_split="pixels")
+
+
+def test_magnified_channels_keep_their_specimen_index(tmp_path):
+    """zoom_in on split channels: every magnified copy is a channel of the same specimen, so
+    the source-split heads leave out a specimen with all its magnifications."""
+    import tifffile
+
+    from napari_focusq.progress import drive
+    from napari_focusq.training import TrainConfig, iter_dataset
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((700, 700, 2)) * 3000).astype(np.uint16)
+    path = tmp_path / "fine.tif"
+    tifffile.imwrite(path, img, photometric="minisblack", planarconfig="contig")
+    cfg = TrainConfig(images=[str(path)], modality="fluorescence", min_tissue=0.0, split_channels=True,
+                      zoom_in=2.0, pixel_sizes={"fine.tif": 0.25})
+    X, Z, S = drive(iter_dataset([str(path), str(path)], 6, cfg, 0, "data"))
+    # 2 images x 2 channels x 3 scales (1, 1.41, 2) x 3 tiles; specimens 0-1 then 2-3.
+    assert len(X) == 36 and np.bincount(S).tolist() == [9, 9, 9, 9]

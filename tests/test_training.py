@@ -179,11 +179,23 @@ def test_zoom_in_factors_stop_at_the_native_resolution():
     assert zoom_in_factors(0.227, True, 0.0) == ()
 
 
+def test_magnified_min_z_grows_with_the_magnification():
+    from napari_focusq.config import Optics
+    from napari_focusq.training import magnified_min_z
+
+    o = Optics.brightfield()
+    z = [magnified_min_z(m, o) for m in (1.0, 1.5, 2.2)]
+    assert z[0] == 0 and 0.3 < z[1] < 0.6 and 0.9 < z[2] < 1.3
+    # A higher NA resolves finer, so the same magnification costs less.
+    assert magnified_min_z(2.2, Optics(na=0.9)) < z[2]
+
+
 def test_zoom_in_samples_magnified_copies(tmp_path):
     import tifffile
 
     from napari_focusq.progress import drive
-    from napari_focusq.training import iter_dataset, load_training_planes
+    from napari_focusq.config import Optics
+    from napari_focusq.training import iter_dataset, load_training_planes, magnified_min_z
 
     rng = np.random.default_rng(0)
     img = (rng.random((800, 800, 3)) * 120 + 60).astype(np.uint8)
@@ -196,6 +208,10 @@ def test_zoom_in_samples_magnified_copies(tmp_path):
     cfg = TrainConfig(images=[str(path)], zoom_in=2.0, min_tissue=0.0)
     X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "data"))
     assert len(X) == 9 and set(S) == {0}
+    # Magnified copies only at a defocus that swamps their magnified diffraction blur.
+    optics = Optics.brightfield()
+    assert (Z[3:6] >= magnified_min_z(2 ** 0.5, optics) - 0.025).all()
+    assert (Z[6:] >= magnified_min_z(2.0, optics) - 0.025).all()
     X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "validation data", magnify=False))
     assert len(X) == 3
 

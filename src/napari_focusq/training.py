@@ -142,6 +142,22 @@ def zoom_in_factors(pixel_um: float | None, stated: bool, zoom_in: float) -> tup
     return (math.sqrt(top), top) if top >= 1.2 else ()
 
 
+def magnified_min_z(magnification: float, optics: Optics) -> float:
+    """The least defocus (µm) at which a source magnified ``magnification`` times is used.
+
+    Magnifying a scan magnifies its own diffraction blur too: at 2.2x an NA 0.75 scan's
+    point spread is ~0.5 µm wider than a true in-focus image's, and the shipped model
+    read such copies +0.67 µm at z < 0.5 (+0.38 at 1.48x, +0.06 unmagnified). Labelled 0,
+    they would teach "soft is in focus". So a magnified copy only gets a defocus whose
+    geometric blur diameter (2 z tan(asin(NA/n))) is at least five times that extra
+    diffraction blur (FWHM 0.51 λ/NA, longest wavelength): 1.1 µm at 2.2x, 0.44 at 1.48x.
+    """
+    if magnification <= 1:
+        return 0.0
+    extra_fwhm = (magnification - 1) * 0.51 * max(optics.wavelengths_um) / optics.na
+    return 5 * extra_fwhm / (2 * math.tan(math.asin(optics.na / optics.n)))
+
+
 def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *,
                          split_channels: bool = False, zoom_in: float = 0.0, with_scales: bool = False) -> list:
     """:func:`load_training_image`, or with ``split_channels`` (fluorescence) one plane per
@@ -205,8 +221,9 @@ def _shrink_to_tile(crop: np.ndarray, tile_px: int) -> np.ndarray:
 
 
 def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: TrainConfig,
-                 tile_px: int = TILE_PX) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` defocused, degraded tiles of one in-focus image, with their |z| (µm)."""
+                 tile_px: int = TILE_PX, *, z_min: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` defocused, degraded tiles of one in-focus image, with their |z| (µm) in
+    [z_min, cfg.z_max_um] (z_min: see :func:`magnified_min_z`)."""
     from .optics import simulate_defocus
     from .tiling import estimate_white_level, tissue_fraction
 
@@ -271,6 +288,8 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             t = t[::-1]
         # Mostly uniform over the range, with extra weight near focus where QC decisions are made.
         z = rng.uniform(0, cfg.z_max_um) if rng.random() < 0.8 else rng.uniform(0, 1.5)
+        if z_min:
+            z = z_min + z * (1 - z_min / cfg.z_max_um)  # the same shape of draw, squeezed above z_min
         z = round(z / 0.05) * 0.05
         b = simulate_defocus(np.ascontiguousarray(t), z, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
                              optics=optics, method=cfg.blur).astype(np.float32)
@@ -323,6 +342,7 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
     ``magnify=False`` leaves out cfg.zoom_in's magnified copies (validation is scored on
     the images as they are)."""
     rng = np.random.default_rng(seed)
+    optics = Optics.for_modality(cfg.modality)
     xs, zs, src = [], [], []
     plane = 0
     for k, p in enumerate(paths):
@@ -335,13 +355,15 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
         # Split channels share one image's budget; a magnified copy (zoom_in) gets a full one.
         n_chan = sum(f == 1.0 for f, _ in planes)
         n_tiles = per_image if n_chan == 1 else max(per_image // n_chan, per_image // 2)
-        for _, img in planes:
-            t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg)
+        for i, (f, img) in enumerate(planes):
+            t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg,
+                                z_min=magnified_min_z(f, optics))
             xs.append(t)
             zs.append(z)
-            # The source index is the image's, or the plane's when channels are split.
-            src.append(np.full(len(z), plane if cfg.split_channels else k))
-            plane += 1
+            # The source index is the image's, or the channel's when channels are split; a
+            # magnified copy keeps its specimen's (planes come scale by scale, channels within).
+            src.append(np.full(len(z), plane + i % n_chan if cfg.split_channels else k))
+        plane += n_chan
     yield Progress(stage, len(paths), len(paths), "done")
     return np.concatenate(xs), np.concatenate(zs), np.concatenate(src)
 
