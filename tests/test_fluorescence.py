@@ -171,5 +171,5 @@ def test_magnified_channels_keep_their_specimen_index(tmp_path):
     cfg = TrainConfig(images=[str(path)], modality="fluorescence", min_tissue=0.0, split_channels=True,
                       zoom_in=2.0, pixel_sizes={"fine.tif": 0.25})
     X, Z, S = drive(iter_dataset([str(path), str(path)], 6, cfg, 0, "data"))
-    # 2 images x 2 channels x 3 scales (1, 1.41, 2) x 3 tiles; specimens 0-1 then 2-3.
-    assert len(X) == 36 and np.bincount(S).tolist() == [9, 9, 9, 9]
+    # 2 images x 2 channels x (3 native + 1 magnified tiles); specimens 0-1 then 2-3.
+    assert len(X) == 16 and np.bincount(S).tolist() == [4, 4, 4, 4]

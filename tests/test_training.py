@@ -168,33 +168,33 @@ def test_given_pixel_size_overrides_the_file(tmp_path):
     assert given.shape[:2] == (800, 800)
 
 
-def test_zoom_in_factors_stop_at_the_native_resolution():
+def test_zoom_in_factors():
     from napari_focusq.training import zoom_in_factors
 
-    sqrt, top = zoom_in_factors(0.227, True, 3.0)
-    assert top == pytest.approx(0.5 / 0.227) and sqrt == pytest.approx(math.sqrt(0.5 / 0.227))
-    assert zoom_in_factors(0.227, True, 1.5)[-1] == 1.5  # the recipe's cap
-    assert zoom_in_factors(0.227, False, 3.0) == ()  # an estimated pixel size is not trusted
-    assert zoom_in_factors(0.499, True, 3.0) == ()  # nothing finer to magnify
-    assert zoom_in_factors(0.227, True, 0.0) == ()
+    assert zoom_in_factors(3.0) == (3.0,)
+    assert zoom_in_factors(0.0) == () and zoom_in_factors(1.1) == ()
 
 
-def test_magnified_min_z_grows_with_the_magnification():
+def test_magnified_min_z_grows_with_what_magnifying_blurs():
     from napari_focusq.config import Optics
     from napari_focusq.training import magnified_min_z
 
     o = Optics.brightfield()
-    z = [magnified_min_z(m, o) for m in (1.0, 1.5, 2.2)]
-    assert z[0] == 0 and 0.3 < z[1] < 0.6 and 0.9 < z[2] < 1.3
+    assert magnified_min_z(1.0, o, 0.227) == 0
+    # A fine scan can be magnified a little for free; a 0.5 µm scan cannot.
+    assert magnified_min_z(1.3, o, 0.227) == 0 and magnified_min_z(1.3, o, 0.5) > 0.5
+    z = [magnified_min_z(m, o, 0.227) for m in (1.48, 2.2)]
+    assert 0.3 < z[0] < 0.6 and 1.2 < z[1] < 1.6
+    assert 1.8 < magnified_min_z(2.0, o, 0.5) < 2.2
     # A higher NA resolves finer, so the same magnification costs less.
-    assert magnified_min_z(2.2, Optics(na=0.9)) < z[2]
+    assert magnified_min_z(2.0, Optics(na=0.9), 0.5) < magnified_min_z(2.0, o, 0.5)
 
 
 def test_zoom_in_samples_magnified_copies(tmp_path):
     import tifffile
 
-    from napari_focusq.progress import drive
     from napari_focusq.config import Optics
+    from napari_focusq.progress import drive
     from napari_focusq.training import iter_dataset, load_training_planes, magnified_min_z
 
     rng = np.random.default_rng(0)
@@ -202,18 +202,16 @@ def test_zoom_in_samples_magnified_copies(tmp_path):
     path = tmp_path / "fine.tif"
     tifffile.imwrite(path, img, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
     planes = load_training_planes(path, "brightfield", zoom_in=2.0, with_scales=True)
-    assert [round(f, 3) for f, _ in planes] == [1.0, 1.414, 2.0]
-    # 0.25 µm/px at 1x, 2x and sqrt(2)x magnification, seen at 0.5 µm/px.
-    assert [p.shape[0] for _, p in planes] == [400, 566, 800]
+    assert [(f, px) for f, px, _ in planes] == [(1.0, 0.25), (2.0, 0.25)]
+    # 0.25 µm/px at 1x and 2x magnification, seen at 0.5 µm/px.
+    assert [p.shape[0] for _, _, p in planes] == [400, 800]
     cfg = TrainConfig(images=[str(path)], zoom_in=2.0, min_tissue=0.0)
-    X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "data"))
-    assert len(X) == 9 and set(S) == {0}
-    # Magnified copies only at a defocus that swamps their magnified diffraction blur.
-    optics = Optics.brightfield()
-    assert (Z[3:6] >= magnified_min_z(2 ** 0.5, optics) - 0.025).all()
-    assert (Z[6:] >= magnified_min_z(2.0, optics) - 0.025).all()
-    X, Z, S = drive(iter_dataset([str(path)], 3, cfg, 0, "validation data", magnify=False))
-    assert len(X) == 3
+    X, Z, S = drive(iter_dataset([str(path)], 4, cfg, 0, "data"))
+    assert len(X) == 6 and set(S) == {0}  # 4 native tiles, 2 magnified
+    # The magnified copy only at a defocus that swamps what magnifying blurs.
+    assert (Z[4:] >= magnified_min_z(2.0, Optics.brightfield(), 0.25) - 0.025).all() and Z[4:].min() > 0.5
+    X, Z, S = drive(iter_dataset([str(path)], 4, cfg, 0, "validation data", magnify=False))
+    assert len(X) == 4
 
 
 def test_resume_adds_epochs(fast_run, tmp_path, train_images, cached_data):

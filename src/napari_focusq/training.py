@@ -66,8 +66,8 @@ class TrainConfig:
     min_tissue: float = 0.5
     #: Fluorescence recipe: content zoom-out up to this factor (0 = off), see sample_tiles.
     zoom_out: float = 0.0
-    #: Brightfield recipe: sources with a stated pixel size finer than the working one are
-    #: also sampled magnified, up to this factor (0 = off), see zoom_in_factors.
+    #: Brightfield recipe: every source is also sampled magnified this many times (0 = off),
+    #: at a defocus that swamps what magnifying blurs (magnified_min_z).
     zoom_in: float = 0.0
     #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
     split_channels: bool = False
@@ -121,41 +121,40 @@ def load_training_image(path, modality: str, pixel_sizes: dict | None = None) ->
     return load_training_planes(path, modality, pixel_sizes)[0]
 
 
-def _pixel_um(path: Path, src, pixel_sizes: dict | None) -> tuple[float | None, bool]:
-    """(µm per pixel, stated?): the user's value wins over the file's, as --pixel-size does
-    when scoring; the file's over our estimates. Estimates (KNOWN_PIXEL_UM) are not stated."""
+def _pixel_um(path: Path, src, pixel_sizes: dict | None) -> float | None:
+    """µm per pixel: the user's value wins over the file's, as --pixel-size does when
+    scoring; the file's over our estimates (KNOWN_PIXEL_UM)."""
     given = (pixel_sizes or {}).get(path.name)
     if given:
-        return float(given), True
+        return float(given)
     if src.pixel_size_um is not None and path.name not in KNOWN_PIXEL_UM:
-        return float(src.pixel_size_um), True
-    return KNOWN_PIXEL_UM.get(path.name), False
+        return float(src.pixel_size_um)
+    return KNOWN_PIXEL_UM.get(path.name)
 
 
-def zoom_in_factors(pixel_um: float | None, stated: bool, zoom_in: float) -> tuple[float, ...]:
-    """Magnifications at which a source is also sampled (content zoom-in), never past its
-    native resolution: a 0.227 µm scan magnified 2.2x is still sharp at 0.5 µm/px, while a
-    magnified estimate could be an upsampled, already soft image passed off as in focus."""
-    if not (zoom_in and zoom_in > 1 and stated and pixel_um):
-        return ()
-    top = min(zoom_in, WORKING_PIXEL_UM / pixel_um)
-    return (math.sqrt(top), top) if top >= 1.2 else ()
+def zoom_in_factors(zoom_in: float) -> tuple[float, ...]:
+    """Magnifications at which every source is also sampled (content zoom-in). One: a
+    second copy at sqrt(zoom_in) measured no better (DESIGN-NOTES, round 4)."""
+    return (zoom_in,) if zoom_in and zoom_in >= 1.2 else ()
 
 
-def magnified_min_z(magnification: float, optics: Optics) -> float:
-    """The least defocus (µm) at which a source magnified ``magnification`` times is used.
+def magnified_min_z(magnification: float, optics: Optics, pixel_um: float = WORKING_PIXEL_UM) -> float:
+    """The least defocus (µm) a source magnified ``magnification`` times is used at.
 
-    Magnifying a scan magnifies its own diffraction blur too: at 2.2x an NA 0.75 scan's
-    point spread is ~0.5 µm wider than a true in-focus image's, and the shipped model
-    read such copies +0.67 µm at z < 0.5 (+0.38 at 1.48x, +0.06 unmagnified). Labelled 0,
-    they would teach "soft is in focus". So a magnified copy only gets a defocus whose
-    geometric blur diameter (2 z tan(asin(NA/n))) is at least five times that extra
-    diffraction blur (FWHM 0.51 λ/NA, longest wavelength): 1.1 µm at 2.2x, 0.44 at 1.48x.
+    Magnifying a scan magnifies its own blur too: its diffraction (FWHM 0.51 λ/NA, longest
+    wavelength) and its pixels, which add roughly in quadrature. Beyond what an in-focus
+    image at the working pixel size has, the extra blur makes a magnified copy look
+    defocused: the previous model read OS-1 (0.227 µm) magnified 2.2x +0.67 µm at z < 0.5
+    (1.48x: +0.38; unmagnified +0.06). Labelled 0, such tiles teach "soft is in focus". A
+    magnified copy therefore only gets a defocus whose geometric blur diameter
+    (2 z tan(asin(NA/n))) is at least four times that extra blur: with the brightfield
+    optics 0.46 / 1.43 µm for OS-1 at 1.48x / 2.2x, 2.0 µm for a 0.5 µm scan at 2x.
     """
     if magnification <= 1:
         return 0.0
-    extra_fwhm = (magnification - 1) * 0.51 * max(optics.wavelengths_um) / optics.na
-    return 5 * extra_fwhm / (2 * math.tan(math.asin(optics.na / optics.n)))
+    d = 0.51 * max(optics.wavelengths_um) / optics.na
+    extra = math.sqrt(max(0.0, (magnification * math.hypot(d, pixel_um)) ** 2 - d * d - WORKING_PIXEL_UM ** 2))
+    return 4 * extra / (2 * math.tan(math.asin(optics.na / optics.n)))
 
 
 def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *,
@@ -163,14 +162,14 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
     """:func:`load_training_image`, or with ``split_channels`` (fluorescence) one plane per
     channel of a multichannel image: the file is read once either way. With ``zoom_in``
     the planes are followed by magnified copies (:func:`zoom_in_factors`); ``with_scales``
-    gives (magnification, plane) pairs."""
+    gives (magnification, native µm per pixel, plane) triples."""
     from .io import open_image
     from .tiling import resample_to_working
     import warnings
 
     path = Path(path)
     with open_image(path) as src:
-        px, stated = _pixel_um(path, src, pixel_sizes)
+        px = _pixel_um(path, src, pixel_sizes)
         if px is None:
             raise TrainingError(f"{path}: pixel size unknown; give it in pixel_sizes / --pixel-size")
         if src.n_z > 1:
@@ -194,13 +193,12 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
             planes = [img[..., c] for c in range(img.shape[-1])] if split_channels else [img.max(-1)]
         else:
             planes = [img.mean(-1) if img.ndim == 3 else img]
-    # Magnified by f, a native pixel stands for f times its size: the content grows, the
-    # resampling to the working grid still only averages.
-    scales = (1.0, *zoom_in_factors(px, stated, zoom_in))
+    # Magnified by f, a native pixel stands for f times its size and the content grows.
+    scales = (1.0, *zoom_in_factors(zoom_in))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = [(f, resample_to_working(p, px * f)) for f in scales for p in planes]
-    return out if with_scales else [p for _, p in out]
+        out = [(f, px, resample_to_working(p, px * f)) for f in scales for p in planes]
+    return out if with_scales else [p for _, _, p in out]
 
 
 def _jpeg(tile: np.ndarray, quality: int) -> np.ndarray:
@@ -352,12 +350,12 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
         split = cfg.split_channels and cfg.modality == "fluorescence"
         planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes, split_channels=split,
                                       zoom_in=cfg.zoom_in if magnify else 0.0, with_scales=True)
-        # Split channels share one image's budget; a magnified copy (zoom_in) gets a full one.
-        n_chan = sum(f == 1.0 for f, _ in planes)
+        # Split channels share one image's budget; a magnified copy (zoom_in) gets half of it.
+        n_chan = sum(f == 1.0 for f, _, _ in planes)
         n_tiles = per_image if n_chan == 1 else max(per_image // n_chan, per_image // 2)
-        for i, (f, img) in enumerate(planes):
-            t, z = sample_tiles(img, n_tiles, np.random.default_rng(rng.integers(2**32)), cfg,
-                                z_min=magnified_min_z(f, optics))
+        for i, (f, px, img) in enumerate(planes):
+            t, z = sample_tiles(img, n_tiles if f == 1.0 else max(1, n_tiles // 2),
+                                np.random.default_rng(rng.integers(2**32)), cfg, z_min=magnified_min_z(f, optics, px))
             xs.append(t)
             zs.append(z)
             # The source index is the image's, or the channel's when channels are split; a
@@ -396,7 +394,7 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
-               zoom_in=2.2)
+               zoom_in=3.0)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
