@@ -66,7 +66,7 @@ class TrainConfig:
     min_tissue: float = 0.5
     #: Fluorescence recipe: content zoom-out up to this factor (0 = off), see sample_tiles.
     zoom_out: float = 0.0
-    #: Brightfield recipe: every source is also sampled magnified this many times (0 = off),
+    #: Both recipes: every source is also sampled magnified this many times (0 = off),
     #: at a defocus that swamps what magnifying blurs (magnified_min_z).
     zoom_in: float = 0.0
     #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
@@ -418,7 +418,7 @@ def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
-               zoom_out=3.5, split_channels=True, head_split="sources")
+               zoom_out=3.5, split_channels=True, head_split="sources", zoom_in=3.0)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
