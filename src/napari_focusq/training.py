@@ -148,7 +148,7 @@ def magnified_min_z(magnification: float, optics: Optics, pixel_um: float = WORK
     (1.48x: +0.38; unmagnified +0.06). Labelled 0, such tiles teach "soft is in focus". A
     magnified copy therefore only gets a defocus whose geometric blur diameter
     (2 z tan(asin(NA/n))) is at least four times that extra blur: with the brightfield
-    optics 0.46 / 1.43 µm for OS-1 at 1.48x / 2.2x, 2.0 µm for a 0.5 µm scan at 2x.
+    optics 1.4 µm for OS-1 (0.227 µm) at 2.2x, 2.0 / 3.2 µm for a 0.5 µm scan at 2x / 3x.
     """
     if magnification <= 1:
         return 0.0
