@@ -169,7 +169,7 @@ def test_magnified_channels_keep_their_specimen_index(tmp_path):
     path = tmp_path / "fine.tif"
     tifffile.imwrite(path, img, photometric="minisblack", planarconfig="contig")
     cfg = TrainConfig(images=[str(path)], modality="fluorescence", min_tissue=0.0, split_channels=True,
-                      zoom_in=2.0, pixel_sizes={"fine.tif": 0.25})
+                      zoom_in=2.0, zoom_in_share=0.5, pixel_sizes={"fine.tif": 0.25})
     X, Z, S = drive(iter_dataset([str(path), str(path)], 6, cfg, 0, "data"))
-    # 2 images x 2 channels x (3 native + 1 magnified tiles); specimens 0-1 then 2-3.
+    # 2 images x 2 channels x (3 native + 1 magnified tiles: half a share); specimens 0-1 then 2-3.
     assert len(X) == 16 and np.bincount(S).tolist() == [4, 4, 4, 4]

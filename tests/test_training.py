@@ -207,7 +207,7 @@ def test_zoom_in_samples_magnified_copies(tmp_path):
     assert [p.shape[0] for _, _, p in planes] == [400, 800]
     cfg = TrainConfig(images=[str(path)], zoom_in=2.0, min_tissue=0.0)
     X, Z, S = drive(iter_dataset([str(path)], 4, cfg, 0, "data"))
-    assert len(X) == 6 and set(S) == {0}  # 4 native tiles, 2 magnified
+    assert len(X) == 8 and set(S) == {0}  # 4 native tiles, 4 magnified
     # The magnified copy only at a defocus that swamps what magnifying blurs.
     assert (Z[4:] >= magnified_min_z(2.0, Optics.brightfield(), 0.25) - 0.025).all() and Z[4:].min() > 0.5
     X, Z, S = drive(iter_dataset([str(path)], 4, cfg, 0, "validation data", magnify=False))

@@ -69,6 +69,9 @@ class TrainConfig:
     #: Both recipes: every source is also sampled magnified this many times (0 = off),
     #: at a defocus that swamps what magnifying blurs (magnified_min_z).
     zoom_in: float = 0.0
+    #: Tiles of a magnified copy, as a share of its plane's (brightfield 1, fluorescence 0.5:
+    #: each measured best for its modality, DESIGN-NOTES).
+    zoom_in_share: float = 1.0
     #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
     split_channels: bool = False
     #: How the fast model's ensemble heads differ: "tiles" (each a bootstrap of the tiles) or
@@ -350,12 +353,14 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
         split = cfg.split_channels and cfg.modality == "fluorescence"
         planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes, split_channels=split,
                                       zoom_in=cfg.zoom_in if magnify else 0.0, with_scales=True)
-        # Split channels share one image's budget; a magnified copy (zoom_in) gets half of it.
+        # Split channels share one image's budget; a magnified copy (zoom_in) is a source with
+        # cfg.zoom_in_share of its plane's tiles.
         n_chan = sum(f == 1.0 for f, _, _ in planes)
         n_tiles = per_image if n_chan == 1 else max(per_image // n_chan, per_image // 2)
         for i, (f, px, img) in enumerate(planes):
-            t, z = sample_tiles(img, n_tiles if f == 1.0 else max(1, n_tiles // 2),
-                                np.random.default_rng(rng.integers(2**32)), cfg, z_min=magnified_min_z(f, optics, px))
+            n = n_tiles if f == 1.0 else max(1, int(n_tiles * cfg.zoom_in_share))
+            t, z = sample_tiles(img, n, np.random.default_rng(rng.integers(2**32)), cfg,
+                                z_min=magnified_min_z(f, optics, px))
             xs.append(t)
             zs.append(z)
             # The source index is the image's, or the channel's when channels are split; a
@@ -418,7 +423,8 @@ def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
-               zoom_out=3.5, split_channels=True, head_split="sources", zoom_in=3.0)
+               zoom_out=3.5, split_channels=True, head_split="sources", zoom_in=3.0,
+               zoom_in_share=0.5)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
