@@ -156,6 +156,17 @@ def test_split_channels_and_zoom_out_tiles(tmp_path):
         TrainConfig(head_split="pixels")
 
 
+def test_grey_saved_as_rgb_is_one_specimen():
+    """mahotas' nuclei are one grey channel stored three times: split into channels it is one
+    plane (one specimen, one share of tiles), while a real multichannel image keeps them all."""
+    from napari_focusq.training import load_training_planes
+
+    grey = load_training_planes(FLUO / "mahotas_nuclear.png", "fluorescence", split_channels=True)
+    assert len(grey) == 1 and grey[0].ndim == 2
+    multi = load_training_planes(FLUO / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence", split_channels=True)
+    assert len(multi) == 3 and not np.array_equal(multi[0], multi[1])
+
+
 def test_magnified_channels_keep_their_specimen_index(tmp_path):
     """zoom_in on split channels: every magnified copy is a channel of the same specimen, so
     the source-split heads leave out a specimen with all its magnifications."""
