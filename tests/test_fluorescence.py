@@ -93,6 +93,28 @@ def test_tilted_specimen_best_plane_per_tile(model, test_image):
         all_in_focus(stack, fmap)
 
 
+def test_focus_plane_fit_finds_the_vertex_a_flat_bottom_hides():
+    from napari_focusq.zstack import focus_plane_fit
+
+    k = np.arange(9.0)[:, None]
+    true = np.array([2.0, 3.4, 4.6, 6.0])
+    # Readings flatten below ~1 µm (a floor) and carry noise: the smallest reading of the
+    # second and third tiles is a plane off their truth, the V's arms are not.
+    d = np.sqrt((np.abs(k - true) * 0.5) ** 2 + 1.0)  # 0.5 µm planes, ~1 µm floor
+    d[4, 1] -= 0.05  # plane 4 reads a hair lower than plane 3 (truth 3.4)
+    d[5, 2] += 0.05  # plane 5 reads a hair higher than plane 4 (truth 4.6)
+    assert np.argmin(d, 0).tolist() == [2, 4, 4, 6]
+    fit = focus_plane_fit(d)
+    assert np.rint(fit).tolist() == [2, 3, 5, 6] and np.all(np.abs(fit - true) < 0.2)
+    # NaN planes are skipped; a tile with no finite plane gives NaN; fewer than three
+    # finite planes keep the smallest reading.
+    d2 = np.full((5, 3), np.nan)
+    d2[:, 0] = [3.0, 2.0, 1.0, 2.0, np.nan]
+    d2[1:3, 2] = [0.5, 0.2]
+    f2 = focus_plane_fit(d2)
+    assert abs(f2[0] - 2) < 0.05 and np.isnan(f2[1]) and f2[2] == 2
+
+
 def test_cells3d_auto_slice_and_fluorescence():
     fmap = score_slide(CELLS3D, pixel_size_um=0.26)
     assert abs(fmap.extra["z"] - 34) <= 2

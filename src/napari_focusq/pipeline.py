@@ -366,13 +366,16 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
         spreads.append(m.extra["spread_um"])
         infos.append(m.extra["information"])
         yield Progress("planes", zi + 1, src.n_z, f"plane {zi + 1}/{src.n_z}")
+    from .zstack import focus_plane_fit
+
     stack = np.stack(maps)
     valid = np.isfinite(stack).any(0)
-    best = np.where(valid, np.nanargmin(np.where(np.isfinite(stack), stack, np.inf), axis=0), -1)
-    m.defocus_um = np.where(valid, np.nanmin(np.where(np.isfinite(stack), stack, np.inf), axis=0),
-                            np.nan).astype(np.float32)
-    # Spread, information and certainty of the chosen plane of each tile.
+    focus = focus_plane_fit(stack)
+    best = np.where(valid, np.rint(np.nan_to_num(focus, nan=0.0)), -1).astype(np.int64)
+    # Defocus, spread, information and certainty of the chosen plane of each tile.
     pick = np.clip(best, 0, None)[None]
+    m.defocus_um = np.where(valid, np.take_along_axis(stack, pick, 0)[0], np.nan).astype(np.float32)
+    m.extra["focus_plane"] = focus.astype(np.float32)
     for key, layers in (("spread_um", spreads), ("information", infos)):
         m.extra[key] = np.where(valid, np.take_along_axis(np.stack(layers), pick, 0)[0], np.nan).astype(np.float32)
     for key in ("expected_error_um", "certainty", "uncertain"):

@@ -1,7 +1,8 @@
 """Z-stacks: an all-in-focus composite from the per-tile best planes.
 
 ``score_slide(stack, slice="per-tile")`` scores every plane and keeps, per tile, the
-plane with the least predicted defocus (``fmap.extra["best_plane"]``). The composite
+plane with the least defocus (``fmap.extra["best_plane"]``), located by fitting the
+V of predicted |z| across planes (:func:`focus_plane_fit`), not by the smallest reading. The composite
 copies each tile's pixels from its best plane; tiles without a best plane (no tissue
 in any plane) take the plane chosen most often, weighted by tissue. Seams are hard
 tile edges on purpose: each pixel is a real measured value of one plane.
@@ -15,6 +16,54 @@ from .errors import FocusQError
 
 class ZStackError(FocusQError, ValueError):
     """A stack and a focus map that do not belong together."""
+
+
+def focus_plane_fit(stack: np.ndarray, *, half: int = 4, step: float = 0.05) -> np.ndarray:
+    """Per tile, the fractional plane where the predicted defocus has its vertex.
+
+    Through focus, |z| grows linearly on both sides: d_k = a |k - k0| + c. Near focus a
+    model's readings flatten (smooth content reads a little defocused at z = 0, and
+    neighbouring planes then read alike), so the smallest reading can be a plane off
+    (the benchmark's tilted Cell Painting specimen at 0.5 µm spacing: 2-3 of 24 tiles).
+    The arms, where readings are steep and reliable, pin the vertex. The fit uses the
+    planes within ``half`` of the smallest reading, tries k0 within one plane of it in
+    ``step`` steps, and solves a > 0 and c by least squares for each; tiles with fewer
+    than three finite planes keep the smallest reading.
+
+    stack: (planes, ...) predicted |z| (NaN where not scored). Returns stack.shape[1:]
+    (NaN where no plane was scored).
+    """
+    d = np.asarray(stack, np.float64)
+    K = d.shape[0]
+    flat = d.reshape(K, -1)
+    finite = np.isfinite(flat)
+    out = np.full(flat.shape[1], np.nan)
+    any_ = finite.any(0)
+    if not any_.any():
+        return out.reshape(d.shape[1:])
+    ks = np.nanargmin(np.where(finite, flat, np.inf), axis=0)
+    out[any_] = ks[any_]
+    k = np.arange(K)[:, None]
+    use = finite & (np.abs(k - ks) <= half)  # (K, T)
+    fit = any_ & (use.sum(0) >= 3)
+    if not fit.any():
+        return out.reshape(d.shape[1:])
+    y = np.where(use, flat, 0.0)[:, fit].T[:, None, :]  # (T, 1, K)
+    w = use[:, fit].T[:, None, :].astype(np.float64)
+    k0 = np.clip(ks[fit][:, None] + np.arange(-1, 1 + 1e-9, step)[None, :], 0, K - 1)  # (T, G)
+    x = np.abs(np.arange(K)[None, None, :] - k0[:, :, None])  # (T, G, K)
+    n = w.sum(-1)
+    xm, ym = (w * x).sum(-1) / n, (w * y).sum(-1) / n
+    sxx = (w * (x - xm[..., None]) ** 2).sum(-1)
+    sxy = (w * (x - xm[..., None]) * (y - ym[..., None])).sum(-1)
+    a = np.where(sxx > 1e-12, sxy / np.maximum(sxx, 1e-12), 0.0)
+    c = ym - a * xm
+    rss = (w * (a[..., None] * x + c[..., None] - y) ** 2).sum(-1)
+    rss = np.where(a > 0, rss, np.inf)
+    g = np.argmin(rss, axis=1)
+    ok = np.isfinite(rss[np.arange(len(g)), g])
+    out[np.flatnonzero(fit)[ok]] = k0[np.arange(len(g)), g][ok]
+    return out.reshape(d.shape[1:])
 
 
 def _planes_reader(source_or_stack):
@@ -145,4 +194,4 @@ def tilted_stack(image, *, pixel_size_um: float, tile_px: int, focus_plane, n_pl
     return out
 
 
-__all__ = ["all_in_focus", "tilted_stack", "ZStackError"]
+__all__ = ["all_in_focus", "focus_plane_fit", "tilted_stack", "ZStackError"]
