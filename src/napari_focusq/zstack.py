@@ -43,15 +43,20 @@ def focus_plane_fit(stack: np.ndarray, *, half: int = 4, step: float = 0.05) -> 
         return out.reshape(d.shape[1:])
     ks = np.nanargmin(np.where(finite, flat, np.inf), axis=0)
     out[any_] = ks[any_]
-    k = np.arange(K)[:, None]
-    use = finite & (np.abs(k - ks) <= half)  # (K, T)
-    fit = any_ & (use.sum(0) >= 3)
+    # Each tile's window of planes around its smallest reading: (T, 2 half + 1), so the
+    # work does not grow with the stack's depth.
+    kk = ks[:, None] + np.arange(-half, half + 1)[None, :]
+    inside = (kk >= 0) & (kk < K)
+    kc = np.clip(kk, 0, K - 1)
+    cols = np.arange(flat.shape[1])[:, None]
+    use = inside & finite[kc, cols]
+    fit = any_ & (use.sum(1) >= 3)
     if not fit.any():
         return out.reshape(d.shape[1:])
-    y = np.where(use, flat, 0.0)[:, fit].T[:, None, :]  # (T, 1, K)
-    w = use[:, fit].T[:, None, :].astype(np.float64)
+    y = np.where(use, flat[kc, cols], 0.0)[fit][:, None, :]  # (T, 1, W)
+    w = use[fit][:, None, :].astype(np.float64)
     k0 = np.clip(ks[fit][:, None] + np.arange(-1, 1 + 1e-9, step)[None, :], 0, K - 1)  # (T, G)
-    x = np.abs(np.arange(K)[None, None, :] - k0[:, :, None])  # (T, G, K)
+    x = np.abs(kk[fit][:, None, :] - k0[:, :, None])  # (T, G, W)
     n = w.sum(-1)
     xm, ym = (w * x).sum(-1) / n, (w * y).sum(-1) / n
     sxx = (w * (x - xm[..., None]) ** 2).sum(-1)
