@@ -1,11 +1,11 @@
 """Z-stacks: an all-in-focus composite from the per-tile best planes.
 
 ``score_slide(stack, slice="per-tile")`` scores every plane and keeps, per tile, the
-plane with the least defocus (``fmap.extra["best_plane"]``), located by fitting the
-V of predicted |z| across planes (:func:`focus_plane_fit`), not by the smallest reading. The composite
-copies each tile's pixels from its best plane; tiles without a best plane (no tissue
-in any plane) take the plane chosen most often, weighted by tissue. Seams are hard
-tile edges on purpose: each pixel is a real measured value of one plane.
+plane with the least defocus (``fmap.extra["best_plane"]``), located by fitting the V
+of predicted |z| across planes (:func:`focus_plane_fit`), not by the smallest reading.
+The composite copies each tile's pixels from its best plane; tiles without a best plane
+(no tissue in any plane) take the plane chosen most often, weighted by tissue. Seams are
+hard tile edges on purpose: each pixel is a real measured value of one plane.
 """
 from __future__ import annotations
 
