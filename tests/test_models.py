@@ -63,16 +63,62 @@ def test_fast_forward_shape_and_range():
     assert sum(p.numel() for p in net.parameters()) < 100_000
 
 
-def test_fast_features_ignore_brightness_and_contrast():
+@pytest.mark.parametrize("options", [{}, {"quadrants": True, "axis_gap": 2}])
+def test_fast_features_ignore_brightness_and_contrast(options):
     torch.manual_seed(0)
-    net = FastFocusNet().eval()
+    net = FastFocusNet(**options).eval()
     x = torch.rand(2, 320, 320) * 100
     with torch.inference_mode():
         f1, f2 = net.features(x), net.features(3.0 * x + 40.0)
-    # All band features are relative to the tile's own low-frequency power; only the last
-    # (the reference level itself, /10) moves, by log(9)/10.
-    assert torch.allclose(f1[:, :-1], f2[:, :-1], atol=1e-3)
-    assert torch.allclose(f2[:, -1] - f1[:, -1], torch.full((2,), float(np.log(9.0)) / 10), atol=1e-3)
+    # All band features are relative to the tile's (or quarter's) own low-frequency power;
+    # only the reference levels themselves (/10) move, by log(9)/10.
+    level = net.front.level_features
+    assert len(level) == (3 if options else 1)  # whole tile (, quarters' max, quarters' min)
+    rel = [i for i in range(f1.shape[1]) if i not in level]
+    assert torch.allclose(f1[:, rel], f2[:, rel], atol=1e-3)
+    assert torch.allclose(f2[:, level] - f1[:, level], torch.full((2, 3), float(np.log(9.0)) / 10), atol=1e-3)
+
+
+def test_quadrant_features_show_where_the_quarters_disagree():
+    from scipy import ndimage as ndi
+
+    from napari_focusq.models.fast import QuadrantFrontEnd, SpectralFrontEnd
+
+    rng = np.random.default_rng(0)
+    texture = ndi.gaussian_filter(rng.normal(size=(320, 320)), 1.0) * 40 + 128
+    half = texture.copy()
+    half[:, :160] = ndi.gaussian_filter(texture, 4.0)[:, :160]  # left half soft, right half sharp
+    front, whole = QuadrantFrontEnd(), SpectralFrontEnd()
+    with torch.inference_mode():
+        f = front(torch.tensor(np.stack([texture, half]), dtype=torch.float32)).numpy()
+        w = whole(torch.tensor(np.stack([texture, half]), dtype=torch.float32)).numpy()
+    n = whole.n_features
+    q_max, q_min = f[:, n:2 * n], f[:, 2 * n:]
+    assert np.allclose(f[:, :n], w, atol=1e-5)  # the whole tile's profile comes first, unchanged
+    high = slice(20, 40)  # 0.25-0.5 cycles/px: what a 4 px blur removes
+    # Uniform texture: the quarters agree; half blurred: the sharp quarters keep their high
+    # frequencies, the soft ones lose them, and the envelope opens by orders of magnitude.
+    # (Four quarters of one texture still differ by ~0.7 in log power: few samples per band.)
+    assert np.abs(q_max[0, high] - q_min[0, high]).mean() < 1.2
+    assert (q_max[1, high] - q_min[1, high]).mean() > 10
+    assert np.abs(q_max[1, high] - q_max[0, high]).mean() < 1.0
+
+
+def test_fast_files_from_before_the_front_end_options_still_load(tmp_path):
+    from napari_focusq.models import load_model
+    from napari_focusq.models.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    old = new_model("fast", device=torch.device("cpu"))
+    path = old.save(tmp_path / "old.safetensors", trained=True)
+    tensors, meta = load_checkpoint(path)
+    for key in ("quadrants", "axis_gap"):  # as files written before the options existed
+        meta["arch_config"].pop(key)
+    save_checkpoint(path, tensors, meta)
+    m = load_model(path)
+    assert m.module.front.n_features == 41 and not m.module.config["quadrants"]
+    x = np.random.default_rng(1).integers(0, 255, (2, 320, 320, 3), dtype=np.uint8)
+    assert np.allclose(m.predict(x), old.predict(x), atol=1e-5)
 
 
 def test_inception_forward_shape(inception_net):
@@ -243,3 +289,22 @@ def test_calibration_none_is_identity():
     p = np.array([0.0, 1.5, 7.0])
     np.testing.assert_array_equal(apply_calibration(p, None), p)
     np.testing.assert_array_equal(apply_calibration(p, {"x": [1.0], "y": [2.0]}), p)
+
+
+def test_axis_gap_ignores_line_and_column_patterns():
+    from scipy import ndimage as ndi
+
+    from napari_focusq.models.fast import SpectralFrontEnd
+
+    # Soft texture plus row and column offsets, as a line sensor, a stitching seam or a
+    # separable resampling leaves them: power on the spectrum's axes only.
+    rng = np.random.default_rng(0)
+    soft = ndi.gaussian_filter(rng.normal(size=(320, 320)), 2.0) * 40 + 128
+    striped = soft + rng.normal(size=(1, 320)) + rng.normal(size=(320, 1))
+    x = torch.tensor(np.stack([soft, striped]), dtype=torch.float32)
+    with torch.inference_mode():
+        plain, gapped = SpectralFrontEnd()(x).numpy(), SpectralFrontEnd(axis_gap=2)(x).numpy()
+    bands = slice(14, 27)  # 0.17-0.34 cycles/px, where a soft tile has little power of its own
+    # Without the gap the pattern reads as fine detail; with it the two tiles read alike.
+    assert (plain[1, bands] - plain[0, bands]).mean() > 3
+    assert np.abs(gapped[1, bands] - gapped[0, bands]).max() < 0.1

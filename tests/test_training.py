@@ -281,3 +281,13 @@ def test_inception_preset_trains(tmp_path, train_images):
     assert meta["training"]["config"]["lr"] == 1e-5 and meta["trained"]
     assert tensors["regressor.10.weight"].shape == (1, 64)
     assert any(k.startswith("backbone.Mixed_7c.") for k in tensors)
+
+
+def test_arch_options_reach_the_model(tmp_path, train_images, cached_data):
+    """TrainConfig.arch builds the preset with those options, and the file says so."""
+    arch = {"quadrants": True, "axis_gap": 2}
+    out, _ = _drain(iter_fit(_cfg(train_images, tmp_path / "quarters.safetensors", epochs=1, arch=arch)))
+    m = load_model(out)
+    assert {k: m.meta["arch_config"][k] for k in arch} == arch
+    assert m.meta["training"]["config"]["arch"] == arch
+    assert m.module.front.n_features == 3 * 41  # whole tile, quarters' max and min

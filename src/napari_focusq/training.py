@@ -85,6 +85,8 @@ class TrainConfig:
     name: str | None = None
     workers: int = 0
     scale_jitter: float = 1.6
+    #: Options of the preset's architecture (models.build_module), e.g. {"quadrants": True}.
+    arch: dict = field(default_factory=dict)
     ihc_like: float = 0.0
     sparse: float = 0.0
 
@@ -486,7 +488,8 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         prev_epochs = int(model.meta.get("training", {}).get("epochs_done", 0))
         model.meta.pop("calibration", None)
     else:
-        model = new_model(cfg.preset, modality=cfg.modality, name=cfg.name or cfg.preset, device=device)
+        model = new_model(cfg.preset, modality=cfg.modality, config=cfg.arch, name=cfg.name or cfg.preset,
+                          device=device)
     module = model.module.to(device)
 
     def prep(x):
