@@ -5,7 +5,7 @@ The whole-slide file is a JPEG-tiled pyramidal OME-TIFF the benchmark writes fro
 the bundled sample slide (mirrored into a larger mosaic), so it exercises the real
 reader, tissue skipping, strip decoding ahead of inference and the model.
 
-    .venv/bin/python benchmarks/bench_speed.py [--mosaic 4]
+    .venv/bin/python benchmarks/bench_speed.py [--mosaic 4] [--model PATH]
 """
 from __future__ import annotations
 
@@ -79,10 +79,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mosaic", type=int, default=4, help="k x k copies of the sample slide (default 4)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--model", default="fast", help="the fast model to time: a shipped name or a checkpoint path")
     a = ap.parse_args(argv)
     res = {}
     tiles = real_tiles(512)
-    fast = load_model("fast")
+    fast = load_model(a.model)
     res["fast"] = {b: tiles_per_s(fast.predict, tiles, b) for b in (64, 256)}
     inc = new_model("inception")  # speed does not depend on the weights
     res["inception"] = {8: tiles_per_s(inc.predict_raw, tiles[:16], 8, min_seconds=5.0)}
@@ -95,7 +96,7 @@ def main(argv=None):
         shape = write_mosaic(path, a.mosaic)
         dec = min(decode_seconds(path) for _ in range(2))
         t0 = time.perf_counter()
-        fmap = score_slide(path)
+        fmap = score_slide(path, model=None if a.model == "fast" else a.model)
         sc = time.perf_counter() - t0
         n = int(np.isfinite(fmap.defocus_um).sum())
     res["whole_slide"] = {"shape": shape, "megapixels": shape[0] * shape[1] / 1e6, "decode_s": dec,

@@ -63,17 +63,18 @@ def test_fast_forward_shape_and_range():
     assert sum(p.numel() for p in net.parameters()) < 100_000
 
 
-@pytest.mark.parametrize("options", [{}, {"quadrants": True, "axis_gap": 2}])
-def test_fast_features_ignore_brightness_and_contrast(options):
+@pytest.mark.parametrize("options, levels", [({}, 1), ({"quadrants": True, "axis_gap": 2}, 3),
+                                             ({"quadrants": True, "axis_gap": 2, "blue": True}, 4)])
+def test_fast_features_ignore_brightness_and_contrast(options, levels):
     torch.manual_seed(0)
     net = FastFocusNet(**options).eval()
-    x = torch.rand(2, 320, 320) * 100
+    x = torch.rand(2, *((2,) if options.get("blue") else ()), 320, 320) * 100
     with torch.inference_mode():
         f1, f2 = net.features(x), net.features(3.0 * x + 40.0)
     # All band features are relative to the tile's (or quarter's) own low-frequency power;
     # only the reference levels themselves (/10) move, by log(9)/10.
     level = net.front.level_features
-    assert len(level) == (3 if options else 1)  # whole tile (, quarters' max, quarters' min)
+    assert len(level) == levels  # whole tile (, quarters' max, quarters' min) (, blue's whole tile)
     rel = [i for i in range(f1.shape[1]) if i not in level]
     assert torch.allclose(f1[:, rel], f2[:, rel], atol=1e-3)
     assert torch.allclose(f2[:, level] - f1[:, level], torch.full((2, len(level)), float(np.log(9.0)) / 10), atol=1e-3)
@@ -104,6 +105,35 @@ def test_quadrant_features_show_where_the_quarters_disagree():
     assert np.abs(q_max[1, high] - q_max[0, high]).mean() < 1.0
 
 
+def test_blue_option_adds_the_blue_channels_profile_beside_green():
+    from napari_focusq.models import new_model, prepare_input
+    from napari_focusq.models.fast import SpectralFrontEnd
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (2, 320, 320, 3), dtype=np.uint8)
+    pair = prepare_input(rgb, "green+blue", "brightfield")
+    assert pair.shape == (2, 2, 320, 320) and pair.dtype == np.float32
+    np.testing.assert_array_equal(pair[:, 0], rgb[..., 1])
+    np.testing.assert_array_equal(pair[:, 1], rgb[..., 2])
+    wide = prepare_input(rgb.astype(np.uint16) * 257, "green+blue", "brightfield")  # 16-bit: same scale
+    np.testing.assert_allclose(wide, pair, atol=1e-3)
+    grey = prepare_input(rgb[..., 0], "green+blue", "brightfield")
+    np.testing.assert_array_equal(grey[:, 0], grey[:, 1])
+
+    plain = new_model("fast", config={"quadrants": True, "axis_gap": 2}, device=torch.device("cpu"))
+    both = new_model("fast", config={"quadrants": True, "axis_gap": 2, "blue": True}, device=torch.device("cpu"))
+    assert both.meta["input"] == "green+blue" and plain.meta["input"] == "intensity"
+    with torch.inference_mode():
+        f_plain = plain.module.features(plain.prepare(rgb))
+        f_both = both.module.features(both.prepare(rgb))
+        f_blue = SpectralFrontEnd(axis_gap=2)(torch.from_numpy(rgb[..., 2].astype(np.float32)))
+    n = f_plain.shape[1]
+    assert f_both.shape[1] == n + 41
+    assert torch.allclose(f_both[:, :n], f_plain, atol=1e-5)  # green's features come first, unchanged
+    assert torch.allclose(f_both[:, n:], f_blue, atol=1e-5)
+    assert np.isfinite(both.predict(rgb)).all()
+
+
 def test_fast_files_from_before_the_front_end_options_still_load(tmp_path):
     from napari_focusq.models import load_model
     from napari_focusq.models.checkpoint import load_checkpoint, save_checkpoint
@@ -112,7 +142,7 @@ def test_fast_files_from_before_the_front_end_options_still_load(tmp_path):
     old = new_model("fast", device=torch.device("cpu"))
     path = old.save(tmp_path / "old.safetensors", trained=True)
     tensors, meta = load_checkpoint(path)
-    for key in ("quadrants", "axis_gap"):  # as files written before the options existed
+    for key in ("quadrants", "axis_gap", "blue"):  # as files written before the options existed
         meta["arch_config"].pop(key)
     save_checkpoint(path, tensors, meta)
     m = load_model(path)
@@ -322,3 +352,22 @@ def test_axis_gap_ignores_line_and_column_patterns():
     # Without the gap the pattern reads as fine detail; with it the two tiles read alike.
     assert (plain[1, bands] - plain[0, bands]).mean() > 3
     assert np.abs(gapped[1, bands] - gapped[0, bands]).max() < 0.1
+
+
+def test_model_threads_never_drops_below_one_and_restores_on_error():
+    import torch
+
+    from napari_focusq.models import model_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with model_threads(-2):
+            assert torch.get_num_threads() == 1
+        torch.set_num_threads(3)
+        with pytest.raises(RuntimeError), model_threads(-1):
+            assert torch.get_num_threads() == 2
+            raise RuntimeError("scoring failed")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

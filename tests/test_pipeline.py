@@ -9,7 +9,7 @@ import pytest
 
 from napari_focusq.config import MIN_TISSUE_FRACTION
 from napari_focusq.pipeline import ScoringError, iter_score_image, score_image, score_slide
-from napari_focusq.progress import Cancelled
+from napari_focusq.progress import Cancelled, drive
 from napari_focusq.tiling import TileGrid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,6 +220,86 @@ def test_score_slide_svs(fast_model_file):
     assert 10 <= np.isfinite(fmap.defocus_um).sum() < fmap.defocus_um.size
     thumb = fmap.extra["thumbnail"]
     assert thumb.dtype == np.uint8 and thumb.ndim == 3
+
+
+def test_score_slide_leaves_the_decoders_their_cores(fast_model_file):
+    """The model runs on the threads the decode workers leave (2 here), the count is
+    restored after, and the pooling weights measured in the workers belong to the tiles
+    the model scored."""
+    import torch
+
+    from napari_focusq.models import load_model
+    from napari_focusq.pooling import tile_information
+
+    fm = load_model(fast_model_file)
+    seen = []
+    predict = fm.predict_with_spread
+
+    def recording(tiles):
+        seen.append((torch.get_num_threads(), tiles.copy()))
+        return predict(tiles)
+
+    fm.predict_with_spread = recording
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        fmap = score_slide(SVS, model=fm)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+    assert seen and {n for n, _ in seen} == {2}
+    info = fmap.extra["information"]
+    scored = np.isfinite(fmap.defocus_um)
+    np.testing.assert_array_equal(np.isfinite(info), scored)
+    expected = np.concatenate([tile_information(t, "brightfield") for _, t in seen])
+    np.testing.assert_allclose(np.sort(info[scored]), np.sort(expected), rtol=1e-6)
+
+
+def test_strips_skip_the_glass_between_tissue_islands():
+    from napari_focusq.pipeline import STRIP_TILES, _strip_regions
+
+    units = list(_strip_regions([(0, [0, 1, 2, 4, 8, 9]), (3, list(range(STRIP_TILES + 2)))]))
+    # A one-tile gap is read through, a wider one ends the strip; no strip outgrows STRIP_TILES.
+    assert units == [(0, [0, 1, 2, 4]), (0, [8, 9]), (3, list(range(STRIP_TILES))), (3, [STRIP_TILES, STRIP_TILES + 1])]
+
+
+def test_decoding_keeps_two_batches_of_tiles_ahead_of_the_model(slide_crop, fast_model_file, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import napari_focusq.pipeline as P
+    from napari_focusq.models import load_model
+
+    # Tissue in every third tile column: every strip is a single tile.
+    img = np.full((8 * 320, 12 * 320, 3), 245, np.uint8)
+    tissue = slide_crop(2000, 650, 320, 320)
+    for r in range(8):
+        for c in range(0, 12, 3):
+            img[r * 320:(r + 1) * 320, c * 320:(c + 1) * 320] = tissue
+    submitted, at_predict, scored = [], [], []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            submitted.append(len(args[5]))  # the strip's tiles
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(P, "ThreadPoolExecutor", Recording)
+    fm = load_model(fast_model_file)
+    predict = fm.predict_with_spread
+
+    def recording(tiles):
+        at_predict.append(sum(submitted) - sum(scored))  # handed to the decoders, not yet scored
+        scored.append(len(tiles))
+        return predict(tiles)
+
+    fm.predict_with_spread = recording
+    batch = 8
+    fmap = drive(P.iter_score_slide(P.ArraySource(img, 0.5), model=fm, batch_size=batch))
+    assert np.isfinite(fmap.defocus_um).sum() == 32 and set(submitted) == {1}
+    assert sum(scored) == 32
+    # "Ahead" counts tiles, not strips: at each batch the decoders hold the batch and two
+    # more (fewer only where the slide runs out). Counted in strips, 1-tile strips starve them.
+    for k, ahead in enumerate(at_predict):
+        assert min(32 - sum(scored[:k]), 3 * batch) <= ahead <= 3 * batch + 2 * P.STRIP_TILES
 
 
 def test_score_slide_without_pixel_size(tmp_path, slide_crop, fast_model_file):

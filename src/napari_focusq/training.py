@@ -411,7 +411,7 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
-               zoom_in=3.0)
+               zoom_in=3.0, arch={"quadrants": True, "axis_gap": 2, "blue": True})
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -585,7 +585,8 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     meta = {
         **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
-        "normalisation": "green channel, 0-255" if cfg.modality == "brightfield" else "per-tile 0.5-99.5 percentile",
+        "normalisation": (("green and blue channels" if cfg.arch.get("blue") else "green channel") + ", 0-255"
+                          if cfg.modality == "brightfield" else "per-tile 0.5-99.5 percentile"),
         "calibration": calib, **({"certainty": certainty} if certainty else {}),
         "metrics": {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)},
         "training": {

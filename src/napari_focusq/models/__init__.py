@@ -7,6 +7,7 @@ widget, batch, benchmarks) feeds it the same raw tiles.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def build_module(architecture: str, config: dict | None = None):
     raise ValueError(f"unknown architecture {architecture!r}; expected one of {PRESETS}")
 
 
-def input_kind(architecture: str) -> str:
-    return "rgb01" if architecture == "inception" else "intensity"
+def input_kind(architecture: str, config: dict | None = None) -> str:
+    if architecture == "inception":
+        return "rgb01"
+    return "green+blue" if (config or {}).get("blue") else "intensity"
 
 
 def choose_device():
@@ -60,6 +63,20 @@ def choose_device():
         n = os.cpu_count() or 1
     torch.set_num_threads(max(1, n))
     return torch.device("cpu")
+
+
+@contextmanager
+def model_threads(change: int):
+    """Run the block with torch's thread count changed by ``change`` (at least 1), then
+    restore it: e.g. ``model_threads(-2)`` leaves two cores to decode threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before + change))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class FocusModel:
@@ -109,7 +126,8 @@ class FocusModel:
         """Raw tiles (N, H, W[, C]) of any dtype -> the tensor the module expects."""
         import torch
 
-        return torch.from_numpy(prepare_input(tiles, input_kind(self.architecture), self.modality))
+        kind = input_kind(self.architecture, getattr(self.module, "config", None))
+        return torch.from_numpy(prepare_input(tiles, kind, self.modality))
 
     def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
         import torch
@@ -155,6 +173,16 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
     t = np.asarray(tiles)
     if t.ndim == 4 and t.shape[-1] == 4:
         t = t[..., :3]
+    if kind == "green+blue":
+        # (N, 2, H, W): each channel as "intensity" would give it; a grey image (or any
+        # other layout) is its own green and blue.
+        if not (t.ndim == 4 and t.shape[-1] == 3 and modality == "brightfield"):
+            return np.repeat(prepare_input(t, "intensity", modality)[:, None], 2, 1)
+        if t.dtype == np.uint8:  # the common case, in one pass per channel
+            out = np.empty((len(t), 2, *t.shape[1:3]), np.float32)
+            out[:, 0], out[:, 1] = t[..., 1], t[..., 2]
+            return out
+        return np.stack([prepare_input(t[..., c], "intensity", modality) for c in (1, 2)], 1)
     if kind == "rgb01":
         scale = _dtype_scale(t)
         if t.ndim == 3:
@@ -208,7 +236,7 @@ def new_model(architecture: str = "fast", *, modality: str = "brightfield", conf
     base = {
         "name": meta.pop("name", architecture), "architecture": architecture, "arch_config": module.config,
         "modality": modality, "tile_px": module.config["tile_px"], "working_pixel_um": WORKING_PIXEL_UM,
-        "input": input_kind(architecture), "version": __version__, "trained": False,
+        "input": input_kind(architecture, module.config), "version": __version__, "trained": False,
     }
     return FocusModel(module, {**base, **meta}, device=device)
 

@@ -3,19 +3,19 @@
 Defocus is a low-pass filter whose transfer function depends on |z|, so the
 radial profile of a tile's power spectrum carries most of what there is to know.
 The front end (window, FFT, radial bands, log) has no weights; only the head
-learns, which keeps the model tiny (~70k parameters) and lets it score a
+learns, which keeps the model tiny (70-150k parameters) and lets it score a
 320x320 tile in about 1 ms on one CPU core. Features are normalised by the
 tile's own low-frequency power so stain strength and brightness cancel out.
 
-Two options of the front end, off in the shipped weights (DESIGN-NOTES, round 5):
-``quadrants`` adds the same profile's band-wise maximum and minimum over the tile's
-four quarters (defocus is nearly the same across a tile, content is not: where the
-quarters disagree, the whole tile's shape is content); ``axis_gap`` leaves the
-spectrum's axes out of the upper bands (row and column patterns of line sensors,
-seams and separable resampling put power there, by an amount that differs from
-scanner to scanner). Together: held-out brightfield R² 0.987 -> 0.989, JPEG 30 vs 95
-p95 0.37 -> 0.30 µm, but twice the FFT work, which took whole-slide scoring from
-~1.8x to ~2.2x the decode time, past its 2x target.
+Three options of the front end, all on in the shipped brightfield weights and off by
+default (DESIGN-NOTES, rounds 5 and 6): ``quadrants`` adds the same profile's band-wise
+maximum and minimum over the tile's four quarters (defocus is nearly the same across a
+tile, content is not: where the quarters disagree, the whole tile's shape is content);
+``axis_gap`` leaves the spectrum's axes out of the upper bands (row and column patterns
+of line sensors, seams and separable resampling put power there, by an amount that
+differs from scanner to scanner); ``blue`` adds the blue channel's whole-tile profile
+beside green's. Held-out brightfield R² 0.987 -> 0.991, JPEG 30 vs 95 p95 0.37 -> 0.30
+µm, for three FFTs per tile instead of one (whole-slide scoring ~1.6x the decode time).
 """
 from __future__ import annotations
 
@@ -94,6 +94,24 @@ class QuadrantFrontEnd(nn.Module):
         return torch.cat([self.whole(x), fq.amax(1), fq.amin(1)], 1)
 
 
+class GreenBlueFrontEnd(nn.Module):
+    """Brightfield: green through the main front end, and the blue channel's whole-tile
+    profile beside it. Blue carries DAB (immunohistochemistry's brown absorbs there) and is
+    defocused at its own wavelength, so the pair tells content from blur where green alone
+    cannot (DESIGN-NOTES, round 6)."""
+
+    def __init__(self, green: nn.Module, blue: SpectralFrontEnd):
+        super().__init__()
+        self.green, self.blue = green, blue
+        n = green.n_features
+        self.n_features = n + blue.n_features
+        self.level_features = list(green.level_features) + [n + i for i in blue.level_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 2, H, W), green then blue."""
+        return torch.cat([self.green(x[:, 0]), self.blue(x[:, 1])], 1)
+
+
 class FastFocusNet(nn.Module):
     """Spectral front end -> standardise -> an ensemble of small MLPs -> softplus (|z| in µm).
 
@@ -103,10 +121,12 @@ class FastFocusNet(nn.Module):
     """
 
     def __init__(self, tile_px: int = 320, band_width: int = 4, hidden: tuple[int, ...] = (128, 64), heads: int = 5,
-                 quadrants: bool = False, axis_gap: int = 0):
+                 quadrants: bool = False, axis_gap: int = 0, blue: bool = False):
         super().__init__()
         self.front = (QuadrantFrontEnd(tile_px, band_width, axis_gap) if quadrants
                       else SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
+        if blue:
+            self.front = GreenBlueFrontEnd(self.front, SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
         n = self.front.n_features
         self.register_buffer("feat_mean", torch.zeros(n))
         self.register_buffer("feat_std", torch.ones(n))
@@ -123,7 +143,7 @@ class FastFocusNet(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(torch.empty(heads, 1, b).uniform_(-a ** -0.5, a ** -0.5)))
         self.config = {"tile_px": tile_px, "band_width": band_width, "hidden": list(hidden), "heads": heads,
-                       "quadrants": quadrants, "axis_gap": axis_gap}
+                       "quadrants": quadrants, "axis_gap": axis_gap, "blue": blue}
 
     # The trainer caches features (the front end has no weights) and trains the heads alone.
     fixed_front_end = True
