@@ -285,9 +285,26 @@ def test_inception_preset_trains(tmp_path, train_images):
 
 def test_arch_options_reach_the_model(tmp_path, train_images, cached_data):
     """TrainConfig.arch builds the preset with those options, and the file says so."""
-    arch = {"quadrants": True, "axis_gap": 2}
+    arch = {"quadrants": True, "axis_gap": 2, "blue": True}
     out, _ = _drain(iter_fit(_cfg(train_images, tmp_path / "quarters.safetensors", epochs=1, arch=arch)))
     m = load_model(out)
     assert {k: m.meta["arch_config"][k] for k in arch} == arch
     assert m.meta["training"]["config"]["arch"] == arch
-    assert m.module.front.n_features == 3 * 41  # whole tile, quarters' max and min
+    assert m.meta["input"] == "green+blue" and m.meta["normalisation"].startswith("green and blue")
+    assert m.module.front.n_features == 4 * 41  # whole tile, quarters' max and min, blue's whole tile
+
+
+@pytest.mark.parametrize("modality, preset, front_end", [("brightfield", "fast", True), ("fluorescence", "fast", False),
+                                                          ("brightfield", "inception", False)])
+def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_images, modality, preset, front_end):
+    """`focusq train DATA...` trains a brightfield `fast` model with the shipped weights' front end."""
+    from argparse import Namespace
+
+    from napari_focusq.training import BRIGHTFIELD_ARCH, default_recipe, train_config
+
+    args = Namespace(data=train_images[0], out=str(tmp_path / "m.safetensors"), preset=preset, modality=modality,
+                     recipe="default", epochs=None, seed=None, lr=None, batch_size=None, init=None, pixel_size=0.5)
+    cfg = train_config(args)
+    assert cfg.arch == (BRIGHTFIELD_ARCH if front_end else {}) and cfg.preset == preset
+    assert cfg.images == [str(p) for p in train_images[0]] and cfg.modality == modality
+    assert default_recipe(tmp_path / "r.safetensors").arch == BRIGHTFIELD_ARCH

@@ -406,12 +406,18 @@ def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
     return folder, images
 
 
+#: The `fast` front end of the shipped brightfield weights (DESIGN-NOTES, rounds 5 and 6),
+#: also what `focusq train` gives the user's own brightfield images. Fluorescence keeps the
+#: whole-tile front end (the quarters cost it its certainty, fluorescence round 5).
+BRIGHTFIELD_ARCH = {"quadrants": True, "axis_gap": 2, "blue": True}
+
+
 def default_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast` brightfield weights."""
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
-               zoom_in=3.0, arch={"quadrants": True, "axis_gap": 2, "blue": True})
+               zoom_in=3.0, arch=dict(BRIGHTFIELD_ARCH))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -650,39 +656,44 @@ def _guess_modality(path) -> str:
         return detect_modality(src.thumbnail(512))[0]
 
 
-def main_train(args) -> int:
-    """`focusq train`: argparse namespace -> checkpoint. Returns an exit code.
+def train_config(args) -> TrainConfig:
+    """`focusq train`'s arguments -> the TrainConfig it runs.
 
     Without DATA, a named recipe trains on the project's real images (the shipped
     weights); with DATA, the images given are split by source image into training
-    and validation.
+    and validation, and a `fast` brightfield model gets the shipped weights' front end.
     """
-    from .progress import StderrBar, drive
-
     recipe = getattr(args, "recipe", None) or "default"
+    preset = getattr(args, "preset", None) or "fast"
     common = dict(epochs=getattr(args, "epochs", None), seed=getattr(args, "seed", None),
                   lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None),
                   resume=getattr(args, "init", None))
-    if getattr(args, "preset", None) and args.preset != "fast":
-        common["preset"] = args.preset
+    if preset != "fast":
+        common["preset"] = preset
     data = list(getattr(args, "data", None) or [])
     if recipe not in RECIPES:
         raise TrainingError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
     if not data:
-        cfg = RECIPES[recipe](args.out, **common)
-    else:
-        images = _expand(data)
-        if not images:
-            raise TrainingError(f"no images found in {', '.join(data)}")
-        modality = getattr(args, "modality", None) or "auto"
-        if modality == "auto":
-            modality = _guess_modality(images[0])
-        pixel = getattr(args, "pixel_size", None)
-        cfg = TrainConfig(images=images, out=args.out, modality=modality,
-                          min_tissue=0.5 if modality == "brightfield" else 0.1,
-                          pixel_sizes={Path(p).name: pixel for p in images} if pixel else {},
-                          **{k: v for k, v in common.items() if v is not None})
-    path = drive(iter_fit(cfg), StderrBar())
+        return RECIPES[recipe](args.out, **common)
+    images = _expand(data)
+    if not images:
+        raise TrainingError(f"no images found in {', '.join(data)}")
+    modality = getattr(args, "modality", None) or "auto"
+    if modality == "auto":
+        modality = _guess_modality(images[0])
+    pixel = getattr(args, "pixel_size", None)
+    return TrainConfig(images=images, out=args.out, modality=modality,
+                       min_tissue=0.5 if modality == "brightfield" else 0.1,
+                       pixel_sizes={Path(p).name: pixel for p in images} if pixel else {},
+                       arch=dict(BRIGHTFIELD_ARCH) if modality == "brightfield" and preset == "fast" else {},
+                       **{k: v for k, v in common.items() if v is not None})
+
+
+def main_train(args) -> int:
+    """`focusq train`: argparse namespace -> checkpoint (see train_config). Returns an exit code."""
+    from .progress import StderrBar, drive
+
+    path = drive(iter_fit(train_config(args)), StderrBar())
     meta = json.loads(path.with_suffix(".json").read_text())
     m = meta["metrics"]["validation_calibrated"]
     print(f"wrote {path}\nvalidation (held-out images {', '.join(meta['training']['val_images'])}): "
