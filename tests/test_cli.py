@@ -215,6 +215,20 @@ def test_sharpest_of_a_2d_image_fails_cleanly(tmp_path, capsys):
     assert not (tmp_path / "o.json").exists()
 
 
+def test_evaluate_the_shipped_model_on_a_held_out_image(tmp_path, capsys):
+    """`focusq evaluate` end to end: the shipped brightfield model on HistoQC template 3 (never
+    trained on), 200 tiles defocused 0-6 µm, metrics printed and written as JSON."""
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "default", str(DATA / "brightfield" / "histoqc_template3.png"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "200 tiles from 1 images" in printed and "variance of Laplacian" in printed
+    res = json.loads(out.read_text())
+    assert res["n_tiles"] == 200 and res["images"] == ["histoqc_template3.png"]
+    m, v = res["metrics"], res["variance_of_laplacian"]
+    assert m["r2"] > 0.98 and 0.9 < m["slope"] < 1.1 and m["mae_0_4"] < 0.3 and m["auc"] > 0.99
+    assert m["spearman"] > v["spearman"]  # beats the baseline it prints beside it
+
+
 # -------------------------------------------------------------- delegated subcommands
 @pytest.mark.parametrize("command,module,func,argv", [
     ("batch", "batch", "main_batch", ["batch", "scans/*.svs", "--out", "o", "--workers", "3"]),

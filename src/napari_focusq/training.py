@@ -656,6 +656,18 @@ def _guess_modality(path) -> str:
         return detect_modality(src.thumbnail(512))[0]
 
 
+def _user_images(args, data) -> tuple[list[str], str, dict]:
+    """DATA -> (image files, modality (from the first image when "auto"), --pixel-size per file)."""
+    images = _expand(data)
+    if not images:
+        raise TrainingError(f"no images found in {', '.join(data)}")
+    modality = getattr(args, "modality", None) or "auto"
+    if modality == "auto":
+        modality = _guess_modality(images[0])
+    pixel = getattr(args, "pixel_size", None)
+    return images, modality, ({Path(p).name: pixel for p in images} if pixel else {})
+
+
 def train_config(args) -> TrainConfig:
     """`focusq train`'s arguments -> the TrainConfig it runs.
 
@@ -675,16 +687,9 @@ def train_config(args) -> TrainConfig:
         raise TrainingError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
     if not data:
         return RECIPES[recipe](args.out, **common)
-    images = _expand(data)
-    if not images:
-        raise TrainingError(f"no images found in {', '.join(data)}")
-    modality = getattr(args, "modality", None) or "auto"
-    if modality == "auto":
-        modality = _guess_modality(images[0])
-    pixel = getattr(args, "pixel_size", None)
+    images, modality, pixel_sizes = _user_images(args, data)
     return TrainConfig(images=images, out=args.out, modality=modality,
-                       min_tissue=0.5 if modality == "brightfield" else 0.1,
-                       pixel_sizes={Path(p).name: pixel for p in images} if pixel else {},
+                       min_tissue=0.5 if modality == "brightfield" else 0.1, pixel_sizes=pixel_sizes,
                        arch=dict(BRIGHTFIELD_ARCH) if modality == "brightfield" and preset == "fast" else {},
                        **{k: v for k, v in common.items() if v is not None})
 
@@ -706,15 +711,9 @@ def main_evaluate(args) -> int:
     """`focusq evaluate MODEL DATA...`: print accuracy on defocused held-out images."""
     from .progress import StderrBar, drive
 
-    images = _expand(args.data)
-    if not images:
-        raise TrainingError(f"no images found in {', '.join(args.data)}")
-    modality = getattr(args, "modality", None) or "auto"
-    if modality == "auto":
-        modality = _guess_modality(images[0])
-    pixel = getattr(args, "pixel_size", None)
+    images, modality, pixel_sizes = _user_images(args, args.data)
     res = drive(iter_evaluate(args.model, images, modality=modality, seed=getattr(args, "seed", None) or 123,
-                              pixel_sizes={Path(p).name: pixel for p in images} if pixel else None), StderrBar())
+                              pixel_sizes=pixel_sizes), StderrBar())
     if getattr(args, "out", None):
         from ._atomic import write_text
 
