@@ -354,18 +354,18 @@ def test_axis_gap_ignores_line_and_column_patterns():
     assert np.abs(gapped[1, bands] - gapped[0, bands]).max() < 0.1
 
 
-def test_model_threads_never_drops_below_one_and_restores_on_error():
+def test_torch_threads_never_drops_below_one_and_restores_on_error():
     import torch
 
-    from napari_focusq.models import model_threads
+    from napari_focusq.models import torch_threads
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        with model_threads(-2):
+        with torch_threads(-2):
             assert torch.get_num_threads() == 1
         torch.set_num_threads(3)
-        with pytest.raises(RuntimeError), model_threads(-1):
+        with pytest.raises(RuntimeError), torch_threads(-1):
             assert torch.get_num_threads() == 2
             raise RuntimeError("scoring failed")
         assert torch.get_num_threads() == 3

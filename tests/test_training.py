@@ -308,3 +308,21 @@ def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_i
     assert cfg.arch == (BRIGHTFIELD_ARCH if front_end else {}) and cfg.preset == preset
     assert cfg.images == [str(p) for p in train_images[0]] and cfg.modality == modality
     assert default_recipe(tmp_path / "r.safetensors").arch == BRIGHTFIELD_ARCH
+
+
+def test_training_leaves_torch_threads_as_it_found_them(tmp_path, train_images, cached_data):
+    """The head trains on one thread; a GUI session that scores after training must not inherit that."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        _drain(iter_fit(_cfg(train_images, tmp_path / "t.safetensors", epochs=1)))
+        assert torch.get_num_threads() == 3
+        gen = iter_fit(_cfg(train_images, tmp_path / "c.safetensors", epochs=3))
+        while next(gen).stage != "train":  # cancel mid-training
+            pass
+        gen.close()
+        assert torch.get_num_threads() == 3 and not (tmp_path / "c.safetensors").exists()
+    finally:
+        torch.set_num_threads(before)

@@ -192,7 +192,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                       min_tissue: float | None = None, batch_size: int = 64,
                       threads: int = 1) -> Generator[Progress, None, FocusMap]:
     """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
-    from .models import load_model, model_threads
+    from .models import load_model, torch_threads
     from .tiling import TileGrid, estimate_white_level, tissue_mask
 
     t0 = time.perf_counter()
@@ -258,7 +258,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     # torch release the GIL in their heavy parts). The model's own threads are what the
     # decoders leave of the budget: on 2 cores, 2 torch threads beside 2 decoders
     # oversubscribe, and whole-slide scoring took ~15 % longer (DESIGN-NOTES, round 6).
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, model_threads(-threads):
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads):
         # Two batches of tiles in flight, counted in tiles (strips vary from 1 to
         # STRIP_TILES): fewer, and the decoders idle while the model scores a batch.
         queue, later = deque(), iter(units)

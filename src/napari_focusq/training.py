@@ -463,8 +463,16 @@ def iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     "train" event per epoch with data {epoch, loss, val_mae, val_r2, val_pred, val_true}
     (and per step for the slow inception preset). Closing the generator cancels the
     run; the checkpoint is written only at the end, atomically, so a cancelled or
-    failed run leaves no file behind.
+    failed run leaves no file behind. Torch's thread count is as before afterwards
+    (the fast head trains on one thread; a GUI session scores on after training).
     """
+    from .models import torch_threads
+
+    with torch_threads():
+        return (yield from _iter_fit(cfg))
+
+
+def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     import torch
 
     from . import __version__

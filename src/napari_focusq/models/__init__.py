@@ -66,9 +66,10 @@ def choose_device():
 
 
 @contextmanager
-def model_threads(change: int):
-    """Run the block with torch's thread count changed by ``change`` (at least 1), then
-    restore it: e.g. ``model_threads(-2)`` leaves two cores to decode threads."""
+def torch_threads(change: int = 0):
+    """Run the block with torch's thread count changed by ``change`` (at least 1), and
+    restore the count after, whatever the block set: ``torch_threads(-2)`` leaves two
+    cores to decode threads; ``torch_threads()`` only restores."""
     import torch
 
     before = torch.get_num_threads()
