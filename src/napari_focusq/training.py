@@ -599,8 +599,7 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     meta = {
         **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
-        "normalisation": (("green and blue channels" if cfg.arch.get("blue") else "green channel") + ", 0-255"
-                          if cfg.modality == "brightfield" else "per-tile 0.5-99.5 percentile"),
+        "normalisation": _normalisation(model),
         "calibration": calib, **({"certainty": certainty} if certainty else {}),
         "metrics": {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)},
         "training": {
@@ -617,6 +616,16 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     model.meta = meta
     yield Progress("save", 1, 1, str(path), data={"metrics": meta["metrics"]})
     return path
+
+
+def _normalisation(model) -> str:
+    """What the model's input is, in words (from the model, not the config: --init keeps the file's)."""
+    kind = model.input_kind
+    if kind == "rgb01":
+        return "RGB, 0-1 (the data type's range)"
+    if model.modality == "fluorescence":
+        return "per-tile 0.5-99.5 percentile"
+    return "green and blue channels, 0-255" if kind == "green+blue" else "green channel, 0-255"
 
 
 def fit(cfg: TrainConfig, progress=None) -> Path:

@@ -119,6 +119,11 @@ class FocusModel:
         return float(self.meta.get("working_pixel_um", WORKING_PIXEL_UM))
 
     @property
+    def input_kind(self) -> str:
+        """What ``prepare`` makes of raw tiles (see prepare_input)."""
+        return input_kind(self.architecture, getattr(self.module, "config", None))
+
+    @property
     def trained(self) -> bool:
         return bool(self.meta.get("trained", False))
 
@@ -127,8 +132,7 @@ class FocusModel:
         """Raw tiles (N, H, W[, C]) of any dtype -> the tensor the module expects."""
         import torch
 
-        kind = input_kind(self.architecture, getattr(self.module, "config", None))
-        return torch.from_numpy(prepare_input(tiles, kind, self.modality))
+        return torch.from_numpy(prepare_input(tiles, self.input_kind, self.modality))
 
     def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
         import torch
