@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_fluorescence.py [--model PATH] [--per-image 300] [--pixel-size NAME=UM]
 
 Test images are the fluorescence recipe's FLUORESCENCE_TEST (never trained on, nor used
-for validation): the BBBC022 Cell Painting crop and the sharpest plane of cells3d.
+for validation): the BBBC022 Cell Painting crop, the sharpest plane of cells3d and the
+confocal mitochondria of oiffile's test file (data/README.md).
 Targets (issue "Fluorescence and z-stacks"): Spearman >= 0.98 and AUC(z <= 0.5 vs
 z >= 1 µm) >= 0.99 on tiles defocused 0-6 µm; best plane exact on >= 95 % of tissue
 tiles of a tilted specimen; the 10 % least certain tiles carry >= 2x the MAE of the rest.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.training import FLUORESCENCE_TEST, TrainConfig, iter_dataset, load_training_image, shared_data_dir
+from napari_focusq.training import FLUORESCENCE_TEST, TrainConfig, data_image, iter_dataset, load_training_image
 
 PIXEL_UM = {"cells3d_nuclei_zstack.tif": 0.26}
 # The BBBC022 crop is taken at training.KNOWN_PIXEL_UM's 0.4 µm/px (the data README's estimate).
@@ -108,7 +109,7 @@ def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):
 def cells3d_auto():
     from napari_focusq.pipeline import score_slide
 
-    p = shared_data_dir() / "fluorescence" / "cells3d_nuclei_zstack.tif"
+    p = data_image("cells3d_nuclei_zstack.tif", "fluorescence")
     fmap = score_slide(p, pixel_size_um=0.26)
     print(f"\n== cells3d (60 planes, xy 0.26 µm): slice='auto' picks plane {fmap.extra['z']} (expected ~34); "
           f"modality {fmap.modality}, model {fmap.model} ==")
@@ -129,8 +130,7 @@ def main():
         pixel_um[name] = float(um)
     fm = load_model(args.model, modality="fluorescence")
     print(f"model {fm.label} ({fm.modality}); trained on {fm.meta.get('training', {}).get('train_images')}")
-    folder = shared_data_dir() / "fluorescence"
-    images = [str(folder / n) for n in FLUORESCENCE_TEST]
+    images = [str(data_image(n, "fluorescence")) for n in FLUORESCENCE_TEST]
     m, ratio = accuracy(fm, images, args.per_image, pixel_um=pixel_um)
     ex = tilted(fm, images, pixel_um=pixel_um)
     cells3d_auto()

@@ -33,7 +33,9 @@ def test_shipped_fluorescence_weights(model):
     assert (weights_dir() / "fast-fluorescence.safetensors").exists()
     assert model.modality == "fluorescence" and model.name == "fast-fluorescence" and model.trained
     train = model.meta["training"]["train_images"] + model.meta["training"]["val_images"]
-    assert not any(n.startswith(("cells3d", "bbbc022")) for n in train)  # test images stay out
+    from napari_focusq.training import FLUORESCENCE_TEST
+
+    assert not set(train) & set(FLUORESCENCE_TEST)  # test images stay out
     assert len(model.meta["certainty"]["u"]) >= 2
     assert model.meta["optics"]["wavelengths_um"] == [0.52]
 
@@ -147,6 +149,56 @@ def test_recipe_trains_on_channels_zoomed_out_crops_and_source_split_heads(model
     assert channels(CELLS3D) == 1  # a z-stack is one plane's worth of channels
     conf = model.meta["training"]["config"]
     assert conf["split_channels"] and conf["zoom_out"] > 1 and conf["head_split"] == "sources"
+
+
+def test_held_out_images_resolve_and_are_never_trained_on():
+    """Every test image is found (shared data or the project's data/) and no recipe, with or
+    without the project's extra sources, trains or validates on one of them."""
+    from napari_focusq.training import FLUORESCENCE_TEST, data_image, fluorescence_recipe, project_data_dir
+
+    assert all(data_image(n, "fluorescence").is_file() for n in FLUORESCENCE_TEST)
+    own = {p.name for p in (project_data_dir() / "fluorescence").iterdir()}
+    plain = fluorescence_recipe("x.safetensors")
+    extra = fluorescence_recipe("x.safetensors", extra_sources=True)
+    for cfg in (plain, extra):
+        assert not {Path(p).name for p in cfg.images + cfg.val_images} & set(FLUORESCENCE_TEST)
+    assert not {Path(p).name for p in plain.images} & own  # the shipped recipe: shared data only
+    added = {Path(p).name for p in extra.images} - {Path(p).name for p in plain.images}
+    assert added == own - set(FLUORESCENCE_TEST) and len(added) == 5
+
+
+def test_project_images_carry_licence_and_pixel_size():
+    """Each of the project's own images has its row (origin, licence) in data/README.md and a
+    pixel size: recorded in the file, or an estimate in KNOWN_PIXEL_UM."""
+    from napari_focusq.io import open_image
+    from napari_focusq.training import KNOWN_PIXEL_UM, project_data_dir
+
+    readme = (project_data_dir() / "README.md").read_text()
+    for path in sorted((project_data_dir() / "fluorescence").iterdir()):
+        stem = path.stem.split("_")[0]
+        assert stem in readme and path.name.split(".")[0][:12] in readme, path.name
+        recorded = open_image(path).pixel_size_um
+        assert (recorded is not None) != (path.name in KNOWN_PIXEL_UM), path.name
+    assert open_image(project_data_dir() / "fluorescence" / "oiffile_mitoEGFP_ch1.tif").pixel_size_um == \
+        pytest.approx(0.1763, abs=1e-4)
+    assert (project_data_dir() / "licences").is_dir() and len(list((project_data_dir() / "licences").iterdir())) >= 3
+
+
+def test_held_out_confocal_mitochondria_read_by_their_defocus(model):
+    """A specimen unlike any the model was trained on (one cell's mitochondria, confocal,
+    0.176 µm/px from the file, resampled to the working grid): readings grow with z."""
+    from napari_focusq.optics import simulate_defocus
+    from napari_focusq.training import data_image, load_training_image
+
+    img = load_training_image(data_image("oiffile_mitoEGFP_ch1.tif", "fluorescence"), "fluorescence")
+    assert img.shape == (90, 90)  # 256 px x 0.1763 µm at 0.5 µm/px
+    tile = np.pad(img, ((0, 230), (0, 230)), mode="reflect")[:320, :320]
+    zs = [0.0, 1.0, 2.0, 4.0]
+    stack = np.stack([simulate_defocus(tile, z, pixel_size_um=0.5, modality="fluorescence") for z in zs])
+    scale = 1000 / np.percentile(stack, 99.5)  # a camera's photon noise, as in training
+    p = model.predict((np.random.default_rng(0).poisson(np.clip(stack * scale, 0, None)) / scale).astype(np.float32))
+    assert np.all(np.diff(p) > 0), p
+    assert p[0] < 0.8 and abs(p[-1] - 4.0) < 1.5, p
 
 
 def test_split_channels_and_zoom_out_tiles(tmp_path):

@@ -35,6 +35,9 @@ KNOWN_PIXEL_UM = {
     "mahotas_nuclear.png": 0.14, "bbbc022_IXMtest_A02_s9_crop.tif": 0.4, "ndev_neocortex-3Ch.ome.tiff": 0.46,
     "cellprofiler_ExampleSpeckles_1-162hrhoe2_Hoechst.tif": 0.07,
     "cellprofiler_ExampleSpeckles_1-162hrh2ax2_gH2AX.tif": 0.07,
+    # The project's own images (data/README.md); the oiffile test image records its own.
+    "spotiflow_terra_2d.tif": 0.08, "spotiflow_hybiss_2d.tif": 0.18, "bbbc007_A9_p10d.tif": 0.36,
+    "bbbc007_20P1_POS0007_D_1UL.tif": 0.36, "bbbc007_17P1_POS0007_D_1UL.tif": 0.36,
 }
 #: The default recipe's split: whole source images held out for validation.
 DEFAULT_VAL = ("histolytics_hgsc_stroma_HE.jpg", "histoqc_template4.png")
@@ -396,6 +399,17 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def project_data_dir() -> Path:
+    """The repository's own real images (data/, beside src/; not in the installed package)."""
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+def data_image(name: str, modality: str) -> Path:
+    """A named real image of ``modality``: from the shared data, else from the project's data/."""
+    shared = shared_data_dir() / modality / name
+    return shared if shared.exists() else project_data_dir() / modality / name
+
+
 def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
     """The recipe's folder (DATA or the project's images of ``modality``) and its usable images."""
     folder = Path(data) if data else shared_data_dir() / modality
@@ -425,17 +439,24 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
 #: The fluorescence recipe's split by source image. Validation (model selection, calibration
 #: and the certainty map): the Drosophila nuclei and the DSB 2018 widefield nuclei - dense
 #: textured nuclei and smooth low-magnification ones. Test (benchmarks only, never trained
-#: on): the Cell Painting crop and the cells3d volume ("tests only; do not bundle").
+#: on): the Cell Painting crop, the cells3d volume ("tests only; do not bundle") and, from the
+#: project's own data/, the confocal mitochondria of oiffile's test file (stated pixel size).
 FLUORESCENCE_VAL = ("cellprofiler_ExampleFly_01_POS002_D_DNA.tif", "nuclei_dsb2018.tif")
-FLUORESCENCE_TEST = ("bbbc022_IXMtest_A02_s9_crop.tif", "cells3d_nuclei_zstack.tif")
+FLUORESCENCE_TEST = ("bbbc022_IXMtest_A02_s9_crop.tif", "cells3d_nuclei_zstack.tif", "oiffile_mitoEGFP_ch1.tif")
 #: Not in-focus truth at their stated pixel sizes: the HT29 pair is ~0.9 µm/px (coarser than
 #: the working resolution, never sharp once upsampled).
 FLUORESCENCE_EXCLUDE = ("cellprofiler_ExampleHuman_D03f00d0_DNA.tif", "cellprofiler_ExampleHuman_D03f00d2_actin.tif")
 
 
-def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
-    """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1)."""
+def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overrides) -> TrainConfig:
+    """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1).
+
+    ``extra_sources`` also trains on the project's own images (data/fluorescence, minus
+    the test image): the trial of DESIGN-NOTES fluorescence round 7, not the shipped weights.
+    """
     folder, images = _recipe_images(data, "fluorescence", FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST)
+    if extra_sources:
+        images += _recipe_images(project_data_dir() / "fluorescence", "fluorescence", FLUORESCENCE_TEST)[1]
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
