@@ -148,6 +148,26 @@ def test_bad_config():
     assert TrainConfig(preset="inception").lr == 1e-5  # the paper's default
 
 
+def test_fluorescence_exposure_range_and_noise_free_share():
+    """Photon noise follows cfg.photons (relative noise ~ 1/sqrt(photons)); a noise_free share
+    of tiles passes untouched; nonsense ranges are refused."""
+    from napari_focusq.training import _degrade
+
+    tile = np.full((64, 64), 5.0, np.float32)
+    tile[::2] = 10.0
+    rel = lambda cfg: float(np.std(_degrade(tile, np.random.default_rng(0), cfg)[1::2]) / 5.0)
+    dim = TrainConfig(modality="fluorescence", photons=(20.0, 20.0))
+    bright = TrainConfig(modality="fluorescence", photons=(1e6, 1e6))
+    assert rel(dim) == pytest.approx((20 / 2) ** -0.5, rel=0.2)  # the bright end is 10, these pixels 5
+    assert rel(bright) < 0.01 * rel(dim)
+    clean = TrainConfig(modality="fluorescence", noise_free=1.0)
+    out = _degrade(tile, np.random.default_rng(0), clean)
+    assert out.dtype == np.float32 and np.array_equal(out, tile)
+    for bad in (dict(photons=(0.0, 10.0)), dict(photons=(100.0, 10.0)), dict(noise_free=1.5)):
+        with pytest.raises(TrainingError, match="photons"):
+            TrainConfig(modality="fluorescence", **bad)
+
+
 def test_unknown_pixel_size(tmp_path, train_images):
     paths, _ = train_images
     with pytest.raises(TrainingError, match="pixel size unknown") as e:

@@ -92,6 +92,10 @@ class TrainConfig:
     arch: dict = field(default_factory=dict)
     ihc_like: float = 0.0
     sparse: float = 0.0
+    #: Fluorescence: photons at a tile's bright end (99.5th percentile), log-uniform in this range.
+    photons: tuple[float, float] = (20.0, 20000.0)
+    #: Fluorescence: share of tiles left without noise (denoised, deconvolved, heavily averaged data).
+    noise_free: float = 0.0
 
     def __post_init__(self):
         if self.preset not in ("fast", "inception"):
@@ -108,6 +112,9 @@ class TrainConfig:
         self.batch_size = int(self.batch_size if self.batch_size is not None else defaults["batch_size"])
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
             raise TrainingError("epochs, learning rate and batch size must be positive")
+        if not (0 < self.photons[0] <= self.photons[1]) or not 0 <= self.noise_free <= 1:
+            raise TrainingError(f"photons must be a range of positive counts and noise_free a share in [0, 1]; "
+                                f"got {tuple(self.photons)} and {self.noise_free}")
         if not 0 < self.z_max_um <= 30:
             raise TrainingError(f"z_max_um must be in (0, 30]; got {self.z_max_um}")
         self.images = [str(p) for p in self.images]
@@ -328,9 +335,12 @@ def _degrade(b: np.ndarray, rng, cfg) -> np.ndarray:
         if rng.random() < 0.85:
             b = _jpeg(b, rng.integers(cfg.jpeg[0], cfg.jpeg[1] + 1))
         return b
-    # Fluorescence: photon (Poisson) and read noise at a random exposure, from a dim 20
-    # photons at the bright end to a nearly noise-free 20000 (log-uniform).
-    scale = math.exp(rng.uniform(math.log(20), math.log(20000))) / max(float(np.percentile(b, 99.5)), 1e-6)
+    # Fluorescence: photon (Poisson) and read noise at a random exposure (cfg.photons at the
+    # bright end, log-uniform), or none: processed data can be cleaner than any camera.
+    if cfg.noise_free and rng.random() < cfg.noise_free:
+        return b.astype(np.float32)
+    lo, hi = cfg.photons
+    scale = math.exp(rng.uniform(math.log(lo), math.log(hi))) / max(float(np.percentile(b, 99.5)), 1e-6)
     b = rng.poisson(np.clip(b * scale, 0, None)).astype(np.float32) + rng.normal(0, rng.uniform(0, 3), b.shape)
     return (b / scale).astype(np.float32)
 
@@ -461,7 +471,7 @@ def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overri
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
                zoom_out=3.5, split_channels=True, head_split="sources", zoom_in=3.0,
-               zoom_in_share=0.5)
+               zoom_in_share=0.5, noise_free=0.1)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
