@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_focusq.certainty import certainty_report, format_certainty_report, model_certainty, noise_ratio
 from napari_focusq.focus import variance_of_laplacian_batch
 from napari_focusq.metrics import ranking_metrics, regression_metrics
 from napari_focusq.models import available_models, load_model
@@ -89,20 +90,24 @@ def main(argv=None):
         print(f"{k:<26}{fmt(r.get('r2'), '8.4f'):>8}{fmt(r.get('slope'), '8.3f'):>8}{fmt(r.get('intercept'), '9.3f'):>9}"
               f"{fmt(r.get('mae_0_4'), '8.3f'):>8}{fmt(r.get('within_1um'), '7.3f'):>7}{fmt(r.get('spearman'), '10.4f'):>10}"
               f"{fmt(r.get('auc'), '8.4f'):>8}{fmt(r.get('tiles_per_s'), '9.0f'):>9}")
-    fast_pred = load_model("fast").predict(X)
+    fast = load_model("fast")
+    fast_pred, spread = fast.predict_with_spread(X)
+    calib = model_certainty(fast)
+    rep = certainty_report(fast_pred, Z, spread, noise_ratio(X, "brightfield"), calib, S)
     for k, path in enumerate(cfg.images):
         sel = S == k
         r = regression_metrics(fast_pred[sel], Z[sel])
         print(f"  fast on {Path(path).name:<38} R² {r['r2']:.4f}  slope {r['slope']:.3f}  "
               f"icpt {r['intercept']:+.3f}  MAE0-4 {r['mae_0_4']:.3f}  AUC {r['auc']:.4f}")
     print("founding paper (InceptionV3, its own test set): R² 0.9904, slope 1.157, intercept 0.59 µm, ±1 µm")
+    print(format_certainty_report(rep, calib))
     rob = robustness(load_model("fast"))
     print(f"robustness (fast): |Δ| JPEG 30 vs 95: mean {rob['jpeg30_vs_95']['mean']:.3f} µm, "
           f"p95 {rob['jpeg30_vs_95']['p95']:.3f} µm; stain lighter vs darker: mean "
           f"{rob['stain_light_vs_dark']['mean']:.3f} µm, p95 {rob['stain_light_vs_dark']['p95']:.3f} µm "
           f"({rob['jpeg30_vs_95']['n']} tiles)")
     if a.json:
-        a.json.write_text(json.dumps({"accuracy": rows, "robustness": rob}, indent=1))
+        a.json.write_text(json.dumps({"accuracy": rows, "robustness": rob, "certainty": rep}, indent=1))
     return 0
 
 

@@ -38,7 +38,7 @@ def drain(gen):
 
 
 def accuracy(fm, images, per_image, seed=123, pixel_um=None):
-    from napari_focusq.certainty import expected_error, model_certainty
+    from napari_focusq.certainty import certainty_report, format_certainty_report, model_certainty, noise_ratio
     from napari_focusq.focus import variance_of_laplacian_batch
     from napari_focusq.metrics import ranking_metrics, regression_metrics
 
@@ -62,14 +62,10 @@ def accuracy(fm, images, per_image, seed=123, pixel_um=None):
         print(f"{name:<34}{m['r2']:>7.3f}{m['slope']:>7.3f}{m['mae_0_4']:>8.3f}{m['spearman']:>10.4f}{m['auc']:>8.4f}")
         print(f"{'  variance of Laplacian':<34}{'-':>7}{'-':>7}{'-':>8}{r['spearman']:>10.4f}{r['auc']:>8.4f}")
     m = regression_metrics(pred, Z)
-    err = np.abs(pred - Z)
-    e = expected_error(spread, pred, model_certainty(fm))
-    worst = e >= np.quantile(e, 0.9)
-    ratio = err[worst].mean() / err[~worst].mean()
-    print(f"\n== certainty ({'calibrated' if model_certainty(fm) else 'UNCALIBRATED'}) on the same held-out tiles ==")
-    print(f"MAE of the 10 % least certain {err[worst].mean():.3f} µm vs rest {err[~worst].mean():.3f} µm: "
-          f"ratio {ratio:.2f} (target >= 2); mean expected {e.mean():.3f} vs real {err.mean():.3f} µm")
-    return m, ratio
+    calib = model_certainty(fm)
+    rep = certainty_report(pred, Z, spread, noise_ratio(X, "fluorescence"), calib, S)
+    print(f"\n{format_certainty_report(rep, calib)}")
+    return m, rep["ratio"]
 
 
 def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):

@@ -47,7 +47,7 @@ def test_auto_modality_picks_the_fluorescence_model(test_image):
     assert fm.modality == "fluorescence" and fm.model.startswith("fast-fluorescence")
     assert any("fluorescence" in n for n in fm.extra["notes"])
     assert np.isfinite(fm.defocus_um).any()
-    assert set(fm.extra) >= {"certainty", "uncertain", "information", "spread_um"}
+    assert set(fm.extra) >= {"certainty", "uncertain", "information", "spread_um", "noise_ratio"}
 
 
 def test_predictions_grow_with_defocus_at_any_bit_depth(model, test_image):
@@ -82,6 +82,14 @@ def test_tilted_specimen_best_plane_per_tile(model, test_image):
     exact = (best == np.broadcast_to(k0, best.shape))[scored].mean()
     assert exact >= 0.95, best
     assert fmap.extra["defocus_per_plane"].shape == (8, rows, cols)
+    # Certainty comes from the chosen plane's own noise ratio (the shipped model's score).
+    from napari_focusq.certainty import noise_ratio
+
+    assert np.isfinite(fmap.extra["certainty"][scored]).all()
+    for r, c in np.argwhere(scored)[:3]:
+        y0, x0, y1, x1 = fmap.tile_bounds(r, c)
+        own = noise_ratio(stack[best[r, c], y0:y1, x0:x1][None], "fluorescence")[0]
+        assert fmap.extra["noise_ratio"][r, c] == pytest.approx(own, rel=1e-4)
     # The composite takes every tile from its best plane, so it is sharper than any plane.
     comp = all_in_focus(stack, fmap)
     assert comp.shape == big.shape and comp.dtype == stack.dtype
@@ -203,6 +211,36 @@ def test_held_out_confocal_mitochondria_read_by_their_defocus(model):
     for p in (model.predict(noisy), model.predict(stack.astype(np.float32))):
         assert np.all(np.diff(p) > 0), p
         assert p[0] < 0.8 and abs(p[-1] - 4.0) < 1.5, p
+
+
+def test_certainty_falls_on_dim_held_out_tiles_that_are_read_worse(model):
+    """The three held-out images, one tile each, at z 0-6 µm and 30 to 30000 photons: the
+    expected error rises as light falls, and the least certain quarter of the tiles is the
+    one read worst."""
+    from napari_focusq.certainty import expected_error, model_certainty, noise_ratio
+    from napari_focusq.optics import simulate_defocus
+    from napari_focusq.training import FLUORESCENCE_TEST, data_image, load_training_image
+
+    calib = model_certainty(model)
+    assert calib["score"] == "noise" and calib["selection"]["noise"] > calib["selection"]["spread"]
+    rng = np.random.default_rng(1)
+    zs, photons = np.array([0.0, 1.0, 2.0, 3.0, 4.5, 6.0]), [30, 300, 3000, 30000]
+    err, e = [], []
+    for name in FLUORESCENCE_TEST:
+        img = load_training_image(data_image(name, "fluorescence"), "fluorescence", {"cells3d_nuclei_zstack.tif": 0.26})
+        pad = ((0, max(0, TILE_PX - img.shape[0])), (0, max(0, TILE_PX - img.shape[1])))
+        tile = np.pad(img, pad, mode="reflect")[:TILE_PX, :TILE_PX]
+        clean = np.stack([simulate_defocus(tile, z, pixel_size_um=0.5, modality="fluorescence") for z in zs])
+        for ph in photons:
+            scale = ph / np.percentile(clean, 99.5)
+            x = (rng.poisson(np.clip(clean * scale, 0, None)) / scale).astype(np.float32)
+            p, s = model.predict_with_spread(x)
+            err.append(np.abs(p - zs))
+            e.append(expected_error(s, p, calib, noise_ratio(x, "fluorescence")))
+    err, e = np.array(err).reshape(3, 4, -1), np.array(e).reshape(3, 4, -1)
+    assert np.all(e[:, 0].mean(-1) > e[:, -1].mean(-1))  # 30 photons less certain than 30000, every image
+    worst = e >= np.quantile(e, 0.75)
+    assert err[worst].mean() >= 1.5 * err[~worst].mean(), (err[worst].mean(), err[~worst].mean())
 
 
 def test_split_channels_and_zoom_out_tiles(tmp_path):

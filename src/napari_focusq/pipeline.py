@@ -155,10 +155,11 @@ def _strip_regions(todo_rows, max_gap: int = 1):
             yield r, run
 
 
-def _read_strip(src, grid, level, z, r, cols, modality):
+def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
     """Read the level region covering tiles (r, cols), cut it into working tiles and measure
-    their information content (pooling weights): all of it in a decode worker, off the
-    thread that runs the model."""
+    their information content (pooling weights) and, for certainty maps fitted on it, their
+    noise ratio: all of it in a decode worker, off the thread that runs the model."""
+    from .certainty import noise_ratio
     from .pooling import tile_information
     from .tiling import tile_to_working
 
@@ -185,13 +186,15 @@ def _read_strip(src, grid, level, z, r, cols, modality):
         tiles.append(t)
         valid.append(v)
     tiles = np.stack(tiles)
-    return tiles, np.asarray(valid), tile_information(tiles, modality)
+    nr = noise_ratio(tiles, modality) if noise else np.full(len(tiles), np.nan, np.float32)
+    return tiles, np.asarray(valid), tile_information(tiles, modality), nr
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
                       min_tissue: float | None = None, batch_size: int = 64,
                       threads: int = 1) -> Generator[Progress, None, FocusMap]:
     """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
+    from .certainty import model_certainty, uses_noise
     from .models import load_model, torch_threads
     from .tiling import TileGrid, estimate_white_level, tissue_mask
 
@@ -228,6 +231,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
     information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
+    noise = np.full((rows, cols), np.nan, np.float32)  # for certainty maps fitted on it (certainty.py)
+    want_noise = uses_noise(model_certainty(fm))
     todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
@@ -241,12 +246,13 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
         pred, sd = fm.predict_with_spread(batch)
-        info = np.concatenate(pending_info)
+        info = np.concatenate(pending_info)  # (n, 2): information, noise ratio
         out = []
-        for (r, c), p, q, i in zip(idx, pred, sd, info):
+        for (r, c), p, q, (i, nr) in zip(idx, pred, sd, info):
             defocus[r, c] = p
             spread[r, c] = q
             information[r, c] = i
+            noise[r, c] = nr
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
         pending_tiles.clear()
@@ -267,18 +273,18 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         def top_up():
             nonlocal queued
             while queued < 2 * batch_size and (unit := next(later, None)) is not None:
-                queue.append((unit, pool.submit(_read_strip, src, grid, lvl, z, *unit, mod)))
+                queue.append((unit, pool.submit(_read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
                 queued += len(unit[1])
 
         top_up()
         while queue:
             (r, cs), future = queue.popleft()
-            tiles, _valid, info = future.result()
+            tiles, _valid, info, nr = future.result()
             queued -= len(cs)
             top_up()
             pending_tiles.append(tiles)
             pending_idx.append([(r, c) for c in cs])
-            pending_info.append(info)
+            pending_info.append(np.stack([info, nr], 1))
             if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
                 finished = flush()
                 yield Progress("score", done, total, f"{done}/{total} tiles",
@@ -288,21 +294,23 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
         extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "level": lvl,
-               "z": z, "spread_um": spread, "information": information},
+               "z": z, "spread_um": spread, "information": information,
+               **({"noise_ratio": noise} if want_noise else {})},
     )
     _add_certainty(fmap, fm)
     return fmap
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:
-    """extra["expected_error_um"], ["certainty"] in [0, 1] and ["uncertain"] from the ensemble spread."""
+    """extra["expected_error_um"], ["certainty"] in [0, 1] and ["uncertain"] from the model's
+    certainty map (ensemble spread or noise ratio, certainty.py)."""
     from .certainty import certainty_layers, model_certainty
 
     spread = fmap.extra.get("spread_um")
     if spread is None or not np.isfinite(spread).any():
         return  # single-head models have no spread
     calib = model_certainty(fm)
-    fmap.extra.update(certainty_layers(spread, fmap.defocus_um, calib))
+    fmap.extra.update(certainty_layers(spread, fmap.defocus_um, calib, noise=fmap.extra.get("noise_ratio")))
     note = f"certainty uncalibrated: model {fm.label} has no certainty map (3 x ensemble spread used)"
     notes = fmap.extra.setdefault("notes", [])
     if calib is None and note not in notes:
@@ -386,13 +394,14 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
     """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
     from .models import load_model
 
-    maps, spreads, infos = [], [], []
+    maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": []}
     for zi in range(src.n_z):
         m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                          level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size)
         maps.append(m.defocus_um)
-        spreads.append(m.extra["spread_um"])
-        infos.append(m.extra["information"])
+        for key, planes in layers.items():
+            if key in m.extra:
+                planes.append(m.extra[key])
         yield Progress("planes", zi + 1, src.n_z, f"plane {zi + 1}/{src.n_z}")
     from .zstack import focus_plane_fit
 
@@ -404,8 +413,9 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
     pick = np.clip(best, 0, None)[None]
     m.defocus_um = np.where(valid, np.take_along_axis(stack, pick, 0)[0], np.nan).astype(np.float32)
     m.extra["focus_plane"] = focus.astype(np.float32)
-    for key, layers in (("spread_um", spreads), ("information", infos)):
-        m.extra[key] = np.where(valid, np.take_along_axis(np.stack(layers), pick, 0)[0], np.nan).astype(np.float32)
+    for key, planes in layers.items():
+        if planes:
+            m.extra[key] = np.where(valid, np.take_along_axis(np.stack(planes), pick, 0)[0], np.nan).astype(np.float32)
     for key in ("expected_error_um", "certainty", "uncertain"):
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))

@@ -521,7 +521,7 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
     train_paths, val_paths = split_images(cfg)
     Xt, Zt, St = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
-    Xv, Zv, _ = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data",
+    Xv, Zv, Sv = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data",
                                         magnify=False)
 
     device = choose_device()
@@ -621,12 +621,13 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     certainty = None
     # Too few validation tiles to fit a certainty map: the pipeline falls back to its rule of thumb.
     if fixed and hasattr(module, "forward_heads") and n_heads > 1 and len(Zv) >= 10:
-        from .certainty import fit_certainty
+        from .certainty import fit_certainty, noise_ratio
 
-        # Map the ensemble's spread on held-out tiles to the error it comes with.
+        # Map the ensemble's spread, or the tiles' noise ratio, whichever ranks the error
+        # better, on held-out tiles to the error it comes with.
         with torch.inference_mode():
             spread_v = module.forward_heads(Fv).std(1).cpu().numpy()
-        certainty = fit_certainty(spread_v, cal, Zv)
+        certainty = fit_certainty(spread_v, cal, Zv, noise=noise_ratio(Xv, cfg.modality), sources=Sv)
     meta = {
         **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,

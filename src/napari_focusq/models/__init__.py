@@ -195,15 +195,8 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
         elif t.shape[-1] != 3:
             t = np.repeat(t.mean(-1, keepdims=True), 3, axis=-1)
         return np.ascontiguousarray((t.astype(np.float32) / scale).transpose(0, 3, 1, 2))
-    # "intensity": one channel on a 0..255 scale. Brightfield RGB: green carries most of
-    # the haematoxylin/eosin/DAB contrast. Fluorescence: the channels' maximum, as the
-    # training images and the benchmark combine them (a mean would dilute the sharp
-    # channel with the diffuse ones).
-    if t.ndim == 4:
-        if modality == "brightfield" and t.shape[-1] == 3:
-            t = t[..., 1]
-        else:
-            t = t.max(-1) if modality == "fluorescence" else t.astype(np.float32).mean(-1)
+    # "intensity": one channel on a 0..255 scale.
+    t = intensity_channel(t, modality)
     if t.dtype == np.uint8 and modality != "fluorescence":
         return t.astype(np.float32)  # already on the 0..255 scale, and always finite
     x = t.astype(np.float32)
@@ -215,6 +208,23 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
     else:
         x *= 255.0 / _dtype_scale(tiles)
     return np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
+
+
+def intensity_channel(tiles: np.ndarray, modality: str) -> np.ndarray:
+    """(N, H, W[, C]) -> (N, H, W), unscaled: the one channel the "intensity" input is made of.
+
+    Brightfield RGB: green carries most of the haematoxylin/eosin/DAB contrast.
+    Fluorescence: the channels' maximum, as the training images and the benchmark combine
+    them (a mean would dilute the sharp channel with the diffuse ones).
+    """
+    t = np.asarray(tiles)
+    if t.ndim == 4 and t.shape[-1] == 4:
+        t = t[..., :3]
+    if t.ndim == 4:
+        if modality == "brightfield" and t.shape[-1] == 3:
+            return t[..., 1]
+        return t.max(-1) if modality == "fluorescence" else t.astype(np.float32).mean(-1)
+    return t
 
 
 def _dtype_scale(t: np.ndarray) -> float:
