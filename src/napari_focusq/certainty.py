@@ -46,8 +46,9 @@ def noise_ratio(tiles, modality: str) -> np.ndarray:
     """Noise-to-signal ratio per tile: median |4-neighbour Laplacian| over the 0.5-99.5 % range.
 
     Computed on the channel the model's intensity input is made of (fluorescence: the
-    channels' maximum; brightfield: green), before its scaling, which the ratio ignores. On flat or defocused content the Laplacian is mostly
-    noise; the median keeps a few sharp edges from counting as noise.
+    channels' maximum; brightfield: green), before its scaling, which the ratio ignores.
+    On flat or defocused content the Laplacian is mostly noise; the median keeps a few
+    sharp edges from counting as noise.
 
     Returns
     -------

@@ -522,7 +522,7 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     train_paths, val_paths = split_images(cfg)
     Xt, Zt, St = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
     Xv, Zv, Sv = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data",
-                                        magnify=False)
+                                         magnify=False)
 
     device = choose_device()
     prev_epochs = 0
