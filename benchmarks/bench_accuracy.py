@@ -101,7 +101,7 @@ def main(argv=None):
               f"icpt {r['intercept']:+.3f}  MAE0-4 {r['mae_0_4']:.3f}  AUC {r['auc']:.4f}")
     print("founding paper (InceptionV3, its own test set): R² 0.9904, slope 1.157, intercept 0.59 µm, ±1 µm")
     print(format_certainty_report(rep, calib))
-    rob = robustness(load_model("fast"))
+    rob = robustness(fast)
     print(f"robustness (fast): |Δ| JPEG 30 vs 95: mean {rob['jpeg30_vs_95']['mean']:.3f} µm, "
           f"p95 {rob['jpeg30_vs_95']['p95']:.3f} µm; stain lighter vs darker: mean "
           f"{rob['stain_light_vs_dark']['mean']:.3f} µm, p95 {rob['stain_light_vs_dark']['p95']:.3f} µm "
