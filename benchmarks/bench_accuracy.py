@@ -24,12 +24,12 @@ from napari_focusq.focus import variance_of_laplacian_batch
 from napari_focusq.metrics import ranking_metrics, regression_metrics
 from napari_focusq.models import available_models, load_model
 from napari_focusq.optics import simulate_defocus
-from napari_focusq.training import DEFAULT_TEST, TrainConfig, _jpeg, iter_dataset, load_training_image, shared_data_dir
+from napari_focusq.training import DEFAULT_TEST, TrainConfig, _jpeg, iter_dataset, load_training_image, project_data_dir
 from napari_focusq.progress import drive
 
 
 def held_out_tiles(per_image: int, seed: int = 2026):
-    folder = shared_data_dir() / "brightfield"
+    folder = project_data_dir() / "brightfield"
     cfg = TrainConfig(images=[str(folder / n) for n in DEFAULT_TEST], z_max_um=6.0, jpeg=(70, 95))
     # Uniform 0-6 µm (the training sampler's extra weight near focus is not wanted here).
     X, Z, S = drive(iter_dataset(cfg.images, per_image, cfg, seed, "test data"))
@@ -39,7 +39,7 @@ def held_out_tiles(per_image: int, seed: int = 2026):
 def robustness(model, per_image: int = 40, seed: int = 7) -> dict:
     """Same tissue and defocus, different JPEG quality / stain strength: prediction spread."""
     rng = np.random.default_rng(seed)
-    folder = shared_data_dir() / "brightfield"
+    folder = project_data_dir() / "brightfield"
     d_jpeg, d_stain = [], []
     for name in DEFAULT_TEST:
         img = load_training_image(folder / name, "brightfield")

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
-SHARED = REPO / ".." / "shared" / "data"
+DATA = REPO / "data"
 SVS_PIXEL_UM = 0.499
 
 #: (y, x) of dense tissue in CMU-1-Small-Region (checked on its thumbnail).

@@ -19,7 +19,7 @@ from napari_focusq.focusmap import CSV_COLUMNS
 from napari_focusq.io import open_image
 from napari_focusq.outputs import RESULTS_COLUMNS, read_results
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).parents[1] / "data"
 SAMPLE = DATA / "brightfield" / "CMU-1-Small-Region.svs"
 STACK = DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"
 SUBCOMMANDS = ("score", "batch", "train", "evaluate", "simulate", "sharpest", "demo")

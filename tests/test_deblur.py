@@ -11,14 +11,14 @@ from napari_focusq.focus import variance_of_laplacian
 from napari_focusq.focusmap import FocusMap
 from napari_focusq.optics import simulate_defocus
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
 def nuclei() -> np.ndarray:
     import tifffile
 
-    return np.array(tifffile.imread(SHARED / "fluorescence" / "nuclei_dsb2018.tif")[96:352, 96:352])
+    return np.array(tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")[96:352, 96:352])
 
 
 def _rmse(a, b):

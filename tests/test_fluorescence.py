@@ -11,8 +11,8 @@ from napari_focusq.models import load_model, weights_dir
 from napari_focusq.pipeline import ArraySource, score_image, score_slide
 from napari_focusq.zstack import ZStackError, all_in_focus, tilted_stack
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-FLUO = SHARED / "fluorescence"
+DATA = Path(__file__).resolve().parents[1] / "data"
+FLUO = DATA / "fluorescence"
 CELLS3D = FLUO / "cells3d_nuclei_zstack.tif"
 
 

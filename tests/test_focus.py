@@ -21,7 +21,7 @@ from napari_focusq.focus import (
 from napari_focusq.optics import simulate_defocus
 from napari_focusq.progress import Cancelled, Progress
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

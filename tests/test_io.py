@@ -17,7 +17,7 @@ from napari_focusq.errors import ImageReadError
 from napari_focusq.io import finite_fraction, open_image, sample_slide_path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
+DATA = REPO / "data"
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
 
 

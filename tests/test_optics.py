@@ -20,7 +20,7 @@ from napari_focusq.optics import (
     simulate_defocus_batch,
 )
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).parents[1] / "data"
 BF = dict(wavelength_um=0.54, na=0.75, n=1.0)
 
 

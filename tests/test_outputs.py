@@ -27,7 +27,7 @@ from napari_focusq.outputs import (
     write_outputs,
 )
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _fmap(shape=(6, 8), image_shape=(1900, 2500), px=0.25, origin=(-37.0, -12.5), seed=0) -> FocusMap:

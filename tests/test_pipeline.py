@@ -15,8 +15,8 @@ from napari_focusq.tiling import TileGrid
 REPO = Path(__file__).resolve().parents[1]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
 SVS_PIXEL_UM = 0.499
-SHARED = REPO / ".." / "shared" / "data"
-NUCLEI = SHARED / "fluorescence" / "nuclei_dsb2018.tif"
+DATA = REPO / "data"
+NUCLEI = DATA / "fluorescence" / "nuclei_dsb2018.tif"
 SHIPPED_FAST = REPO / "src" / "napari_focusq" / "weights" / "fast.safetensors"
 
 
@@ -358,7 +358,7 @@ def test_zstack_per_tile(zstack, fast_model_file):
 def _ki67_hamamatsu():
     from napari_focusq.io import open_image
 
-    with open_image(SHARED / "brightfield" / "openslide_OS-2_Ki67_hamamatsu.ome.tif") as src:
+    with open_image(DATA / "brightfield" / "openslide_OS-2_Ki67_hamamatsu.ome.tif") as src:
         # Two tile columns (705 px each at 0.227 µm/px): one each side of the middle.
         return np.ascontiguousarray(src.read_region(0, 0, 2202, 1410)), src.pixel_size_um
 

@@ -9,7 +9,7 @@ import pytest
 from napari_focusq.focusmap import FocusMap
 from napari_focusq.pooling import pooled_defocus, pooled_from_map, tile_information
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _map(d, t, **extra):
@@ -66,7 +66,7 @@ def test_information_measures_content_not_sharpness():
 
     from napari_focusq.optics import simulate_defocus
 
-    img = tifffile.imread(SHARED / "fluorescence" / "nuclei_dsb2018.tif").astype(np.float32)
+    img = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif").astype(np.float32)
     tile = img[:320, :320]
     blurred = simulate_defocus(tile, 2.0, pixel_size_um=0.5, modality="fluorescence")
     flat = np.full_like(tile, 100.0)

@@ -25,7 +25,7 @@ from napari_focusq.tiling import (
 
 REPO = Path(__file__).resolve().parents[1]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
-SHARED = REPO / ".." / "shared" / "data"
+DATA = REPO / "data"
 
 
 # ----------------------------------------------------------------------- grid
@@ -293,7 +293,7 @@ def test_tissue_fraction_valid_forms():
 def test_fluorescence_nuclei_detected():
     import tifffile
 
-    nuc = tifffile.imread(SHARED / "fluorescence" / "nuclei_dsb2018.tif")
+    nuc = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")
     frac = tissue_mask(nuc, "fluorescence").mean()
     assert 0.05 < frac < 0.7, frac
     # Brighter than the rest on average: the mask is on the nuclei, not the background.
@@ -314,14 +314,14 @@ def test_detect_modality_on_real_images(svs):
 
     mod, why = detect_modality(svs)
     assert mod == "brightfield" and "RGB uint8" in why and "bright background" in why
-    he = skimage.io.imread(SHARED / "brightfield" / "histoqc_template1.png")
+    he = skimage.io.imread(DATA / "brightfield" / "histoqc_template1.png")
     assert detect_modality(he)[0] == "brightfield"
-    nuc = tifffile.imread(SHARED / "fluorescence" / "nuclei_dsb2018.tif")
+    nuc = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")
     mod, why = detect_modality(nuc)
     assert mod == "fluorescence" and "single channel" in why
-    stack = tifffile.imread(SHARED / "fluorescence" / "cells3d_nuclei_zstack.tif")
+    stack = tifffile.imread(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif")
     assert detect_modality(stack[stack.shape[0] // 2])[0] == "fluorescence"
-    rgb_dark = skimage.io.imread(SHARED / "fluorescence" / "mahotas_nuclear.png")
+    rgb_dark = skimage.io.imread(DATA / "fluorescence" / "mahotas_nuclear.png")
     mod, why = detect_modality(rgb_dark)
     assert mod == "fluorescence" and "dark background" in why
     mod, why = detect_modality(np.zeros((10, 10, 5), np.uint16))

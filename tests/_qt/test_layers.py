@@ -71,7 +71,7 @@ def test_manifest_is_valid():
 
 
 def test_reader_gives_um_scale_rgb_and_z_axis():
-    DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    DATA = Path(__file__).resolve().parents[2] / "data"
     from napari_focusq._reader import get_reader
     from napari_focusq.io import sample_slide_path
 
