@@ -112,3 +112,138 @@ def make_dicom_wsi(rgb: np.ndarray, folder: Path, pixel_size_um: float, *, tile:
     with WsiDicom(ArraySource()) as wsi:
         wsi.save(folder, add_missing_levels=pyramid, workers=1)
     return folder
+
+
+# ---------------------------------------------------------------------------------------
+# Tiled pyramidal TIFF: generic (OpenSlide's "generic-tiff") and Philips-style
+def _pyramid(rgb: np.ndarray, min_side: int) -> list[np.ndarray]:
+    """Levels halved by 2x2 averaging while the longest side stays >= ``min_side``."""
+    levels = [rgb]
+    while max(levels[-1].shape[:2]) // 2 >= min_side:
+        a = levels[-1]
+        h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+        b = a[:h, :w].astype(np.float32)
+        levels.append(np.rint((b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]) / 4)
+                      .astype(np.uint8))
+    return levels
+
+
+def make_generic_tiff(rgb: np.ndarray, path: Path, pixel_size_um: float, *, tile: int = 256,
+                      min_side: int = 500, icc_profile: bytes | None = None) -> Path:
+    """A tiled pyramidal TIFF, one page per level, JPEG-free (zlib) so pixels are exact."""
+    import tifffile
+
+    extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
+    with tifffile.TiffWriter(path) as tw:
+        for i, lvl in enumerate(_pyramid(rgb, min_side)):
+            res = 1e4 / (pixel_size_um * rgb.shape[1] / lvl.shape[1])
+            tw.write(lvl, tile=(tile, tile), photometric="rgb", compression="zlib",
+                     resolution=(res, res), resolutionunit="CENTIMETER",
+                     subfiletype=0 if i == 0 else 1, extratags=extratags if i == 0 else [],
+                     metadata=None)
+    return path
+
+
+def _philips_xml(shapes: list[tuple[int, int]], pixel_size_um: float) -> str:
+    reps = "".join(
+        f'<DataObject ObjectType="PixelDataRepresentation">'
+        f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" PMSVR="IDoubleArray">'
+        f'&quot;{pixel_size_um * 1e-3 * rgb_ds:.9g}&quot; &quot;{pixel_size_um * 1e-3 * rgb_ds:.9g}&quot;</Attribute>'
+        f'<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_NUMBER" Group="0x1001" Element="0x8B08" '
+        f'PMSVR="IUInt16">{i}</Attribute>'
+        f'<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_COLUMNS" Group="0x2001" Element="0x115E" '
+        f'PMSVR="IUInt32">{w}</Attribute>'
+        f'<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_ROWS" Group="0x2001" Element="0x115D" '
+        f'PMSVR="IUInt32">{h}</Attribute></DataObject>'
+        for i, ((h, w), rgb_ds) in enumerate(zip(shapes, [shapes[0][1] / s[1] for s in shapes])))
+    return ('<?xml version="1.0" encoding="UTF-8" ?>\n<DataObject ObjectType="DPUfsImport">'
+            '<Attribute Name="DICOM_MANUFACTURER" Group="0x0008" Element="0x0070" PMSVR="IString">'
+            'napari-focusq tests</Attribute>'
+            '<Attribute Name="PIM_DP_SCANNED_IMAGES" Group="0x301D" Element="0x1003" PMSVR="IDataObjectArray">'
+            '<Array><DataObject ObjectType="DPScannedImage">'
+            '<Attribute Name="PIM_DP_IMAGE_TYPE" Group="0x301D" Element="0x1004" PMSVR="IString">WSI</Attribute>'
+            '<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE" Group="0x1001" Element="0x8B01" '
+            f'PMSVR="IDataObjectArray"><Array>{reps}</Array></Attribute>'
+            '</DataObject></Array></Attribute></DataObject>')
+
+
+def make_philips_tiff(rgb: np.ndarray, path: Path, pixel_size_um: float, *, tile: int = 256,
+                      min_side: int = 500) -> Path:
+    """A Philips-style TIFF: DPUfsImport XML, 'Philips' Software tag, one tiled page per level.
+
+    As Philips' exporter does, each level's stored size is padded to whole tiles; the true
+    size is in the XML (PIIM_PIXEL_DATA_REPRESENTATION_COLUMNS/ROWS).
+    """
+    import tifffile
+
+    levels = _pyramid(rgb, min_side)
+    xml = _philips_xml([lv.shape[:2] for lv in levels], pixel_size_um)
+    with tifffile.TiffWriter(path) as tw:
+        for i, lvl in enumerate(levels):
+            h, w = lvl.shape[:2]
+            padded = np.full((-(-h // tile) * tile, -(-w // tile) * tile, 3), 255, np.uint8)
+            padded[:h, :w] = lvl
+            tw.write(padded, tile=(tile, tile), photometric="rgb", compression="zlib",
+                     software="Philips DP v1.0", description=xml if i == 0 else f"level={i}",
+                     subfiletype=0 if i == 0 else 1, metadata=None)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# CZI through pylibCZIrw's writer
+def make_czi(planes: np.ndarray, path: Path, pixel_size_um: float, *, z_spacing_um: float | None = None,
+             tile: int = 512) -> Path:
+    """Write (H, W, 3) RGB or (Z, H, W) grey as a CZI mosaic of ``tile``-sized subblocks."""
+    from pylibCZIrw import czi as pyczi
+
+    rgb = planes.ndim == 3 and planes.shape[-1] == 3
+    stack = planes[None] if rgb or planes.ndim == 2 else planes
+    with pyczi.create_czi(str(path), exist_ok=True) as w:
+        for z, plane in enumerate(stack):
+            data = plane[..., ::-1] if rgb else plane[..., None]  # CZI stores colour as BGR
+            for y in range(0, plane.shape[0], tile):
+                for x in range(0, plane.shape[1], tile):
+                    w.write(data=np.ascontiguousarray(data[y:y + tile, x:x + tile]),
+                            plane={"Z": z, "C": 0, "T": 0}, location=(x, y))
+        w.write_metadata(document_name=Path(path).stem, scale_x=pixel_size_um * 1e-6,
+                         scale_y=pixel_size_um * 1e-6,
+                         scale_z=(z_spacing_um or 0.0) * 1e-6)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# ICC profile: linear-light RGB with sRGB primaries (gamma 1.0), so converting to sRGB
+# brightens mid-tones a lot (stored 128 -> about 188) and a test can see it was applied.
+def linear_rgb_icc() -> bytes:
+    """A minimal ICC v2 display profile (matrix + gamma-1.0 curves), built byte by byte."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(x, y, z) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    def text(t: str) -> bytes:
+        return b"text" + bytes(4) + t.encode() + b"\0"
+
+    def desc(t: str) -> bytes:
+        b = t.encode() + b"\0"
+        return b"desc" + bytes(4) + struct.pack(">I", len(b)) + b + bytes(4 + 4 + 2 + 1 + 67)
+
+    gamma1 = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", 0x0100)
+    tags = [(b"desc", desc("linear sRGB (napari-focusq tests)")), (b"cprt", text("CC0")),
+            (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)), (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+            (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", gamma1), (b"gTRC", gamma1), (b"bTRC", gamma1)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = 128 + len(table) + len(body)
+    header = (struct.pack(">I", size) + b"none" + struct.pack(">I", 0x02100000) + b"mntr" + b"RGB "
+              + b"XYZ " + bytes(12) + b"acsp" + bytes(4) + bytes(4) + bytes(4) + bytes(4) + bytes(8)
+              + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4))
+    header += bytes(128 - len(header))
+    return header + table + body

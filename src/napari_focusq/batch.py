@@ -40,7 +40,9 @@ RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
 #: Files a folder argument contributes (anything else in it is ignored).
 SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
-                  ".png", ".jpg", ".jpeg"}
+                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi"}
+#: DICOM files: a folder holding them is one slide (its levels), never one input per file.
+DICOM_SUFFIXES = {".dcm"}
 #: A file argument with one of these suffixes is a list of inputs, one per line.
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: The manifest is rewritten at most this often while slides finish (and always at the end).
@@ -114,9 +116,16 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     def visit(spec: str, from_list: bool) -> None:
         p = Path(spec).expanduser()
         if p.is_dir():
+            from .io_dicom import is_dicom_folder
+
+            if is_dicom_folder(p):
+                add(p)
+                return
             for f in sorted(p.rglob("*")):
                 if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith("."):
                     add(f)
+                elif f.is_file() and f.suffix.lower() in DICOM_SUFFIXES and is_dicom_folder(f.parent):
+                    add(f.parent)
         elif p.is_file():
             if p.suffix.lower() in LIST_SUFFIXES and not from_list:
                 for item in _list_file(p):

@@ -13,7 +13,6 @@ measures them.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import re
@@ -33,9 +32,8 @@ OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu"}
 #: TIFF layouts (OpenSlide's vendor names) that tifffile reads but OpenSlide stitches right:
 #: Philips TIFF (sparse tiles), Leica SCN (several regions), Ventana BIF (overlapping tiles).
 OPENSLIDE_TIFF_VENDORS = {"philips", "leica", "ventana"}
-SLIDEIO_SUFFIXES = {".vsi"}
 SUPPORTED_FORMATS = ("TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, DICOM WSI, CZI, and through "
-                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF, and VSI through slideio")
+                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF")
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff"}
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -394,10 +392,6 @@ def _open_file(path: Path) -> ImageSource:
         from .io_openslide import open_openslide
 
         return open_openslide(path)
-    if suffix in SLIDEIO_SUFFIXES:
-        from .io_slideio import open_slideio
-
-        return open_slideio(path)
     if suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES | {".czi", ".dcm"}:
         kind = {".czi": "CZI", ".dcm": "DICOM"}.get(suffix, "TIFF" if suffix in TIFF_SUFFIXES
                                                        else suffix[1:].upper())
@@ -436,10 +430,16 @@ def _open_dicom(path: Path) -> ImageSource:
     try:
         require("wsidicom", "dicom", "reading DICOM WSI")
     except MissingExtraError as exc:
-        if importlib.util.find_spec("openslide") is None:
+        try:
+            import openslide  # noqa: F401  (OpenSlide 4 reads DICOM WSI too)
+        except ImportError:
             raise ImageReadError(path, str(exc)) from exc
         from .io_openslide import open_openslide
 
+        if path.is_dir():  # OpenSlide opens a DICOM slide by any one of its files
+            from .io_dicom import _is_dicom_file
+
+            path = next(f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f))
         return open_openslide(path)
     from .io_dicom import open_dicom
 

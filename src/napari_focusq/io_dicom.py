@@ -79,6 +79,8 @@ def open_dicom(path: Path):
                                       _reader(path, wsi, lvl.level), chunks=(tile.height, tile.width)))
         src = ImageSource(path, levels, "YXC", "YXC", backend="wsidicom", closer=wsi.close,
                           associated=lambda: _associated(wsi))
+        # DICOM pyramid levels are exact powers of two (sizes rounded up), as wsidicom numbers them
+        src.downsamples = [float(2 ** lvl.level) for lvl in wsi.levels]
         mpp = wsi.levels.base_level.mpp  # µm per pixel (wsidicom names the type SizeMm)
         if mpp is not None and mpp.width and mpp.height:
             src.pixel_size_um = float(np.mean([float(mpp.width), float(mpp.height)]))

@@ -11,7 +11,6 @@ EXTRAS = {
     "openslide": "OpenSlide (MRXS, SCN, BIF, VMS/VMU, Philips TIFF, DICOM, generic tiled TIFF)",
     "dicom": "wsidicom (DICOM WSI)",
     "czi": "pylibCZIrw (Zeiss CZI)",
-    "slideio": "slideio (Olympus VSI)",
     "inception": "torchvision (the inception model preset)",
 }
 

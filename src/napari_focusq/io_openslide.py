@@ -30,7 +30,10 @@ def open_openslide(path: Path):
     try:
         levels = []
         tile = _tile_size(slide)
+        true_sizes = _philips_sizes(slide.properties)
         for i, (w, h) in enumerate(slide.level_dimensions):
+            if i < len(true_sizes):  # Philips pads each level to whole tiles; the XML has the real size
+                h, w = min(h, true_sizes[i][0]), min(w, true_sizes[i][1])
             levels.append(RegionLevel((h, w, 3), np.uint8, _reader(path, slide, i), chunks=tile))
         src = ImageSource(path, levels, "YXC", "YXC", backend="openslide", closer=slide.close,
                           associated=lambda: {k: (lambda k=k: _rgb(slide.associated_images[k]))
@@ -42,6 +45,8 @@ def open_openslide(path: Path):
         mpp = [m for m in mpp if m]
         if mpp:
             src.pixel_size_um, src.pixel_size_source = float(np.mean(mpp)), "OpenSlide MPP"
+        elif (px := _philips_spacing_um(props)) is not None:
+            src.pixel_size_um, src.pixel_size_source = px, "Philips DICOM_PIXEL_SPACING"
         profile = slide.color_profile
         if profile is not None:
             src.icc_profile = profile.tobytes()
@@ -49,6 +54,34 @@ def open_openslide(path: Path):
     except Exception:
         slide.close()
         raise
+
+
+_PHILIPS_REP = "philips.PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE[{}].{}"
+
+
+def _philips_sizes(props) -> list[tuple[int, int]]:
+    """(rows, columns) of each level as Philips' XML states them (empty for other vendors)."""
+    out = []
+    while True:
+        i = len(out)
+        try:
+            out.append((int(props[_PHILIPS_REP.format(i, "PIIM_PIXEL_DATA_REPRESENTATION_ROWS")]),
+                        int(props[_PHILIPS_REP.format(i, "PIIM_PIXEL_DATA_REPRESENTATION_COLUMNS")])))
+        except (KeyError, ValueError):
+            return out
+
+
+def _philips_spacing_um(props) -> float | None:
+    """Level-0 pixel size from Philips' DICOM_PIXEL_SPACING ('"row mm" "col mm"')."""
+    raw = props.get(_PHILIPS_REP.format(0, "DICOM_PIXEL_SPACING")) or props.get("philips.DICOM_PIXEL_SPACING")
+    if not raw:
+        return None
+    try:
+        vals = [float(v.strip('"')) * 1e3 for v in raw.split()]
+    except ValueError:
+        return None
+    vals = [v for v in vals if np.isfinite(v) and v > 0]
+    return float(np.mean(vals)) if vals else None
 
 
 def _tile_size(slide) -> tuple[int, int]:
