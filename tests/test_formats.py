@@ -174,6 +174,23 @@ def test_sample_slide_without_profile_is_shown_as_stored():
     _reader.close_path(SVS)
 
 
+def test_slideio_backend_reads_levels_labels_and_stacks(files, rgb):
+    """VSI goes through slideio; no VSI file can be made here, so its code runs on formats slideio
+    also reads: the SVS (pixels, pixel size, side pictures) and the CZI z-stack (planes, z spacing)."""
+    pytest.importorskip("slideio")
+    from napari_focusq.io_slideio import open_slideio
+
+    with open_slideio(SVS, "SVS") as src, open_image(SVS) as ref:
+        assert src.backend == "slideio" and src.shape == ref.shape and src.pixel_size_um == pytest.approx(PX)
+        assert src.associated_names == ["label", "macro", "thumbnail"]
+        np.testing.assert_array_equal(src.associated_images()["label"], ref.associated_images()["label"])
+        y, x = TILE_YX
+        np.testing.assert_array_equal(src.read_region(y, x, TILE, TILE), rgb[y:y + TILE, x:x + TILE])
+    with open_slideio(files["czi_stack"], "CZI") as src, open_image(files["czi_stack"]) as ref:
+        assert src.axes == "ZYX" and src.n_z == 3 and src.z_spacing_um == pytest.approx(1.5)
+        np.testing.assert_array_equal(src.read_region(500, 400, 64, 64, z=2), ref.read_region(500, 400, 64, 64, z=2))
+
+
 # ------------------------------------------------------------------------------ napari reader
 @pytest.mark.parametrize("name", list(EXPECT))
 def test_napari_reader_opens_each_format(files, name):
@@ -261,14 +278,15 @@ def test_score_dicom_made_from_the_sample_slide_matches_the_svs(tmp_path, rgb, c
 @pytest.mark.parametrize("module, extra, suffix", [
     ("openslide", "openslide", ".mrxs"),
     ("pylibCZIrw", "czi", ".czi"),
+    ("slideio", "slideio", ".vsi"),
 ])
 def test_missing_extra_names_its_pip_install(files, tmp_path, monkeypatch, module, extra, suffix):
     for m in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
         monkeypatch.delitem(sys.modules, m)
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     path = files["czi_rgb"] if suffix == ".czi" else tmp_path / f"slide{suffix}"
-    if suffix == ".mrxs":
-        path.write_bytes(b"[GENERAL]\n")
+    if suffix in (".mrxs", ".vsi"):
+        path.write_bytes(b"[GENERAL]\n" if suffix == ".mrxs" else b"\x49\x49\x2a\x00")
     with pytest.raises(ImageReadError) as info:
         open_image(path)
     assert f'pip install "napari-focusq[{extra}]"' in str(info.value)
@@ -282,3 +300,15 @@ def test_missing_dicom_reader_names_its_pip_install(files, monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImageReadError, match=r'pip install "napari-focusq\[dicom\]"'):
         open_image(files["dicom"])
+
+
+def test_vsi_without_its_ets_folder_is_a_clear_error(tmp_path):
+    """A .vsi is a TIFF holding only the overview; opened alone it must not pass for the scan."""
+    pytest.importorskip("slideio")
+    import tifffile
+
+    path = tmp_path / "scan.vsi"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ImageReadError) as info:
+        open_image(path)
+    assert str(info.value).startswith(str(path)) and ".ets" in str(info.value)

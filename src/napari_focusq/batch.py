@@ -40,7 +40,7 @@ RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
 #: Files a folder argument contributes (anything else in it is ignored).
 SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
-                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi"}
+                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi", ".vsi"}
 #: DICOM files: a folder holding them is one slide (its levels), never one input per file.
 DICOM_SUFFIXES = {".dcm"}
 #: A file argument with one of these suffixes is a list of inputs, one per line.

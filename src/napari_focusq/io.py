@@ -33,7 +33,9 @@ OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu"}
 #: Philips TIFF (sparse tiles), Leica SCN (several regions), Ventana BIF (overlapping tiles).
 OPENSLIDE_TIFF_VENDORS = {"philips", "leica", "ventana"}
 SUPPORTED_FORMATS = ("TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, DICOM WSI, CZI, and through "
-                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF")
+                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF, and VSI through slideio")
+#: Olympus/Evident cellSens VSI, read through slideio
+SLIDEIO_SUFFIXES = {".vsi"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff"}
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -378,6 +380,10 @@ def _open_file(path: Path) -> ImageSource:
     if not head:
         raise ImageReadError(path, "file is empty (0 bytes)")
     suffix = path.suffix.lower()
+    if suffix in SLIDEIO_SUFFIXES:  # a VSI is a TIFF holding only the overview; the scan is in .ets files
+        from .io_slideio import open_slideio
+
+        return open_slideio(path)
     if head[:4] in _TIFF_MAGIC:
         return _open_tiff_family(path)
     if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):

@@ -11,6 +11,7 @@ EXTRAS = {
     "openslide": "OpenSlide (MRXS, SCN, BIF, VMS/VMU, Philips TIFF, DICOM, generic tiled TIFF)",
     "dicom": "wsidicom (DICOM WSI)",
     "czi": "pylibCZIrw (Zeiss CZI)",
+    "slideio": "slideio (Olympus/Evident VSI)",
     "inception": "torchvision (the inception model preset)",
 }
 
