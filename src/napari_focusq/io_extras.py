@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .errors import ImageReadError
+from .errors import FocusQError, ImageReadError
 
 #: extra name -> what it adds (for messages and the README)
 EXTRAS = {
@@ -16,13 +16,14 @@ EXTRAS = {
 }
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(FocusQError, ImportError):
     """An optional dependency is not installed; the message says how to add it."""
 
     def __init__(self, extra: str, module: str, what: str):
         self.extra = extra
-        super().__init__(f"{what} needs the optional package {module!r}, which is not installed: "
-                         f'pip install "napari-focusq[{extra}]"', name=module)
+        package = module.split(".")[0]
+        ImportError.__init__(self, f"{what} needs the optional package {package!r}, which is not "
+                                   f'installed: pip install "napari-focusq[{extra}]"', name=module)
 
 
 def require(module: str, extra: str, what: str):
