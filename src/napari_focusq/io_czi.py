@@ -8,6 +8,7 @@ are stacked channels-last. Time series and multi-position files without a mosaic
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,10 @@ def open_czi(path: Path):
         while max(H, W) / (ds_list[-1] * 2) >= _MIN_LEVEL_SIDE:
             ds_list.append(ds_list[-1] * 2)
         levels = []
+        lock = threading.Lock()
         for ds in ds_list:
             h, w = -(-H // ds), -(-W // ds)
-            reader = _reader(path, doc, rect, ds, z0, c0, nc, colour)
+            reader = _reader(path, doc, lock, rect, ds, z0, c0, nc, colour)
             shape = ((nz,) if nz > 1 else ()) + (h, w) + ((nc,) if nc > 1 else ())
             if nz > 1:
                 levels.append(RegionLevel(shape, dtype, reader, stack=True))
@@ -89,18 +91,19 @@ def _czi_scaling(doc, um) -> tuple[float | None, float | None]:
     return (float(np.mean(xy)) if xy else None), d.get("Z")
 
 
-def _reader(path: Path, doc, rect, ds: int, z0: int, c0: int, nc: int, colour: bool):
-    """read(z, y0, x0, h, w) in this level's pixels."""
+def _reader(path: Path, doc, lock: threading.Lock, rect, ds: int, z0: int, c0: int, nc: int, colour: bool):
+    """read(z, y0, x0, h, w) in this level's pixels (one read at a time per document)."""
 
     def read(z: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         # libCZI reads in level-0 coordinates and scales by `zoom`
         roi = (rect.x + x0 * ds, rect.y + y0 * ds, w * ds, h * ds)
         try:
             planes = []
-            for c in range(nc if not colour else 1):
-                a = doc.read(roi=roi, plane={"Z": z0 + z, "C": c0 + c, "T": 0},
-                             zoom=None if ds == 1 else 1.0 / ds)
-                planes.append(a)
+            # the scorer decodes tiles in threads; libCZI's reader is not documented as thread-safe
+            with lock:
+                for c in range(nc if not colour else 1):
+                    planes.append(doc.read(roi=roi, plane={"Z": z0 + z, "C": c0 + c, "T": 0},
+                                           zoom=None if ds == 1 else 1.0 / ds))
         except Exception as exc:
             raise ImageReadError(path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                        "the file may be truncated or corrupt") from exc

@@ -7,6 +7,7 @@ formats too (SVS, CZI, DICOM...), which is how the tests exercise this code with
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,13 @@ def open_slideio(path: Path, driver: str | None = None):
             raise ImageReadError(path, f"has channels of different types ({sorted(map(str, dtypes))})")
         dtype = dtypes.pop()
         levels, downsamples = [], []
+        lock = threading.Lock()  # slideio does not document concurrent reads of one scene
         for i in range(scene.num_zoom_levels):
             info = scene.get_zoom_level_info(i)
             w, h = info.size.width, info.size.height
             tile = info.tile_size
             shape = ((nz,) if nz > 1 else ()) + (h, w) + ((nc,) if nc > 1 else ())
-            read = _reader(path, scene, i, nc)
+            read = _reader(path, scene, lock, i, nc)
             if nz > 1:
                 levels.append(RegionLevel(shape, dtype, read, chunks=(tile.height, tile.width), stack=True))
             else:
@@ -83,10 +85,11 @@ def open_slideio(path: Path, driver: str | None = None):
         raise ImageReadError(path, f"cannot read the slide's structure ({type(exc).__name__}: {exc})") from exc
 
 
-def _reader(path: Path, scene, level: int, nc: int):
+def _reader(path: Path, scene, lock: threading.Lock, level: int, nc: int):
     def read(z: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         try:
-            a = scene.read_block_from_level(level, (x0, y0, w, h), slices=(z, z + 1))
+            with lock:
+                a = scene.read_block_from_level(level, (x0, y0, w, h), slices=(z, z + 1))
         except Exception as exc:
             raise ImageReadError(path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                        "the file may be truncated or corrupt") from exc
