@@ -10,20 +10,21 @@ REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
 
 
-def _sources_for(path) -> list:
+def _source(layer):
+    """The open file behind a layer (None once released)."""
     from napari_focusq import _reader
 
-    return [s for s in _reader.open_sources().values() if str(s.path) == str(path)]
+    return _reader.open_sources().get(layer.metadata["focusq_source"])
 
 
 def test_file_closes_when_its_layer_is_removed(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(SVS), plugin="napari-focusq")
     assert layer.metadata["backend"] == "tifffile" and layer.rgb
-    (src,) = _sources_for(SVS)
+    src = _source(layer)
     assert not src.closed
     viewer.layers.remove(layer)
-    assert src.closed and _sources_for(SVS) == []
+    assert src.closed and _source(layer) is None
 
 
 def test_multichannel_file_closes_with_its_last_channel_layer(make_napari_viewer, tmp_path):
@@ -36,7 +37,8 @@ def test_multichannel_file_closes_with_its_last_channel_layer(make_napari_viewer
     viewer = make_napari_viewer()
     layers = viewer.open(str(path), plugin="napari-focusq")
     assert len(layers) == 2
-    (src,) = _sources_for(path)
+    src = _source(layers[0])
+    assert _source(layers[1]) is src
     viewer.layers.remove(layers[0])
     assert not src.closed  # the other channel still reads from it
     viewer.layers.remove(layers[1])
@@ -58,5 +60,6 @@ def test_dicom_folder_opens_in_the_viewer(make_napari_viewer, tmp_path):
     viewer.reset_view()
     shot = viewer.screenshot(str(tmp_path / "dicom.png"), canvas_only=False)
     assert shot.shape[0] > 100
+    src = _source(layer)
     viewer.layers.remove(layer)
-    assert _sources_for(folder) == []
+    assert src.closed
