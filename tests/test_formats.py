@@ -234,7 +234,7 @@ def test_npe2_reads_each_format_through_the_manifest(files):
 
 
 # ------------------------------------------------------------------------------ CLI
-@pytest.mark.parametrize("name", ["philips_tiff", "dicom", "czi_rgb"])
+@pytest.mark.parametrize("name", ["generic_tiff", "philips_tiff", "dicom", "czi_rgb", "czi_stack"])
 def test_cli_scores_each_format(files, tmp_path, name, capsys):
     from napari_focusq.cli import main
     from napari_focusq.models import new_model
@@ -312,3 +312,17 @@ def test_vsi_without_its_ets_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ImageReadError) as info:
         open_image(path)
     assert str(info.value).startswith(str(path)) and ".ets" in str(info.value)
+
+
+def test_time_lapse_czi_is_refused_and_not_claimed_by_the_reader(tmp_path):
+    from pylibCZIrw import czi as pyczi
+
+    from napari_focusq._reader import get_reader
+
+    path = tmp_path / "timelapse.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as w:
+        for t in range(2):
+            w.write(data=np.full((32, 48, 1), t, np.uint16), plane={"T": t, "Z": 0, "C": 0}, location=(0, 0))
+    with pytest.raises(ImageReadError, match="T=2"):
+        open_image(path)
+    assert get_reader(str(path)) is None
