@@ -326,3 +326,20 @@ def test_time_lapse_czi_is_refused_and_not_claimed_by_the_reader(tmp_path):
     with pytest.raises(ImageReadError, match="T=2"):
         open_image(path)
     assert get_reader(str(path)) is None
+
+
+def test_batch_inputs_take_a_dicom_folder_as_one_slide(files, tmp_path):
+    """`focusq batch scans/` must score a DICOM slide once, not once per .dcm level file."""
+    import shutil
+
+    from napari_focusq.batch import expand_inputs
+
+    scans = tmp_path / "scans"
+    shutil.copytree(files["dicom"], scans / "case1_dicom")
+    shutil.copy(files["czi_rgb"], scans / "case2.czi")
+    shutil.copy(SVS, scans / "case3.svs")
+    found, missing = expand_inputs([str(scans)])
+    assert missing == []
+    assert sorted(p.name for p in found) == ["case1_dicom", "case2.czi", "case3.svs"]
+    found, _ = expand_inputs([str(scans / "case1_dicom")])  # the slide folder itself
+    assert [p.name for p in found] == ["case1_dicom"]
