@@ -343,3 +343,16 @@ def test_batch_inputs_take_a_dicom_folder_as_one_slide(files, tmp_path):
     assert sorted(p.name for p in found) == ["case1_dicom", "case2.czi", "case3.svs"]
     found, _ = expand_inputs([str(scans / "case1_dicom")])  # the slide folder itself
     assert [p.name for p in found] == ["case1_dicom"]
+
+
+def test_philips_tiff_without_openslide_falls_back_to_tifffile(files, rgb, monkeypatch):
+    """Without the [openslide] extra a Philips TIFF still opens (padded levels, pixel size from its XML)."""
+    for m in [m for m in sys.modules if m == "openslide" or m.startswith("openslide.")]:
+        monkeypatch.delitem(sys.modules, m)
+    monkeypatch.setitem(sys.modules, "openslide", None)
+    with open_image(files["philips_tiff"]) as src:
+        assert src.backend == "tifffile"
+        assert src.pixel_size_um == pytest.approx(PX) and src.pixel_size_source == "Philips DICOM_PIXEL_SPACING"
+        assert src.shape == (3072, 2304, 3)  # stored sizes, padded to whole 256-px tiles
+        y, x = TILE_YX
+        np.testing.assert_array_equal(src.read_region(y, x, TILE, TILE), rgb[y:y + TILE, x:x + TILE])

@@ -612,6 +612,8 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
             return px, "OME", dz
     page = tf.pages[0]
     desc = page.description or ""
+    if tf.is_philips and (px := _philips_pixel_size(tf.philips_metadata)):
+        return px, "Philips DICOM_PIXEL_SPACING", None
     if tf.is_svs or desc.startswith("Aperio"):
         m = re.search(r"\bMPP\s*=\s*([0-9.eE+-]+)", desc)
         if m and (px := _um(m.group(1), "µm")):
@@ -625,6 +627,16 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
     if px is not None:
         return px, "TIFF resolution", dz
     return None, "unknown", dz
+
+
+def _philips_pixel_size(xml: str | None) -> float | None:
+    """Level-0 µm from a Philips TIFF's first DICOM_PIXEL_SPACING ('"row mm" "col mm"')."""
+    m = re.search(r'Name="DICOM_PIXEL_SPACING"[^>]*>([^<]+)<', xml or "")
+    if not m:
+        return None
+    vals = [_um(v.strip('"'), "mm") for v in m.group(1).replace("&quot;", '"').split()]
+    vals = [v for v in vals if v]
+    return float(np.mean(vals)) if vals else None
 
 
 def _ome_pixel_size(xml: str, index: int) -> tuple[float | None, float | None]:
