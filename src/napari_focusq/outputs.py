@@ -29,7 +29,7 @@ RESULTS_COLUMNS = (
     "input", "stem", "status", "tissue_pct", "excluded_pct", "median_um", "p90_um", "mean_um",
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
     "pooled_um", "uncertain_pct", "tissue_tiles",
-    "na", "immersion_n", "wavelength_um", "optics_source",
+    "na", "immersion_n", "wavelength_um", "optics_source", "field_um",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -321,6 +321,8 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
             w = o["wavelengths_um"]
             row.update(na=_fmt(o["na"]), immersion_n=_fmt(o["immersion_n"]),
                        wavelength_um=_fmt(w[len(w) // 2]), optics_source=o["source"]["na"])
+        if "field_um" in fmap.extra:  # fluorescence: the whole field's reading (sparse_scoring.py)
+            row["field_um"] = _fmt(fmap.extra["field_um"])
     return row
 
 

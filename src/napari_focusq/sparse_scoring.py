@@ -5,7 +5,8 @@ area rule (10 % of the tile with signal, pipeline.MIN_SIGNAL_FRACTION): 5-20 nuc
 ~10 µm in a 340 x 450 µm field cover 1-4 % of it, so the whole field came back NaN, in
 focus or not. Here a fluorescence tile is also scored when it holds a whole object
 (a connected region of signal of at least ``MIN_OBJECT_UM2``, counted at the tile
-holding its centroid), and the reading says how little it rests on: tiles with fewer
+holding its centroid); the field gets one reading (``extra["field_um"]``, objects
+weighting its tiles); and the reading says how little it rests on: tiles with fewer
 than ``FEW_OBJECTS`` objects are marked low-signal, their certainty scaled down and
 flagged uncertain, since a spectrum of one or two objects on a dark field reads blur
 from less than a tile's worth of edges.
@@ -44,11 +45,28 @@ def object_counts(mask_thumb: np.ndarray, grid, thumb_scale: tuple[float, float]
     return counts
 
 
+def field_reading(defocus_um: np.ndarray, counts: np.ndarray) -> float:
+    """The whole field's reading: the mean of its tiles' readings weighted by the objects
+    each holds (at least 1), NaN when no tile was read.
+
+    Chosen over the median, a 75th percentile, the maximum and object-weighted medians on
+    the sparse fields made from the *trained-on* sources (bench_sparse.py: AUC of in-focus
+    against >= 10 µm fields 0.979 median, 0.995 this); the held-out sources only report.
+    """
+    ok = np.isfinite(defocus_um)
+    if not ok.any():
+        return float("nan")
+    w = np.maximum(np.asarray(counts, float)[ok], 1.0)
+    return float((defocus_um[ok] * w).sum() / w.sum())
+
+
 def mark_low_signal(fmap, counts: np.ndarray) -> None:
-    """Record objects per tile; scale certainty down and flag uncertain where few objects
-    carry the reading (only on tiles scored for their objects, not for their area)."""
+    """Record objects per tile and the field's reading; scale certainty down and flag
+    uncertain where few objects carry the reading (only on tiles scored for their
+    objects, not for their area)."""
     fmap.extra["objects"] = counts
     d = fmap.defocus_um
+    fmap.extra["field_um"] = field_reading(d, counts)
     low = np.isfinite(d) & (counts < FEW_OBJECTS) & (fmap.tissue_fraction < 0.1)
     fmap.extra["low_signal"] = low
     if not low.any():

@@ -333,6 +333,8 @@ def apply_optics(fmap, so: ScoringOptics) -> None:
     slope = so.map.slope(np.nan_to_num(raw, nan=0.0))
     fmap.extra["defocus_model_optics_um"] = raw
     fmap.defocus_um = so.map.to_user(raw)
+    if "field_um" in fmap.extra:  # sparse fields' one reading (sparse_scoring.field_reading)
+        fmap.extra["field_um"] = float(so.map.to_user([fmap.extra["field_um"]])[0])
     for key in ("spread_um", "expected_error_um"):
         if key in fmap.extra and np.shape(fmap.extra[key]) == np.shape(raw):
             fmap.extra[key] = (np.asarray(fmap.extra[key], np.float32) * slope).astype(np.float32)
