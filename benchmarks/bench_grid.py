@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 
-from napari_focusq.metrics import ranking_metrics
 from napari_focusq.models import load_model
 from napari_focusq.optics import simulate_defocus
 from napari_focusq.tiling import resample_to_working
@@ -98,7 +97,8 @@ def _table(rows):
         med = [np.median(v[v[:, 0] == z, 1]) for z in ZS]
         a05 = _auc(v[v[:, 0] == 0, 1], v[v[:, 0] == 0.5, 1])
         a1 = _auc(v[v[:, 0] == 0, 1], v[v[:, 0] == 1.0, 1])
-        print(f"{k:<12}{'  '.join(f'{m:5.2f}' for m in med):<52}{a05:>10.3f}{a1:>9.3f}{_spearman(v[:, 0], v[:, 1]):>14.3f}")
+        sp = _spearman(v[:, 0], v[:, 1])
+        print(f"{k:<12}{'  '.join(f'{m:5.2f}' for m in med):<52}{a05:>10.3f}{a1:>9.3f}{sp:>14.3f}")
 
 
 if __name__ == "__main__":

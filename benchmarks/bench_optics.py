@@ -65,7 +65,8 @@ def _stats(pred, z):
     slope, icpt = np.polyfit(z, pred, 1)
     near = float(np.median(pred[z < 0.5])) if (z < 0.5).any() else float("nan")
     a, b = pred[z < 1], pred[z > 3]
-    auc = float(((b[:, None] > a[None, :]).mean() + 0.5 * (b[:, None] == a[None, :]).mean())) if a.size and b.size else float("nan")
+    auc = (float(((b[:, None] > a[None, :]).mean() + 0.5 * (b[:, None] == a[None, :]).mean()))
+           if a.size and b.size else float("nan"))
     return (float(np.mean(np.abs(pred[m4] - z[m4]))), float(np.mean(np.abs(pred[m6] - z[m6]))), slope, icpt,
             float(spearmanr(z, pred).correlation), near, auc)
 

@@ -118,8 +118,8 @@ def main(argv=None):
     print(f"tiles scored per field: median {np.median(r[:, 4]):.0f} (min {r[:, 4].min():.0f}); "
           f"low-signal (< 3 objects) {100 * r[:, 5].sum() / max(r[:, 4].sum(), 1):.0f} % of scored tiles; "
           f"objects found per field: median {np.median(r[:, 6]):.0f}")
-    print("fields without a reading: " + (", ".join(f"{names[i]} z={r[i, 0]:g}" for i in np.nonzero(~np.isfinite(r[:, 1]))[0])
-                                          or "none"))
+    missing = [f"{names[i]} z={r[i, 0]:g}" for i in np.nonzero(~np.isfinite(r[:, 1]))[0]]
+    print("fields without a reading: " + (", ".join(missing) or "none"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 from .config import Optics
 from .errors import FocusQError
 
-__all__ = ["PairError", "PairFit", "fit_pair", "pair_channel", "registration", "plot_pair_fit"]
+__all__ = ["PairError", "PairFit", "fit_pair", "otf_profile", "pair_channel", "registration", "plot_pair_fit"]
 
 #: Radial frequency rings of the fit (between the lowest ring, skipped, and the top).
 N_RINGS = 64
@@ -182,7 +182,7 @@ def _measure(a, b, pixel_size_um, shift, f_top) -> _Measured:
     return _Measured(freqs, h, w / max(w.sum(), 1e-300), coherence)
 
 
-def _otf_profile(z, pixel_size_um, wavelength_um, na, n, freqs, oversample=3) -> np.ndarray:
+def otf_profile(z, pixel_size_um, wavelength_um, na, n, freqs, oversample=3) -> np.ndarray:
     """Radial profile of the pixel-integrated OTF at the ring centres (cycles/µm)."""
     import scipy.fft as sfft
 
@@ -211,9 +211,9 @@ def _otf_profile(z, pixel_size_um, wavelength_um, na, n, freqs, oversample=3) ->
 
 
 def _model_h(z, na, n, lam, px, freqs, reference):
-    h = _otf_profile(z, px, lam, na, n, freqs)
+    h = otf_profile(z, px, lam, na, n, freqs)
     if reference == "capture":
-        h0 = _otf_profile(0.0, px, lam, na, n, freqs)
+        h0 = otf_profile(0.0, px, lam, na, n, freqs)
         h = h / np.where(np.abs(h0) > 1e-3, h0, np.nan)
     return h
 

@@ -468,7 +468,8 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
         if planes:
             m.extra[key] = np.where(valid, np.take_along_axis(np.stack(planes), pick, 0)[0], np.nan).astype(np.float32)
     # (field_um, low_signal and the unmapped readings were the last plane's: not this map's)
-    for key in ("expected_error_um", "certainty", "uncertain", "field_um", "low_signal", "defocus_model_optics_um"):
+    for key in ("expected_error_um", "certainty", "uncertain", "field_um", "low_signal",
+                "defocus_model_optics_um"):
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",

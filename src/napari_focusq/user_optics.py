@@ -177,9 +177,9 @@ def _mid(w) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _mtf(z, px, lam, na, n) -> np.ndarray:
-    from .pairfit import _otf_profile
+    from .pairfit import otf_profile
 
-    return np.abs(_otf_profile(z, px, lam, na, n, _BANDS / px))
+    return np.abs(otf_profile(z, px, lam, na, n, _BANDS / px))
 
 
 @dataclasses.dataclass(frozen=True)
