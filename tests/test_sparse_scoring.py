@@ -80,3 +80,5 @@ def test_weak_signal_gets_a_whole_field_reading(bbbc007_crops):
     fm = _score(img)
     d = fm.defocus_um[np.isfinite(fm.defocus_um)]
     assert d.size >= 1 and fm.extra["low_signal"].any()
+    # Too dim for the tissue mask (no object found): the whole-field reading gave it.
+    assert any("whole-field reading" in n for n in fm.extra["notes"])

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq score slide.svs --out qc/\n"
              "  focusq score scans/*.ome.tif --out qc/ --threshold-um 1.5\n"
              "  focusq score cells.tif --out qc/ --pixel-size 0.325 --modality fluorescence\n"
-             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n\n"
+             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n"
+             "  focusq score plate/*.tif --out qc/ --pixel-size 0.65 --na 0.45   # µm for a 20x/0.45\n\n"
              "writes per input <stem>.tiles.csv, .heatmap.tif, .mask.png, .geojson, .overlay.png,\n"
              "and one row per input in OUT/results.tsv")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="slides, z-stacks or images")

@@ -306,22 +306,12 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                 yield Progress("score", done, total, f"{done}/{total} tiles",
                                data={"grid_shape": (rows, cols), "tiles": finished})
     if objects is not None and not np.isfinite(defocus).any():
-        # Nothing passed either rule: read the whole field where it holds weak signal.
-        from .sparse_scoring import weak_signal_centre, whole_field_tile
+        # Nothing passed either rule: one whole-field reading where the field holds weak signal.
+        from .sparse_scoring import whole_field_reading
 
-        at = weak_signal_centre(thumb, px * H / thumb.shape[0])
-        if at is not None:
-            cy, cx = (at[0] + 0.5) * H / thumb.shape[0], (at[1] + 0.5) * W / thumb.shape[1]
-            rc = grid.tile_at(min(cy, H - 1), min(cx, W - 1))
-            t = whole_field_tile(src, grid, lvl, z, (cy, cx))
-            p, q = fm.predict_with_spread(t[None])
-            defocus[rc], spread[rc] = p[0], q[0]
-            from .certainty import noise_ratio
-            from .pooling import tile_information
-
-            information[rc] = tile_information(t[None], mod)[0]
-            if want_noise:
-                noise[rc] = noise_ratio(t[None], mod)[0]
+        got = whole_field_reading(src, grid, lvl, z, thumb, fm, mod, want_noise)
+        if got is not None:
+            rc, defocus[rc], spread[rc], information[rc], noise[rc] = got
             objects[rc] = max(int(objects[rc]), 1)
             notes.append("no tile held enough signal: one whole-field reading around the brightest region")
     fmap = FocusMap(

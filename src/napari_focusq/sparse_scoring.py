@@ -129,3 +129,21 @@ def whole_field_tile(src, grid, level: int, z, centre_level0: tuple[float, float
     px_level = grid.pixel_size_um * ds
     tile, _valid = tile_to_working(region, px_level, TILE_PX, WORKING_PIXEL_UM)
     return tile
+
+
+def whole_field_reading(src, grid, level: int, z, thumb: np.ndarray, fm, modality: str, want_noise: bool):
+    """(tile (row, col), reading, spread, information, noise ratio) of one working tile around
+    the field's brightest weak signal, or None when the field has none (weak_signal_centre)."""
+    from .certainty import noise_ratio
+    from .pooling import tile_information
+
+    H, W = grid.image_shape
+    at = weak_signal_centre(thumb, grid.pixel_size_um * H / thumb.shape[0])
+    if at is None:
+        return None
+    cy, cx = (at[0] + 0.5) * H / thumb.shape[0], (at[1] + 0.5) * W / thumb.shape[1]
+    rc = grid.tile_at(min(cy, H - 1), min(cx, W - 1))
+    t = whole_field_tile(src, grid, level, z, (cy, cx))[None]
+    p, q = fm.predict_with_spread(t)
+    nr = noise_ratio(t, modality)[0] if want_noise else np.nan
+    return rc, p[0], q[0], tile_information(t, modality)[0], nr
