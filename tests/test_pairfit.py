@@ -155,3 +155,18 @@ def test_evaluate_pairs_reads_both_captures(field, tmp_path, capsys):
     assert "MAE" in out
     assert main(["evaluate", "default", "--pairs", "nocolon"]) == 1
     assert main(["evaluate", "default"]) == 2
+
+
+def test_real_focus_sweep_fits_symmetric_growing_defocus():
+    # The real smear sweep in data/ (plane 9 best, constant step; pixel size and NA not
+    # stated, so 0.5 µm/px and NA 0.5 are assumed): fitted z grows with the distance from
+    # the best plane and agrees on both sides. Its planes drift 1-2 px: --max-shift 2.5.
+    from tests.conftest import DATA
+
+    st = tifffile.imread(DATA / "brightfield_through_focus" / "smear_through_focus_19planes.tif")
+    z = {k: fit_pair(st[9], st[9 + k], pixel_size_um=0.5, na=0.5, max_shift_px=2.5).z_um for k in (-4, 4, -8, 8)}
+    # Tolerance: the two sides differed by 0.1-0.35 µm at 3-8 planes (DESIGN-NOTES), 0.6 allows noise.
+    assert abs(z[4] - z[-4]) < 0.6 and abs(z[8] - z[-8]) < 0.6, z
+    assert min(z[8], z[-8]) > max(z[4], z[-4]) + 2.0, z
+    with pytest.raises(PairError, match="misregistered"):
+        fit_pair(st[9], st[1], pixel_size_um=0.5, na=0.5)  # default 1 px: its 1.9 px drift is refused
