@@ -96,6 +96,11 @@ def test_misregistered_pairs_are_refused(field, slide_crop, how):
         fit_pair(field, b, pixel_size_um=PX, reference="image", na=0.75, names=("in.tif", "out.tif"))
 
 
+def test_identical_captures_fit_zero(field):
+    fit = fit_pair(field, field, pixel_size_um=PX, na=0.75)
+    assert fit.z_um < 0.1 and fit.residual < 1e-3 and np.isnan(fit.r2)  # flat H: no R² to give
+
+
 def test_flat_and_tiny_inputs_are_refused(field):
     with pytest.raises(PairError, match="flat"):
         fit_pair(field, np.full_like(field, 200), pixel_size_um=PX)

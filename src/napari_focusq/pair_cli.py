@@ -73,7 +73,8 @@ def main_pair(args) -> int:
                                    f"z = {fit.z_um:.2f} µm, residual {fit.residual:.3f}, R² {fit.r2:.3f}")
     na_txt = f"NA {fit.na:.3f} ({'fitted' if fit.na_fitted else source['na']})"
     print(f"defocus {fit.z_um:.3f} µm  ({na_txt}, n {fit.n:g}, λ {fit.wavelength_um:g} µm, {mod}, {px:g} µm/px)")
-    print(f"fit residual {fit.residual:.4f} (weighted RMS of H), R² {fit.r2:.4f}, gain {fit.gain:.3f}; "
+    r2 = f"{fit.r2:.4f}" if fit.r2 == fit.r2 else "- (flat H: no defocus to explain)"
+    print(f"fit residual {fit.residual:.4f} (weighted RMS of H), R² {r2}, gain {fit.gain:.3f}; "
           f"registration shift ({fit.shift_px[0]:+.2f}, {fit.shift_px[1]:+.2f}) px, coherence {fit.coherence:.3f}")
     print(f"plot: {plot}")
     if args.json:

@@ -57,7 +57,7 @@ class PairFit:
     wavelength_um: float
     gain: float
     residual: float  # weighted RMS of (measured - model) H
-    r2: float  # weighted R² of the model H against the measured H
+    r2: float  # weighted R² of the model H against the measured H (NaN when H is flat)
     shift_px: tuple[float, float]
     peak_ratio: float
     coherence: float
@@ -329,7 +329,8 @@ def fit_pair(in_focus, defocused, *, pixel_size_um: float, modality: str = "brig
     w = m.w[ok]
     var = float((w * (m.h[ok] - (w * m.h[ok]).sum() / w.sum()) ** 2).sum() / w.sum())
     return PairFit(z_um=z_fit, na=na_fit, n=n, wavelength_um=lam, gain=g, residual=math.sqrt(sq),
-                   r2=1 - sq / var if var > 0 else float("nan"), shift_px=(float(shift[0]), float(shift[1])),
+                   # A flat H (no defocus: H = 1 everywhere) has no variance to explain.
+                   r2=1 - sq / var if var > 1e-4 else float("nan"), shift_px=(float(shift[0]), float(shift[1])),
                    peak_ratio=ratio, coherence=m.coherence, reference=reference, na_fitted=fit_na,
                    freqs=m.freqs, measured=m.h, model=g * hm, weights=m.w)
 
