@@ -102,6 +102,15 @@ def _score_options(p, *, threshold: bool = True) -> None:
                    help="z-stacks: the sharpest plane (auto), the sharpest per tile, or plane N")
     p.add_argument("--level", type=_nonneg_int, default=None, metavar="N",
                    help="pyramid level to read (default: the one nearest the 0.5 µm/px working resolution)")
+    _memory_option(p)
+
+
+def _memory_option(p) -> None:
+    from .budget import DEFAULT_MAX_MEMORY_MB, ENV_VAR
+
+    p.add_argument("--max-memory", type=_positive_float, default=None, metavar="MB", dest="max_memory",
+                   help=f"memory budget per input: a file whose declared size needs more is refused "
+                        f"(default: ${ENV_VAR} or {DEFAULT_MAX_MEMORY_MB})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="widefield PSF, or the founding paper's Gaussian blur")
     p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
     p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
+    _memory_option(p)
 
     from .focus import MEASURES
 
@@ -196,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stack", metavar="STACK")
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
     p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
+    _memory_option(p)
 
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
@@ -227,11 +238,13 @@ def cmd_score(args) -> int:
 
     if importlib.util.find_spec(f"{__package__}.pipeline") is None:
         raise UsageError("scoring is not available: napari_focusq.pipeline is missing from this installation")
+    from .preflight import OutputFolderError, check_output_folder
+
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    try:  # before the first input: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise UsageError(str(exc)) from exc
     model = _check_model(args.model, args.modality)
     tsv = out / "results.tsv"
     taken: set = set()
@@ -244,9 +257,9 @@ def cmd_score(args) -> int:
                 path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
                 level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
                 results_tsv=tsv)
-        except (KeyboardInterrupt, MemoryError):
+        except KeyboardInterrupt:
             raise
-        except Exception as exc:  # a bug on one input should not lose the rest of a long run
+        except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on
             from .outputs import results_row
 
             row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
@@ -378,6 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FocusQError
 
     try:
+        if getattr(args, "max_memory", None) is not None:
+            import os
+
+            from .budget import ENV_VAR, set_max_memory_mb
+
+            set_max_memory_mb(args.max_memory)
+            os.environ[ENV_VAR] = repr(args.max_memory)  # batch workers are child processes
         return COMMANDS[args.command](args)
     except UsageError as exc:
         _err(str(exc))
@@ -389,6 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FocusQError, ValueError, OSError) as exc:
         _err(str(exc))
+        return EXIT_FAILED
+    except MemoryError as exc:
+        from .budget import OPTION
+
+        _err(f"out of memory{f' ({exc})' if str(exc) else ''}: this machine cannot hold what "
+             f"'focusq {args.command}' needs here; lower the work or the budget ({OPTION})")
         return EXIT_FAILED
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import budget
 from .errors import ImageReadError
 
 __all__ = ["ImageSource", "open_image", "sample_slide_path", "finite_fraction", "ImageReadError"]
@@ -179,6 +180,14 @@ class ImageSource:
                 raise ValueError(f"{self.path}: z={z} out of range (stack has {self.n_z} planes)")
             zi %= self.n_z
         idx, letters = self._index(slice(ya, yb), slice(xa, xb), zi)
+        planes = self.n_z if "Z" in self.axes and zi is None else 1
+        channels = self.shape[-1] if "C" in self.axes else 1
+        # the backstop of every read: callers check their whole working set first (budget.py)
+        hy, wx = self._decoded_span(level, ya, yb, xa, xb)
+        budget.require(self.path, f"reading a {yb - ya:,} x {xb - xa:,} px region" +
+                       (f" of {planes} planes" if planes > 1 else "") +
+                       (f" (the file's chunks make it {hy:,} x {wx:,} px to decode)" if (hy, wx) != (yb - ya, xb - xa) else ""),
+                       budget.nbytes(planes, channels, hy * wx + (yb - ya) * (xb - xa), itemsize=self.dtype.itemsize))
         try:
             data = np.asarray(self._raw[level][idx])
         except MemoryError:
@@ -188,6 +197,18 @@ class ImageSource:
                                             "the file may be truncated or corrupt") from exc
         order = [letters.index(c) for c in self.axes if c in letters]
         return np.ascontiguousarray(data.transpose(order))
+
+    def _decoded_span(self, level: int, ya: int, yb: int, xa: int, xb: int) -> tuple[int, int]:
+        """Rows and columns decoded to read [ya, yb) x [xa, xb): whole chunks (TIFF tiles or
+        strips), so a one-strip file decodes every row for a one-pixel read."""
+        chunks = getattr(self._raw[level], "chunks", None)
+        if yb <= ya or xb <= xa or not isinstance(chunks, tuple) or len(chunks) != len(self._raw_axes):
+            return yb - ya, xb - xa
+        span = []
+        for a, b, letter in ((ya, yb, "Y"), (xa, xb, "X")):
+            c = int(chunks[self._raw_axes.index(letter)]) or 1
+            span.append((((b - 1) // c) - (a // c) + 1) * c)
+        return span[0], span[1]
 
     def read_plane(self, z: int | None = None, level: int = 0) -> np.ndarray:
         """Read a whole level: one plane (or the whole stack when ``z`` is None on a stack)."""
@@ -223,6 +244,12 @@ class ImageSource:
         nc = self.shape[-1] if "C" in self.axes else 1
         # about 16 MB of source per strip (block averaging works in float64, 8x that)
         rows_per_strip = f * max(1, (16 << 20) // max(1, f * W * nc * self.dtype.itemsize))
+        # A level without a smaller one above it must still be read f full-width rows at a
+        # time: a header claiming 10^6 x 10^6 px makes that gigabytes, so check first.
+        budget.require(self.path, f"the overview of a {H:,} x {W:,} px level (strips of {f} full-width rows)",
+                       budget.overview_need(min(rows_per_strip, H), W, nc, self.dtype.itemsize,
+                                            math.ceil(H / f) * math.ceil(W / f)),
+                       hint="or save the slide with a pyramid (e.g. bfconvert -pyramid-resolutions)")
         strips = []
         for y in range(0, H, rows_per_strip):
             strip = self.read_region(y, 0, rows_per_strip, W, level=level, z=z)
@@ -311,9 +338,13 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
         raise ValueError(f"pixel_size_um must be a positive number of µm; got {pixel_size_um!r}")
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "a symbolic link that leads nowhere (broken, or a loop)")
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise ImageReadError(path, "is not a regular file (a FIFO, socket or device); focusq reads image files")
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)

@@ -17,6 +17,7 @@ from typing import Generator
 
 import numpy as np
 
+from . import budget
 from .config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
 from .errors import FocusQError
 from .focusmap import FocusMap
@@ -204,6 +205,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     H, W = src.shape[yax], src.shape[yax + 1]
     grid = TileGrid((H, W), px)
     rows, cols = grid.shape
+    budget.require(src.path, f"holding the results of its {rows:,} x {cols:,} tile grid ({H:,} x {W:,} px at {px:g} µm/px)",
+                   budget.grid_need(rows * cols), hint="check the pixel size (--pixel-size UM)")
     yield Progress("tissue", 0, 1, "finding tissue")
     thumb = np.asarray(_thumbnail(src, z, rows, cols))
     finite = np.isfinite(thumb) if thumb.dtype.kind == "f" else None
@@ -228,6 +231,12 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     lvl = src.level_for(WORKING_PIXEL_UM) if level is None else int(level)
     if not 0 <= lvl < len(src.downsamples):
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
+    ch = src.shape[-1] if src.axes.endswith("C") else 1
+    budget.require(src.path, f"reading tiles of {grid.tile_size_px / src.downsamples[lvl]:,.0f} px at level {lvl}",
+                   budget.strips_need(grid.tile_size_px / src.downsamples[lvl], STRIP_TILES, ch,
+                                      src.dtype.itemsize, in_flight=max(1, threads) + 1,
+                                      queued_tiles=3 * batch_size, tile_px=TILE_PX),
+                   hint="check the pixel size (--pixel-size UM) or pick a coarser --level")
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
     information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
