@@ -412,15 +412,13 @@ def _open_tiff(path: Path) -> ImageSource:
     try:
         try:
             series = _pick_series(path, tf)
+        except ImageReadError:
+            _raise_if_truncated(path, tf, warnings.messages)
+            raise
         finally:
             logging.getLogger("tifffile").removeHandler(warnings)
         # tifffile reads a broken chain of IFDs as a shorter file and only logs it
-        for msg in warnings.messages:
-            m = re.search(r"invalid page offset (\d+)", msg)
-            if m and int(m.group(1)) >= tf.filehandle.size:
-                raise ImageReadError(path, f"file is truncated: its next image directory is at byte "
-                                           f"{int(m.group(1)):,} but the file has only "
-                                           f"{tf.filehandle.size:,} bytes")
+        _raise_if_truncated(path, tf, warnings.messages)
         raw, canon = _canonical_axes(path, series.axes, series.shape)
         _check_not_truncated(path, tf, series)
         raw_levels = []
@@ -446,6 +444,18 @@ def _open_tiff(path: Path) -> ImageSource:
     except Exception as exc:
         tf.close()
         raise ImageReadError(path, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+
+
+def _raise_if_truncated(path: Path, tf, messages: list[str]) -> None:
+    # tifffile logs "invalid page offset N" for a later directory and "invalid offset to
+    # first page N" when even the first lies past the end (a file cut before its IFDs, as
+    # writers that put the directories last leave it)
+    for msg in messages:
+        m = re.search(r"invalid (?:page offset|offset to first page) (\d+)", msg)
+        if m and int(m.group(1)) >= tf.filehandle.size:
+            raise ImageReadError(path, f"file is truncated: its {'first' if 'first' in msg else 'next'} "
+                                       f"image directory is at byte {int(m.group(1)):,} but the file "
+                                       f"has only {tf.filehandle.size:,} bytes")
 
 
 class _Collect(logging.Handler):

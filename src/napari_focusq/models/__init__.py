@@ -264,8 +264,17 @@ def model_from_file(path) -> FocusModel:
     if int(meta.get("tile_px", -1)) != TILE_PX or abs(float(meta.get("working_pixel_um", -1)) - WORKING_PIXEL_UM) > 1e-6:
         raise ModelFileError(path, f"made for {meta.get('tile_px')} px tiles at {meta.get('working_pixel_um')} µm/px; "
                                    f"this version scores {TILE_PX} px at {WORKING_PIXEL_UM} µm/px")
-    module = build_module(arch, meta.get("arch_config"))
-    result = module.load_state_dict(tensors, strict=False)
+    try:
+        module = build_module(arch, meta.get("arch_config"))
+    except (TypeError, ValueError, KeyError) as exc:  # arch_config the builder cannot take
+        raise ModelFileError(path, f"architecture settings {meta.get('arch_config')!r} do not build a "
+                                   f"{arch!r} model ({type(exc).__name__}: {exc})") from None
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # tensor shapes that do not fit the architecture
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
+        raise ModelFileError(path, f"weights do not fit architecture {arch!r} ({detail})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(path, f"weights do not fit architecture {arch!r} "
                                    f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
