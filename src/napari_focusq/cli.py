@@ -229,7 +229,7 @@ def _check_model(name: str, modality: str) -> str:
     try:
         load_model(name, modality="brightfield" if modality == "auto" else modality)
     except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {exc}") from exc
+        raise UsageError(f"cannot load model {name!r}: {getattr(exc, 'reason', None) or exc}") from exc
     return name
 
 
@@ -313,7 +313,7 @@ def _read_image_plane(path, pixel_size_um, *, max_side: int):
 
 def cmd_simulate(args) -> int:
     from .config import Optics
-    from .demo import MAX_SIMULATE_SIDE, _modality, write_defocus_series
+    from .demo import MAX_SIMULATE_SIDE, _modality, check_simulate_budget, write_defocus_series
 
     plane, px, stem = _read_image_plane(args.image, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
     mod = _modality(plane, args.modality)
@@ -326,6 +326,7 @@ def cmd_simulate(args) -> int:
             optics = dataclasses.replace(base, **{k: v for k, v in (("na", args.na), ("n", args.n)) if v is not None})
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+    check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image)
     paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
                                  optics=optics, method=args.method, progress=_bar())
     print(f"wrote {len(paths)} images ({mod}, {px:g} µm/px, {plane.dtype}) to {args.out}/:")
