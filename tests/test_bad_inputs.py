@@ -113,3 +113,35 @@ def test_bad_input(name, command, corpus, scheduler, tmp_path, capfd, monkeypatc
         assert good["pass"] == "yes" and good["stem"] == "good"
     # no partial file: every output is whole and no temporary file is left behind
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+@pytest.mark.parametrize("px_um, refused_by", [(0.25, "tile grid"), (0.05, "overview")])
+def test_huge_header_refused_under_a_memory_cap(px_um, refused_by, tmp_path):
+    """A 7.6 MB file claiming 10^6 x 10^6 RGB px, scored in a process whose data segment is
+    capped (RLIMIT_DATA; RLIMIT_AS would also cap torch's large library mappings): a clear
+    refusal naming the file and --max-memory, then the good input scored. Before issue 19
+    it hit MemoryError with a traceback (or took ~15 GB and hung without a cap)."""
+    import resource
+    import subprocess
+
+    from make_corpus import _tif, good_crop, huge_header_tiff
+
+    huge = huge_header_tiff(tmp_path / "huge.tif", px_um=px_um)
+    _tif(tmp_path / "good.tif", good_crop())
+    cap = 1536 << 20  # 1.5 GiB: several times what scoring the good crop allocates
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    # the timeout guards against a hang; it is not a timing assertion
+    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli", "score", str(huge), str(tmp_path / "good.tif"),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                       preexec_fn=limit, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith(f"focusq: {huge}:"))
+    assert refused_by in line and "--max-memory" in line, line
+    rows = {Path(x["input"]).name: x for x in read_results(tmp_path / "out" / "results.tsv")}
+    assert rows["good.tif"]["status"] == "ok" and rows["huge.tif"]["status"] == "error"

@@ -193,6 +193,7 @@ class ImageSource:
         except MemoryError:
             raise  # asking for too much is the caller's problem, not the file's
         except Exception as exc:  # decoding errors surface from deep inside codecs
+            _settle_zarr_tasks()
             raise ImageReadError(self.path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                             "the file may be truncated or corrupt") from exc
         order = [letters.index(c) for c in self.axes if c in letters]
@@ -273,6 +274,33 @@ class ImageSource:
         px = f"{self.pixel_size_um:g} µm ({self.pixel_size_source})" if self.pixel_size_um else "unknown"
         return (f"ImageSource({self.path.name!r}, shape={self.shape}, axes={self.axes!r}, "
                 f"dtype={self.dtype}, levels={len(self.level_shapes)}, pixel_size={px})")
+
+
+def _settle_zarr_tasks(timeout_s: float = 60.0) -> None:
+    """Let the chunk reads a failed zarr read left behind finish, their errors retrieved.
+
+    zarr decodes a region's chunks as tasks gathered on its own event loop; when one chunk
+    fails, gather raises and its siblings run on unawaited. At exit asyncio then printed
+    dozens of "Task exception was never retrieved" tracebacks after our one-line message
+    (issue 19, a corrupt JPEG tile in sharpest/simulate).
+    """
+    import asyncio
+
+    try:
+        from zarr.core.sync import _get_loop
+
+        loop = _get_loop()
+    except Exception:  # another zarr version: nothing we can settle
+        return
+
+    async def settle():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout_s)
+    except Exception:
+        pass
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:

@@ -61,3 +61,20 @@ def check_output_folder(out, results_name: str = "results.tsv") -> Path:
         if not os.access(tsv, os.W_OK):
             raise OutputFolderError(f"{tsv} is read-only; focusq appends a row per input to it")
     return out
+
+
+def check_model_out(out) -> Path:
+    """Refuse, before training, a model path that cannot be written: one under a file, or
+    a folder that cannot be created or written (it used to fail after the training)."""
+    out = Path(out)
+    folder = out.parent if out.suffix == ".safetensors" else out
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise OutputFolderError(f"cannot write the model to {out}: {p} is a file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputFolderError(f"cannot write the model to {out}: folder {p} is not writable")
+            break
+    if out.is_dir() and out.suffix == ".safetensors":
+        raise OutputFolderError(f"cannot write the model to {out}: it is a folder")
+    return out
