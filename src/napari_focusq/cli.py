@@ -6,6 +6,7 @@ Progress goes to stderr; stdout says where the outputs are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -379,6 +380,29 @@ COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def _memory_budget(mb: float | None):
+    """--max-memory for the command, in this process and in the child processes it starts
+    (batch workers read the environment); both restored after, for callers of main()."""
+    if mb is None:
+        yield
+        return
+    import os
+
+    from .budget import ENV_VAR, max_memory_mb
+
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = repr(mb)
+    try:
+        with max_memory_mb(mb):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``focusq`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -392,14 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FocusQError
 
     try:
-        if getattr(args, "max_memory", None) is not None:
-            import os
-
-            from .budget import ENV_VAR, set_max_memory_mb
-
-            set_max_memory_mb(args.max_memory)
-            os.environ[ENV_VAR] = repr(args.max_memory)  # batch workers are child processes
-        return COMMANDS[args.command](args)
+        with _memory_budget(getattr(args, "max_memory", None)):
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE

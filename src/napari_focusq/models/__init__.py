@@ -266,8 +266,12 @@ def mask_nonfinite(tiles: np.ndarray) -> np.ndarray:
         return t
     out = t.copy()
     for i in np.flatnonzero(bad.reshape(len(t), -1).any(1)):
-        fin = t[i][~bad[i]]
-        out[i][bad[i]] = np.median(fin) if fin.size else 0.0
+        for c in range(t.shape[-1]) if t.ndim == 4 else (None,):  # per channel: colour stays neutral
+            sel = (i, Ellipsis) if c is None else (i, Ellipsis, c)
+            b, v = bad[sel], t[sel]
+            if b.any():
+                fin = v[~b]
+                out[sel][b] = np.median(fin) if fin.size else 0.0
     return out
 
 
