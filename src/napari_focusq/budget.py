@@ -20,10 +20,11 @@ from contextlib import contextmanager
 
 from .errors import FocusQError
 
-#: Default budget. Scoring a real whole-slide scan needs ~50-300 MB (strips of 16 tiles,
-#: a 4096-px overview); 2 GB leaves room for unusual layouts (no pyramid, large z-stacks)
-#: on any machine that can run torch, while a header claiming terabytes is refused at once.
-DEFAULT_MAX_MEMORY_MB = 2048
+#: Default budget (decimal MB, as the messages print it). The estimates below are upper
+#: bounds: for a 100k x 100k px scan at 0.25 µm/px they are 0.53 GB (strips), 0.20 GB
+#: (grid) and 0.47 GB (overview without a pyramid), each well inside 2 GB, while a header
+#: claiming terabytes is refused at once. Larger layouts need --max-memory.
+DEFAULT_MAX_MEMORY_MB = 2000
 ENV_VAR = "FOCUSQ_MAX_MEMORY_MB"
 OPTION = "--max-memory MB"
 #: Bytes held per tile of the grid from scoring to the written outputs: ~12 float32 layers
