@@ -145,3 +145,36 @@ def test_huge_header_refused_under_a_memory_cap(px_um, refused_by, tmp_path):
     assert refused_by in line and "--max-memory" in line, line
     rows = {Path(x["input"]).name: x for x in read_results(tmp_path / "out" / "results.tsv")}
     assert rows["good.tif"]["status"] == "ok" and rows["huge.tif"]["status"] == "error"
+
+
+def test_concurrent_runs_into_one_folder_keep_results_whole(corpus, tmp_path):
+    """Two `focusq score` processes appending to one results.tsv: one header, whole rows."""
+    import subprocess
+
+    d, _ = corpus
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    procs = [subprocess.Popen([sys.executable, "-m", "napari_focusq.cli", "score", str(d / src), "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for src in ("a/slide.tif", "b/slide.tif", "good.tif")]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in results]
+    lines = (out / "results.tsv").read_text().splitlines()
+    from napari_focusq.outputs import RESULTS_COLUMNS
+
+    assert lines[0].split("\t") == list(RESULTS_COLUMNS) and len(lines) == 4
+    assert all(len(ln.split("\t")) == len(RESULTS_COLUMNS) for ln in lines[1:])
+    assert all("Traceback" not in e for _, e in results)
+
+
+def test_batch_workers_keep_the_memory_budget(corpus, scheduler, tmp_path, capfd):
+    """--max-memory reaches the workers (a remote worker does not share our environment)."""
+    d, _ = corpus
+    rc = main(["batch", str(d / "good.tif"), "--out", str(tmp_path / "out"), "--scheduler", scheduler,
+               "--max-memory", "1"])
+    err = capfd.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    (row,) = read_results(tmp_path / "out" / "results.tsv")
+    assert row["status"] == "error" and "--max-memory" in row["error"] and "1.0 MB budget" in row["error"]
+    assert os.environ.get("FOCUSQ_MAX_MEMORY_MB") is None  # restored after the command
