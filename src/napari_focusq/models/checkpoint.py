@@ -107,11 +107,10 @@ def read_tensors(path: str | os.PathLike) -> dict:
         raise ModelFileError(path, f"corrupt safetensors file ({e})") from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Read a checkpoint: (tensors on CPU, metadata). Raises ModelFileError when anything is off."""
+def _read_file(path: Path) -> tuple[dict, dict]:
+    """(header metadata, tensors on CPU) of a safetensors file, after the refusal checks."""
     from safetensors import safe_open
 
-    path = Path(path)
     _check_kind(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -119,6 +118,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise ModelFileError(path, f"corrupt safetensors file ({e})") from None
+    return header, tensors
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read a checkpoint: (tensors on CPU, metadata). Raises ModelFileError when anything is off."""
+    path = Path(path)
+    header, tensors = _read_file(path)
     if "focusq" not in header:
         raise ModelFileError(path, "safetensors file without napari-focusq metadata (not a focus model)")
     try:
@@ -146,16 +152,8 @@ def restamp_checkpoint(path: str | os.PathLike) -> Path:
     preferred as the metadata when it exists (it is what a person edits); otherwise the
     header's.
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    _check_kind(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise ModelFileError(path, f"corrupt safetensors file ({e})") from None
+    header, tensors = _read_file(path)
     side = path.with_suffix(".json")
     try:
         meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else json.loads(header["focusq"])
