@@ -266,3 +266,36 @@ def test_digest_covers_the_reading_metadata(fast_model_file, tmp_path):
     ok = tmp_path / "renamed.safetensors"
     save_file(tensors, str(ok), metadata={"focusq": json.dumps({**meta, "name": "renamed", "created": "x"})})
     assert model_from_file(ok).name == "renamed"
+
+
+def test_arch_config_the_builder_refuses_is_a_model_file_error(fast_model_file, tmp_path):
+    from napari_focusq.models import ModelFileError, load_checkpoint, model_from_file, save_checkpoint
+
+    tensors, meta = load_checkpoint(fast_model_file)
+    bad = save_checkpoint(tmp_path / "odd.safetensors", tensors, {**meta, "arch_config": {"bogus": 1}})
+    with pytest.raises(ModelFileError, match="do not build a 'fast' model") as e:  # was a TypeError
+        model_from_file(bad)
+    assert str(bad) in str(e.value)
+
+
+def test_corrupt_jpeg_tiles_give_one_line_and_no_asyncio_tracebacks(tmp_path):
+    """zarr decodes a plane's tiles as gathered tasks; the siblings of the failed one used
+    to print dozens of "Task exception was never retrieved" tracebacks at exit."""
+    import subprocess
+
+    rng = np.random.default_rng(19)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, rng.integers(0, 255, (3, 2048, 2048, 3), np.uint8), photometric="rgb",
+                     tile=(256, 256), compression="jpeg", metadata={"axes": "ZYXS"})
+    with tifffile.TiffFile(stack) as tf:
+        chunks = list(zip(tf.pages[0].dataoffsets, tf.pages[0].databytecounts))
+    raw = bytearray(stack.read_bytes())
+    for off, n in chunks[::2]:  # every other tile of the first plane is garbage (64 tiles: many in flight)
+        raw[off:off + n] = rng.integers(0, 255, n, np.uint8).tobytes()
+    stack.write_bytes(bytes(raw))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli", "sharpest", str(stack), "--out",
+                        str(tmp_path / "s.json")], capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("sharpest ")]  # progress bar lines
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"focusq: {stack}: cannot read pixels") and "corrupt" in lines[0]
