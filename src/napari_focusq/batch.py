@@ -110,7 +110,7 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     missing: dict[str, Path] = {}
 
     def add(p: Path) -> None:
-        key = str(p.resolve())
+        key = os.path.realpath(p)  # realpath, unlike resolve(), never raises on a link loop
         found.setdefault(key, Path(key))
 
     def visit(spec: str, from_list: bool) -> None:
@@ -132,6 +132,8 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
                     visit(item, True)
             else:
                 add(p)
+        elif os.path.lexists(p) and not p.is_symlink():  # a FIFO, socket or device: let the reader say so
+            add(p)
         elif _has_magic(spec):
             for m in sorted(glob.glob(str(p), recursive=True)):
                 if Path(m).is_file():
@@ -240,22 +242,26 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
     except ValueError:  # not in a worker (called directly)
         pass
     result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
+    from .budget import max_memory_mb
+
     try:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
-                               level=opts["level"], slice=opts["slice"], threads=threads,
-                               optics=opts.get("optics"))
-        try:
-            fmap = drive(gen)
-        finally:
-            gen.close()
+        with max_memory_mb(opts.get("max_memory_mb")):  # a remote worker has not our environment
+            gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
+                                   level=opts["level"], slice=opts["slice"], threads=threads,
+                                   optics=opts.get("optics"))
+            try:
+                fmap = drive(gen)
+            finally:
+                gen.close()
         paths = write_outputs(fmap, out_dir, stem, threshold_um=opts["threshold_um"])
         result["row"] = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                                     threshold_um=opts["threshold_um"])
         result["outputs"] = sorted(p.name for p in paths.values())
         result["model_label"] = fmap.model
-    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, MemoryError) as exc:
+        # MemoryError: the slide is too big for this worker; retrying it elsewhere would fail alike
         result["row"] = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                                     status="error", error=error_reason(exc, path))
     result["peak_rss_mb"] = _peak_rss_mb()
@@ -383,16 +389,21 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         raise BatchUsageError(f"no inputs matched {' '.join(map(str, inputs))}")
     if modality not in ("auto", "brightfield", "fluorescence"):
         raise BatchUsageError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
+    from .preflight import OutputFolderError, check_output_folder
+
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BatchUsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    try:  # before the first slide: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise BatchUsageError(str(exc)) from exc
     model_fp = model_fingerprint(model, modality)
     tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
     manifest = Manifest(out / MANIFEST_NAME)
     options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
                "level": level, "slice": slice, "optics": optics or None}
+    from .budget import max_memory_bytes
+
+    max_memory_mb = max_memory_bytes() / 1e6
     stems = _assign_stems(paths, manifest)
     summary = BatchSummary(out_dir=out)
     total = len(paths) + len(missing)
@@ -417,12 +428,13 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         else:
             todo.append(p)
     for p in missing:
-        row = results_row(None, stem=Path(p).name, input_path=p, seconds=0.0, status="error",
-                          error="no such file")
+        why = ("a symbolic link that leads nowhere (broken, or a loop)" if os.path.islink(p)
+               else "no such file")
+        row = results_row(None, stem=Path(p).name, input_path=p, seconds=0.0, status="error", error=why)
         append_results(tsv, row)
         failed(p, row)
         done += 1
-        yield Progress("batch", done, total, f"{p.name}: no such file", data={"row": row, "skipped": False})
+        yield Progress("batch", done, total, f"{p.name}: {why}", data={"row": row, "skipped": False})
 
     if todo:
         from distributed import as_completed
@@ -433,7 +445,8 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
             client.register_plugin(ModelPlugin(model, modality), name=PLUGIN_NAME)
             for p in todo:
                 stem = stems[str(p)]
-                fut = client.submit(_score_task, str(p), str(out), stem, {**options, "model": str(model)},
+                fut = client.submit(_score_task, str(p), str(out), stem,
+                                    {**options, "model": str(model), "max_memory_mb": max_memory_mb},
                                     key=f"focusq-{stem}-{uuid.uuid4().hex[:8]}", retries=retries, pure=False)
                 futures[fut] = p
             yield Progress("batch", done, total, f"{len(todo)} slides on {len(client.scheduler_info()['workers'])} "

@@ -6,6 +6,7 @@ Progress goes to stderr; stdout says where the outputs are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -103,6 +104,7 @@ def _score_options(p, *, threshold: bool = True) -> None:
     p.add_argument("--level", type=_nonneg_int, default=None, metavar="N",
                    help="pyramid level to read (default: the one nearest the 0.5 µm/px working resolution)")
     _optics_options(p)
+    _memory_option(p)
 
 
 def _wavelengths(s: str):
@@ -141,6 +143,14 @@ def _optics_dict(args) -> dict | None:
     d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
          "wavelength_um": getattr(args, "wavelength", None)}
     return {k: v for k, v in d.items() if v is not None} or None
+
+
+def _memory_option(p) -> None:
+    from .budget import DEFAULT_MAX_MEMORY_MB, ENV_VAR
+
+    p.add_argument("--max-memory", type=_positive_float, default=None, metavar="MB", dest="max_memory",
+                   help=f"memory budget per input: a file whose declared size needs more is refused "
+                        f"(default: ${ENV_VAR} or {DEFAULT_MAX_MEMORY_MB})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="widefield PSF, or the founding paper's Gaussian blur")
     p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
     p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
+    _memory_option(p)
 
     p = _sub(subs, "pair", "physical defocus between two registered captures of one field",
              "  focusq pair infocus.tif offset.tif\n"
@@ -268,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stack", metavar="STACK")
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
     p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
+    _memory_option(p)
 
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
@@ -290,7 +302,7 @@ def _check_model(name: str, modality: str) -> str:
     try:
         load_model(name, modality="brightfield" if modality == "auto" else modality)
     except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {exc}") from exc
+        raise UsageError(f"cannot load model {name!r}: {getattr(exc, 'reason', None) or exc}") from exc
     return name
 
 
@@ -299,11 +311,13 @@ def cmd_score(args) -> int:
 
     if importlib.util.find_spec(f"{__package__}.pipeline") is None:
         raise UsageError("scoring is not available: napari_focusq.pipeline is missing from this installation")
+    from .preflight import OutputFolderError, check_output_folder
+
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    try:  # before the first input: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise UsageError(str(exc)) from exc
     model = _check_model(args.model, args.modality)
     _check_optics(args)
     tsv = out / "results.tsv"
@@ -317,9 +331,9 @@ def cmd_score(args) -> int:
                 path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
                 level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
                 results_tsv=tsv, optics=_optics_dict(args))
-        except (KeyboardInterrupt, MemoryError):
+        except KeyboardInterrupt:
             raise
-        except Exception as exc:  # a bug on one input should not lose the rest of a long run
+        except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on
             from .outputs import results_row
 
             row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
@@ -373,7 +387,7 @@ def _read_image_plane(path, pixel_size_um, *, max_side: int):
 
 def cmd_simulate(args) -> int:
     from .config import Optics
-    from .demo import MAX_SIMULATE_SIDE, _modality, write_defocus_series
+    from .demo import MAX_SIMULATE_SIDE, _modality, check_simulate_budget, write_defocus_series
 
     plane, px, stem = _read_image_plane(args.image, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
     mod = _modality(plane, args.modality)
@@ -386,6 +400,7 @@ def cmd_simulate(args) -> int:
             optics = dataclasses.replace(base, **{k: v for k, v in (("na", args.na), ("n", args.n)) if v is not None})
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+    check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image)
     paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
                                  optics=optics, method=args.method, progress=_bar())
     print(f"wrote {len(paths)} images ({mod}, {px:g} µm/px, {plane.dtype}) to {args.out}/:")
@@ -455,6 +470,29 @@ COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def _memory_budget(mb: float | None):
+    """--max-memory for the command, in this process and in the child processes it starts
+    (batch workers read the environment); both restored after, for callers of main()."""
+    if mb is None:
+        yield
+        return
+    import os
+
+    from .budget import ENV_VAR, max_memory_mb
+
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = repr(mb)
+    try:
+        with max_memory_mb(mb):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``focusq`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -468,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FocusQError
 
     try:
-        return COMMANDS[args.command](args)
+        with _memory_budget(getattr(args, "max_memory", None)):
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -479,6 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FocusQError, ValueError, OSError) as exc:
         _err(str(exc))
+        return EXIT_FAILED
+    except MemoryError as exc:
+        from .budget import OPTION
+
+        _err(f"out of memory{f' ({exc})' if str(exc) else ''}: this machine cannot hold what "
+             f"'focusq {args.command}' needs here; lower the work or the budget ({OPTION})")
         return EXIT_FAILED
 
 

@@ -16,7 +16,7 @@ from ._polygons import grid_polygons
 from .config import DEFAULT_THRESHOLD_UM
 
 CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
-               "certainty", "uncertain", "na", "immersion_n", "wavelength_um")
+               "certainty", "uncertain", "na", "immersion_n", "wavelength_um", "nonfinite_px")
 
 
 @dataclass
@@ -162,6 +162,12 @@ class FocusMap:
         cert, unc = self.extra.get("certainty"), self.extra.get("uncertain")
         if cert is not None and np.shape(cert) != self.shape:
             cert = unc = None
+        if unc is not None and np.shape(unc) != self.shape:
+            unc = None
+        # NaN/inf working pixels masked before scoring (pipeline); such a tile is uncertain
+        bad = self.extra.get("nonfinite_px")
+        if bad is not None and np.shape(bad) != self.shape:
+            bad = None
         # The objective the µm are for (user_optics), on every row: a CSV has no header block.
         o = self.extra.get("optics") or {}
         w = o.get("wavelengths_um") or [""]
@@ -177,8 +183,10 @@ class FocusMap:
                     "defocus_um": "" if not np.isfinite(d) else round(float(d), 4),
                     "excluded": int(bool(ex[r, c])),
                     "certainty": "" if not (np.isfinite(d) and np.isfinite(k)) else round(k, 4),
-                    "uncertain": "" if not (np.isfinite(d) and np.isfinite(k)) else int(bool(unc[r, c])),
+                    "uncertain": int(bool(unc[r, c])) if unc is not None and np.isfinite(d)
+                    and (np.isfinite(k) or (bad is not None and bad[r, c] > 0)) else "",
                     **optics,
+                    "nonfinite_px": "" if bad is None else int(bad[r, c]),
                 }
 
     def to_csv(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import budget
 from .errors import ImageReadError
 from .io_lazy import RegionLevel
 
@@ -203,15 +204,36 @@ class ImageSource:
                 raise ValueError(f"{self.path}: z={z} out of range (stack has {self.n_z} planes)")
             zi %= self.n_z
         idx, letters = self._index(slice(ya, yb), slice(xa, xb), zi)
+        planes = self.n_z if "Z" in self.axes and zi is None else 1
+        channels = self.shape[-1] if "C" in self.axes else 1
+        # the backstop of every read: callers check their whole working set first (budget.py)
+        hy, wx = self._decoded_span(level, ya, yb, xa, xb)
+        budget.require(self.path, f"reading a {yb - ya:,} x {xb - xa:,} px region" +
+                       (f" of {planes} planes" if planes > 1 else "") +
+                       (f" (the file's chunks make it {hy:,} x {wx:,} px to decode)" if (hy, wx) != (yb - ya, xb - xa) else ""),
+                       budget.nbytes(planes, channels, hy * wx + (yb - ya) * (xb - xa), itemsize=self.dtype.itemsize))
         try:
             data = np.asarray(self._raw[level][idx])
         except MemoryError:
             raise  # asking for too much is the caller's problem, not the file's
         except Exception as exc:  # decoding errors surface from deep inside codecs
+            _settle_zarr_tasks()
             raise ImageReadError(self.path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                             "the file may be truncated or corrupt") from exc
         order = [letters.index(c) for c in self.axes if c in letters]
         return np.ascontiguousarray(data.transpose(order))
+
+    def _decoded_span(self, level: int, ya: int, yb: int, xa: int, xb: int) -> tuple[int, int]:
+        """Rows and columns decoded to read [ya, yb) x [xa, xb): whole chunks (TIFF tiles or
+        strips), so a one-strip file decodes every row for a one-pixel read."""
+        chunks = getattr(self._raw[level], "chunks", None)
+        if yb <= ya or xb <= xa or not isinstance(chunks, tuple) or len(chunks) != len(self._raw_axes):
+            return yb - ya, xb - xa
+        span = []
+        for a, b, letter in ((ya, yb, "Y"), (xa, xb, "X")):
+            c = int(chunks[self._raw_axes.index(letter)]) or 1
+            span.append((((b - 1) // c) - (a // c) + 1) * c)
+        return span[0], span[1]
 
     def read_plane(self, z: int | None = None, level: int = 0) -> np.ndarray:
         """Read a whole level: one plane (or the whole stack when ``z`` is None on a stack)."""
@@ -247,6 +269,12 @@ class ImageSource:
         nc = self.shape[-1] if "C" in self.axes else 1
         # about 16 MB of source per strip (block averaging works in float64, 8x that)
         rows_per_strip = f * max(1, (16 << 20) // max(1, f * W * nc * self.dtype.itemsize))
+        # A level without a smaller one above it must still be read f full-width rows at a
+        # time: a header claiming 10^6 x 10^6 px makes that gigabytes, so check first.
+        budget.require(self.path, f"the overview of a {H:,} x {W:,} px level (strips of {f} full-width rows)",
+                       budget.overview_need(min(rows_per_strip, H), W, nc, self.dtype.itemsize,
+                                            math.ceil(H / f) * math.ceil(W / f)),
+                       hint="or save the slide with a pyramid (e.g. bfconvert -pyramid-resolutions)")
         strips = []
         for y in range(0, H, rows_per_strip):
             strip = self.read_region(y, 0, rows_per_strip, W, level=level, z=z)
@@ -292,6 +320,33 @@ class ImageSource:
         px = f"{self.pixel_size_um:g} µm ({self.pixel_size_source})" if self.pixel_size_um else "unknown"
         return (f"ImageSource({self.path.name!r}, shape={self.shape}, axes={self.axes!r}, "
                 f"dtype={self.dtype}, levels={len(self.level_shapes)}, pixel_size={px})")
+
+
+def _settle_zarr_tasks(timeout_s: float = 60.0) -> None:
+    """Let the chunk reads a failed zarr read left behind finish, their errors retrieved.
+
+    zarr decodes a region's chunks as tasks gathered on its own event loop; when one chunk
+    fails, gather raises and its siblings run on unawaited. At exit asyncio then printed
+    dozens of "Task exception was never retrieved" tracebacks after our one-line message
+    (issue 19, a corrupt JPEG tile in sharpest/simulate).
+    """
+    import asyncio
+
+    try:
+        from zarr.core.sync import _get_loop
+
+        loop = _get_loop()
+    except Exception:  # another zarr version: nothing we can settle
+        return
+
+    async def settle():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout_s)
+    except Exception:
+        pass
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -357,6 +412,8 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
         raise ValueError(f"pixel_size_um must be a positive number of µm; got {pixel_size_um!r}")
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "a symbolic link that leads nowhere (broken, or a loop)")
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         from .io_dicom import is_dicom_folder
@@ -374,6 +431,8 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
 
 def _open_file(path: Path) -> ImageSource:
     """Pick the backend by what the file is (its first bytes), then by its suffix."""
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise ImageReadError(path, "is not a regular file (a FIFO, socket or device); focusq reads image files")
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -499,15 +558,13 @@ def _open_tiff(path: Path) -> ImageSource:
     try:
         try:
             series = _pick_series(path, tf)
+        except ImageReadError:
+            _raise_if_truncated(path, tf, warnings.messages)
+            raise
         finally:
             logging.getLogger("tifffile").removeHandler(warnings)
         # tifffile reads a broken chain of IFDs as a shorter file and only logs it
-        for msg in warnings.messages:
-            m = re.search(r"invalid page offset (\d+)", msg)
-            if m and int(m.group(1)) >= tf.filehandle.size:
-                raise ImageReadError(path, f"file is truncated: its next image directory is at byte "
-                                           f"{int(m.group(1)):,} but the file has only "
-                                           f"{tf.filehandle.size:,} bytes")
+        _raise_if_truncated(path, tf, warnings.messages)
         raw, canon = _canonical_axes(path, series.axes, series.shape)
         _check_not_truncated(path, tf, series)
         raw_levels = []
@@ -540,6 +597,18 @@ def _open_tiff(path: Path) -> ImageSource:
     except Exception as exc:
         tf.close()
         raise ImageReadError(path, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+
+
+def _raise_if_truncated(path: Path, tf, messages: list[str]) -> None:
+    # tifffile logs "invalid page offset N" for a later directory and "invalid offset to
+    # first page N" when even the first lies past the end (a file cut before its IFDs, as
+    # writers that put the directories last leave it)
+    for msg in messages:
+        m = re.search(r"invalid (?:page offset|offset to first page) (\d+)", msg)
+        if m and int(m.group(1)) >= tf.filehandle.size:
+            raise ImageReadError(path, f"file is truncated: its {'first' if 'first' in msg else 'next'} "
+                                       f"image directory is at byte {int(m.group(1)):,} but the file "
+                                       f"has only {tf.filehandle.size:,} bytes")
 
 
 class _Collect(logging.Handler):

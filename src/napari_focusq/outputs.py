@@ -66,7 +66,9 @@ def unique_stem(path: str | os.PathLike, taken: set) -> str:
         stem = p.stem if p.suffix else name
     stem = re.sub(r"[^\w.+-]+", "_", stem).strip("._") or "input"
     candidates = [stem]
-    parent = re.sub(r"[^\w.+-]+", "_", p.resolve().parent.name).strip("._")
+    # abspath, not resolve(): no symlink is followed, so a link loop among the inputs cannot
+    # raise here, outside the per-input error handling (issue 19)
+    parent = re.sub(r"[^\w.+-]+", "_", Path(os.path.abspath(p)).parent.name).strip("._")
     if parent:
         candidates.append(f"{parent}_{stem}")
     for cand in candidates:
@@ -359,11 +361,23 @@ def append_results(tsv_path, row: dict) -> None:
             raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
                              "choose another output folder or move the file away")
         _upgrade_table(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    line = _line(row.get(c, "") for c in RESULTS_COLUMNS)
+    with open(path, "rb") as fh:  # a crash may have cut the last line: end it, not glue onto it
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
     try:
-        os.write(fd, _line(row.get(c, "") for c in RESULTS_COLUMNS))
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # disk full, read-only: say which file
+        from ._atomic import _named
+
+        raise _named(exc, path) from None
 
 
 def _is_older_header(header) -> bool:
@@ -430,7 +444,9 @@ def read_results(tsv_path) -> list[dict]:
     if not lines:
         return []
     header = lines[0].split("\t")
-    return [dict(zip(header, ln.split("\t"))) for ln in lines[1:] if ln.strip()]
+    # a row with fewer fields than the header is one a crash cut short: not a result
+    return [dict(zip(header, f)) for f in (ln.split("\t") for ln in lines[1:] if ln.strip())
+            if len(f) >= len(header)]
 
 
 # ------------------------------------------------------------------- one whole input
@@ -440,6 +456,12 @@ class MissingPixelSizeError(FocusQError, ValueError):
 
 def error_reason(exc: BaseException, path=None) -> str:
     """A one-line reason for a failed input, without repeating the path the message starts with."""
+    if isinstance(exc, MemoryError):  # numpy's message ("Unable to allocate 7 GiB ...") or none
+        from .budget import OPTION
+
+        detail = f" ({_clean(exc)})" if str(exc) else ""
+        return (f"out of memory while reading or scoring it{detail}; this machine cannot hold it "
+                f"(the budget, {OPTION}, may be set above what it has)")
     reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     if path is not None:
         for p in {str(path), str(Path(path))}:

@@ -17,6 +17,7 @@ from typing import Generator
 
 import numpy as np
 
+from . import budget
 from .config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
 from .errors import FocusQError
 from .focusmap import FocusMap
@@ -160,6 +161,7 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
     their information content (pooling weights) and, for certainty maps fitted on it, their
     noise ratio: all of it in a decode worker, off the thread that runs the model."""
     from .certainty import noise_ratio
+    from .models import mask_nonfinite, nonfinite_count
     from .pooling import tile_information
     from .tiling import tile_to_working
 
@@ -186,8 +188,12 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
         tiles.append(t)
         valid.append(v)
     tiles = np.stack(tiles)
+    # NaN/inf pixels: counted here, masked (tile median) before the measures and the model
+    bad = nonfinite_count(tiles)
+    if bad.any():
+        tiles = mask_nonfinite(tiles)
     nr = noise_ratio(tiles, modality) if noise else np.full(len(tiles), np.nan, np.float32)
-    return tiles, np.asarray(valid), tile_information(tiles, modality), nr
+    return tiles, np.asarray(valid), tile_information(tiles, modality), nr, bad
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
@@ -208,6 +214,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     H, W = src.shape[yax], src.shape[yax + 1]
     grid = TileGrid((H, W), px)
     rows, cols = grid.shape
+    budget.require(src.path, f"holding the results of its {rows:,} x {cols:,} tile grid ({H:,} x {W:,} px at {px:g} µm/px)",
+                   budget.grid_need(rows * cols), hint="check the pixel size (--pixel-size UM)")
     yield Progress("tissue", 0, 1, "finding tissue")
     thumb = np.asarray(_thumbnail(src, z, rows, cols))
     finite = np.isfinite(thumb) if thumb.dtype.kind == "f" else None
@@ -236,10 +244,17 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     lvl = src.level_for(WORKING_PIXEL_UM) if level is None else int(level)
     if not 0 <= lvl < len(src.downsamples):
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
+    ch = src.shape[-1] if src.axes.endswith("C") else 1
+    budget.require(src.path, f"reading tiles of {grid.tile_size_px / src.downsamples[lvl]:,.0f} px at level {lvl}",
+                   budget.strips_need(grid.tile_size_px / src.downsamples[lvl], STRIP_TILES, ch,
+                                      src.dtype.itemsize, in_flight=max(1, threads) + 1,
+                                      queued_tiles=3 * batch_size, tile_px=TILE_PX),
+                   hint="check the pixel size (--pixel-size UM) or pick a coarser --level")
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
     information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
     noise = np.full((rows, cols), np.nan, np.float32)  # for certainty maps fitted on it (certainty.py)
+    nonfinite = np.zeros((rows, cols), np.int32)  # NaN/inf working pixels per tile, masked before scoring
     want_noise = uses_noise(model_certainty(fm))
     scorable = tissue >= min_tissue
     objects = None
@@ -262,13 +277,14 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
         pred, sd = fm.predict_with_spread(batch)
-        info = np.concatenate(pending_info)  # (n, 2): information, noise ratio
+        info = np.concatenate(pending_info)  # (n, 3): information, noise ratio, non-finite pixels
         out = []
-        for (r, c), p, q, (i, nr) in zip(idx, pred, sd, info):
+        for (r, c), p, q, (i, nr, nb) in zip(idx, pred, sd, info):
             defocus[r, c] = p
             spread[r, c] = q
             information[r, c] = i
             noise[r, c] = nr
+            nonfinite[r, c] = int(nb)
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
         pending_tiles.clear()
@@ -295,12 +311,12 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         top_up()
         while queue:
             (r, cs), future = queue.popleft()
-            tiles, _valid, info, nr = future.result()
+            tiles, _valid, info, nr, bad = future.result()
             queued -= len(cs)
             top_up()
             pending_tiles.append(tiles)
             pending_idx.append([(r, c) for c in cs])
-            pending_info.append(np.stack([info, nr], 1))
+            pending_info.append(np.stack([info, nr, bad], 1).astype(np.float64))
             if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
                 finished = flush()
                 yield Progress("score", done, total, f"{done}/{total} tiles",
@@ -319,7 +335,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
         extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "level": lvl,
-               "z": z, "spread_um": spread, "information": information,
+               "z": z, "spread_um": spread, "information": information, "nonfinite_px": nonfinite,
                **({"noise_ratio": noise} if want_noise else {})},
     )
     _add_certainty(fmap, fm)
@@ -330,7 +346,23 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     from .user_optics import apply_optics
 
     apply_optics(fmap, user_optics)
+    _flag_nonfinite(fmap)
     return fmap
+
+
+def _flag_nonfinite(fmap: FocusMap) -> None:
+    """Tiles whose reading rests on masked NaN/inf pixels are uncertain, whatever the model
+    says; a note counts them (issue 19: no silent wrong answer)."""
+    bad = np.asarray(fmap.extra.get("nonfinite_px", 0)) > 0
+    bad &= np.isfinite(fmap.defocus_um)
+    if not bad.any():
+        return
+    unc = fmap.extra.get("uncertain")
+    fmap.extra["uncertain"] = bad if unc is None or np.shape(unc) != bad.shape else (np.asarray(unc, bool) | bad)
+    n = int(bad.sum())
+    fmap.extra.setdefault("notes", []).append(
+        f"{n} scored tile{'s' if n != 1 else ''} hold NaN/inf pixels: masked before scoring, counted in the "
+        "tiles CSV (nonfinite_px) and marked uncertain")
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:
@@ -394,6 +426,10 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
     src = open_image(path, pixel_size_um=pixel_size_um) if not isinstance(path, ArraySource) else path
     try:
         z = None
+        if "Z" not in src.axes and isinstance(slice, int) and not isinstance(slice, bool) and slice != 0:
+            # a plane index on a 2-D image used to be ignored without a word
+            raise ScoringError(f"{src.path}: --slice {slice} asks for a plane of a z-stack, but this is a "
+                               "2-D image (one plane, index 0)")
         if src.n_z > 1 or "Z" in src.axes:
             if slice == "per-tile":
                 return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size,
@@ -434,7 +470,7 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
     """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
     from .models import load_model
 
-    maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": []}
+    maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": [], "nonfinite_px": []}
     for zi in range(src.n_z):
         m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                          level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size,
@@ -462,6 +498,7 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
                 "defocus_model_optics_um"):
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
+    _flag_nonfinite(m)
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
                     "thumbnail": _overview(np.asarray(_thumbnail(src, src.n_z // 2, 1, 1)))})
     return m

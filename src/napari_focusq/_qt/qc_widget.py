@@ -743,6 +743,9 @@ class FocusQCWidget(QWidget):
         cert, unc = self.fmap.extra.get("certainty"), self.fmap.extra.get("uncertain")
         if math.isfinite(d) and cert is not None and np.shape(cert) == self.fmap.shape:
             ex += f" · certainty {float(cert[rc]):.2f}" + (" (uncertain)" if unc is not None and unc[rc] else "")
+        bad = self.fmap.extra.get("nonfinite_px")  # NaN/inf pixels masked before scoring
+        if math.isfinite(d) and bad is not None and np.shape(bad) == self.fmap.shape and bad[rc] > 0:
+            ex += f" · {int(bad[rc])} NaN/inf px masked (uncertain)"
         best = self.fmap.extra.get("best_plane")
         if best is not None and np.shape(best) == self.fmap.shape and best[rc] >= 0:
             ex += f" · best plane {int(best[rc])}"
