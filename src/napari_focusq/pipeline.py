@@ -9,6 +9,7 @@ in slide size and decoding overlaps inference.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -64,9 +65,11 @@ class ArraySource:
         return 0
 
     def thumbnail(self, max_size=1024, z=None):
-        a = self.read_plane(z if z is not None else (self.n_z // 2 if "Z" in self.axes else None))
+        z = z if z is not None else (self.n_z // 2 if "Z" in self.axes else None)
+        a = self.array if z is None or "Z" not in self.axes else self.array[z]
         f = max(1, math.ceil(max(a.shape[:2]) / max_size))
-        return a[::f, ::f]
+        # Strided before it is converted: a lazy (dask, zarr) array is never read whole for it.
+        return np.asarray(a[::f, ::f])
 
     def close(self):
         pass
@@ -200,6 +203,10 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
 
     t0 = time.perf_counter()
     px = _check_pixel_size(src, pixel_size_um)
+    if "torch" not in sys.modules:
+        from .models import preload
+
+        preload(())  # torch imports (seconds, cold) while tissue is found, not after
     yax = src.axes.index("Y")
     H, W = src.shape[yax], src.shape[yax + 1]
     grid = TileGrid((H, W), px)
@@ -276,19 +283,25 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                 queue.append((unit, pool.submit(_read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
                 queued += len(unit[1])
 
-        top_up()
-        while queue:
-            (r, cs), future = queue.popleft()
-            tiles, _valid, info, nr = future.result()
-            queued -= len(cs)
+        try:
             top_up()
-            pending_tiles.append(tiles)
-            pending_idx.append([(r, c) for c in cs])
-            pending_info.append(np.stack([info, nr], 1))
-            if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
-                finished = flush()
-                yield Progress("score", done, total, f"{done}/{total} tiles",
-                               data={"grid_shape": (rows, cols), "tiles": finished})
+            while queue:
+                (r, cs), future = queue.popleft()
+                tiles, _valid, info, nr = future.result()
+                queued -= len(cs)
+                top_up()
+                pending_tiles.append(tiles)
+                pending_idx.append([(r, c) for c in cs])
+                pending_info.append(np.stack([info, nr], 1))
+                if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
+                    finished = flush()
+                    yield Progress("score", done, total, f"{done}/{total} tiles",
+                                   data={"grid_shape": (rows, cols), "tiles": finished})
+        finally:
+            # Closed early (cancel, error): strips not yet started are dropped, so decoding
+            # stops with the strips the workers hold, not two batches later.
+            for _unit, future in queue:
+                future.cancel()
     fmap = FocusMap(
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,

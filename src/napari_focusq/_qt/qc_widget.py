@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
+from .redraw import Throttle
 from .workers import ActivityBar, model_registry, progress_worker, settings
 
 HELP = ("Cyan tiles are excluded. Select the heatmap or “Excluded tiles” layer, then click a tile to "
@@ -56,6 +57,9 @@ class FocusQCWidget(QWidget):
         self._restore()
         self._refresh_layers()
         self._refresh_models()
+        from ..models import preload
+
+        preload()  # torch and the default models load in the background, not after Score
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -333,7 +337,7 @@ class FocusQCWidget(QWidget):
         if checked is None:
             return None
         layer, plane, z, px = checked
-        from ..pipeline import iter_score_image
+        from ..layer_scoring import iter_score_layer
         from ..tiling import TileGrid
 
         h, w = plane.shape[:2]
@@ -348,7 +352,9 @@ class FocusQCWidget(QWidget):
         if per_tile:
             gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
         else:
-            gen = iter_score_image(plane, pixel_size_um=px, **kw)
+            # The slide pipeline: the file behind the layer, or the layer's own levels.
+            gen = iter_score_layer(layer.data, dict(layer.metadata), multiscale=bool(layer.multiscale),
+                                   pixel_size_um=px, name=layer.name, z=z, **kw)
         self._start(gen, f"Focus QC: scoring {layer.name}" + (" (best plane per tile)" if per_tile else ""))
         return self._worker
 
@@ -440,8 +446,10 @@ class FocusQCWidget(QWidget):
             kw["name"] = f"{L.HEATMAP_NAME} [scoring]"
             layer = self.viewer.add_image(data, **kw)
             run["layer_obj"] = layer
+            run["redraw"] = Throttle(lambda: layer.refresh() if layer in self.viewer.layers else None)
         if L.fill_tiles(layer.data, tiles) is not None:
-            layer.refresh()
+            # Redraws are throttled: each one re-renders the canvas on the cores scoring uses.
+            run["redraw"].request()
 
     def _on_result(self, result):
         run = self._run or {}
@@ -613,6 +621,8 @@ class FocusQCWidget(QWidget):
         run = self._run or {}
         aborted = self._worker is not None and self._worker.abort_requested
         running = run.get("layer_obj")
+        if run.get("redraw") is not None:
+            run["redraw"].cancel()
         if running is not None and running in self.viewer.layers:
             self.viewer.layers.remove(running)  # a cancelled or failed run leaves no partial layer
         if aborted:
