@@ -8,11 +8,12 @@ Everything here runs in the worker thread and imports neither Qt nor napari.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Generator
 
 from .focusmap import FocusMap
-from .progress import Progress
+from .progress import Cancelled, Progress
 
 #: Decode threads feeding the model, as score_slide uses them.
 DECODE_THREADS = 2
@@ -43,10 +44,40 @@ def layer_source(data, metadata: dict | None, *, multiscale: bool, pixel_size_um
     return LevelsSource(levels, pixel_size_um, name=name, stack=stack), "levels"
 
 
+class ScoringJob:
+    """One scoring run of a layer: :meth:`events` is the generator a worker drains, and
+    :meth:`cancel` (from any thread) stops it where the work is, not at its next event.
+
+    A generator can only be stopped between two of its events, and one event is a whole
+    batch: the decode threads would go on reading the strips queued ahead of the model.
+    Cancelling makes every later read of the source raise :class:`~napari_focusq.progress.Cancelled`
+    instead, so decoding stops with the strips already being read.
+    """
+
+    def __init__(self, data, metadata: dict | None, *, multiscale: bool, pixel_size_um: float, name: str,
+                 z: int | None = None, modality: str = "auto", model=None, threads: int = DECODE_THREADS):
+        self._args = dict(data=data, metadata=metadata, multiscale=multiscale, pixel_size_um=pixel_size_um,
+                          name=name, z=z, modality=modality, model=model, threads=threads)
+        self._stop = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def events(self) -> Generator[Progress, None, FocusMap]:
+        return iter_score_layer(**self._args, stop=self._stop)
+
+
 def iter_score_layer(data, metadata: dict | None, *, multiscale: bool, pixel_size_um: float, name: str,
                      z: int | None = None, modality: str = "auto", model=None,
-                     threads: int = DECODE_THREADS) -> Generator[Progress, None, FocusMap]:
+                     threads: int = DECODE_THREADS, stop: threading.Event | None = None,
+                     ) -> Generator[Progress, None, FocusMap]:
     """Score plane ``z`` (None: a 2-D layer) of a layer's data; see :func:`layer_source`.
+
+    Once ``stop`` is set, reads of the source raise :class:`~napari_focusq.progress.Cancelled`.
 
     Yields the pipeline's Progress events (the "score" ones carry each batch's tiles) and
     returns the FocusMap, its ``extra["read_from"]`` saying which source was used.
@@ -56,6 +87,8 @@ def iter_score_layer(data, metadata: dict | None, *, multiscale: bool, pixel_siz
     yield Progress("open", 0, 1, f"opening {name}")
     src, kind = layer_source(data, metadata, multiscale=multiscale, pixel_size_um=pixel_size_um, name=name,
                              stack=z is not None)
+    if stop is not None:
+        _stop_reads(src, stop, name)
     try:
         fmap = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                             z=z, threads=threads)
@@ -64,3 +97,16 @@ def iter_score_layer(data, metadata: dict | None, *, multiscale: bool, pixel_siz
             src.close()
     fmap.extra["read_from"] = kind
     return fmap
+
+
+def _stop_reads(src, stop: threading.Event, name: str) -> None:
+    """Make ``src.read_region`` raise Cancelled once ``stop`` is set (an instance attribute,
+    so the source keeps its class: the pipeline tells array sources from files by it)."""
+    read = src.read_region
+
+    def read_region(*args, **kwargs):
+        if stop.is_set():
+            raise Cancelled(f"{name}: cancelled")
+        return read(*args, **kwargs)
+
+    src.read_region = read_region

@@ -44,6 +44,7 @@ class FocusQCWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._worker = None
+        self._job = None  # the running ScoringJob, whose cancel reaches the decode threads
         self._task_id = None
         self._pbar = None
         self._run: dict | None = None
@@ -337,7 +338,7 @@ class FocusQCWidget(QWidget):
         if checked is None:
             return None
         layer, plane, z, px = checked
-        from ..layer_scoring import iter_score_layer
+        from ..layer_scoring import ScoringJob
         from ..tiling import TileGrid
 
         h, w = plane.shape[:2]
@@ -353,8 +354,9 @@ class FocusQCWidget(QWidget):
             gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
         else:
             # The slide pipeline: the file behind the layer, or the layer's own levels.
-            gen = iter_score_layer(layer.data, dict(layer.metadata), multiscale=bool(layer.multiscale),
+            self._job = ScoringJob(layer.data, dict(layer.metadata), multiscale=bool(layer.multiscale),
                                    pixel_size_um=px, name=layer.name, z=z, **kw)
+            gen = self._job.events()
         self._start(gen, f"Focus QC: scoring {layer.name}" + (" (best plane per tile)" if per_tile else ""))
         return self._worker
 
@@ -388,6 +390,8 @@ class FocusQCWidget(QWidget):
 
     def cancel(self, *_):
         """Ask the running job to stop at its next progress event."""
+        if self._job is not None:
+            self._job.cancel()  # stops the decoders now, not after the batch in hand
         if self._worker is not None:
             self._worker.quit()
 
@@ -612,14 +616,18 @@ class FocusQCWidget(QWidget):
 
     def _on_error(self, exc):
         from ..errors import FocusQError
+        from ..progress import Cancelled
 
+        if isinstance(exc, Cancelled) or (self._job is not None and self._job.cancelled):
+            return  # the user's cancel, surfacing from a decode thread; _on_finished reports it
         msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
         _notify_error(f"Focus QC failed: {msg}")
         self._end_task("FAILED")
 
     def _on_finished(self):
         run = self._run or {}
-        aborted = self._worker is not None and self._worker.abort_requested
+        aborted = (self._worker is not None and self._worker.abort_requested) or (
+            self._job is not None and self._job.cancelled)
         running = run.get("layer_obj")
         if run.get("redraw") is not None:
             run["redraw"].cancel()
@@ -632,6 +640,7 @@ class FocusQCWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self._worker = None
+        self._job = None
         self._run = None
         self.score_btn.setEnabled(True)
         self.sharpest_btn.setEnabled(True)
