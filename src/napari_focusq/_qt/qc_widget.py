@@ -482,7 +482,11 @@ class FocusQCWidget(QWidget):
         """Replace the previous heatmap/exclusion layers by this run's."""
         scale, translate = run["scale"], run["translate"]
         running = run.get("layer_obj")
-        for ly in (self.heatmap, self.excluded, running, *self.extras.values()):
+        # The running heatmap becomes the result's (the all-in-focus composite must go under
+        # it, so a per-tile run adds a new one): napari runs a full gc.collect() for every
+        # layer it removes, seconds of GUI time with torch loaded.
+        reuse = running is not None and running in self.viewer.layers and run.get("composite") is None
+        for ly in (self.heatmap, self.excluded, None if reuse else running, *self.extras.values()):
             if ly is not None and ly in self.viewer.layers:
                 self.viewer.layers.remove(ly)
         self.extras = {}
@@ -491,7 +495,16 @@ class FocusQCWidget(QWidget):
         self._add_extras(fmap, run)
         kw = L.heatmap_kwargs(scale, translate)
         kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap}
-        self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
+        if reuse:
+            run["layer_obj"] = None  # kept: _on_finished removes only a partial layer
+            if run.get("redraw") is not None:
+                run["redraw"].cancel()
+            running.data = fmap.defocus_um.copy()
+            running.name = kw["name"]
+            running.metadata.update(kw["metadata"])
+            self.heatmap = running
+        else:
+            self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
         self.heatmap.colorbar.visible = True
         kw = L.excluded_kwargs(scale, translate)
         kw["metadata"] = {"focusq": "excluded", "focusmap": fmap}
