@@ -136,6 +136,8 @@ def main(argv=None):
     res["variance of Laplacian"] = {256: tiles_per_s(variance_of_laplacian_batch, tiles, 256)}
     print("in-memory scoring, 320x320 RGB tiles, this machine's CPU:")
     for k, v in res.items():
+        if k == "model_load":
+            continue
         print(f"  {k:<24}" + "  ".join(f"batch {b}: {t:8.1f} tiles/s" for b, t in v.items()))
     m = res["in_memory"] = in_memory(None if a.model == "fast" else a.model)
     print(f"score_image end to end, 6400x6400 RGB at 0.5 µm/px ({m['tiles']} tissue tiles): "
