@@ -1,5 +1,5 @@
 """Array sources: tissue from a coarse or strided view (never level 0 whole before the first
-tile), the model's thread budget in memory, and the integer path of the pooling weights."""
+tile), and the integer path of the pooling weights."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +36,6 @@ def test_levels_source_reads_tissue_from_a_coarse_level_and_tiles_in_strips(slid
     levels = [slide_img, slide_img[::2, ::2], slide_img[::4, ::4]]
     src = LevelsSource([Recording(a, log, i) for i, a in enumerate(levels)], 0.25, name="pyramid")
     assert src.downsamples == pytest.approx([1, 2, 4], rel=1e-3) and src.level_for(0.5) == 1
-    assert not src.in_memory  # lazy levels: the decoders' threads come out of the model's
     fmap = drive(iter_score_source(src, model=fast_model_file, threads=2))
     assert fmap.extra["level"] == 1 and np.isfinite(fmap.defocus_um).any()
     assert 0 not in {lv for lv, *_ in log}  # level 0 never read: it is finer than the model needs
@@ -54,33 +53,6 @@ def test_array_source_thumbnail_is_strided_before_it_is_read(slide_img):
     assert t.shape == (989, 740, 3)  # every 3rd pixel of 2967 x 2220
     assert len(log) == 1 and log[0][1][0].step == 3  # one strided read, not the whole array
     np.testing.assert_array_equal(t, slide_img[::3, ::3])
-
-
-@pytest.mark.parametrize("in_memory", [True, False])
-def test_model_threads_in_memory_and_from_lazy_sources(slide_img, fast_model_file, in_memory):
-    import torch
-
-    from napari_focusq.models import load_model
-
-    fm = load_model(fast_model_file)
-    seen, predict = [], fm.predict_with_spread
-
-    def recording(tiles):
-        seen.append(torch.get_num_threads())
-        return predict(tiles)
-
-    fm.predict_with_spread = recording
-    before = torch.get_num_threads()
-    try:
-        img = slide_img[:960, :1280]
-        src = ArraySource(img if in_memory else Recording(img, [], 0), 0.5)
-        drive(iter_score_source(src, model=fm, threads=1))
-    finally:
-        fm.predict_with_spread = predict
-    # In memory the decode worker only slices: the model keeps every thread. A lazy source
-    # decodes in the worker, which the model leaves its core to.
-    assert seen and set(seen) == {before if in_memory else max(1, before - 1)}
-    assert torch.get_num_threads() == before
 
 
 def test_tile_information_integer_path_equals_the_float_formula():

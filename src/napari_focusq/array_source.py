@@ -34,7 +34,6 @@ class LevelsSource(ArraySource):
             raise ScoringError(f"{name}: no pyramid levels")
         super().__init__(levels[0], pixel_size_um, name=name, stack=stack)
         self.levels = levels
-        self.in_memory = all(isinstance(a, np.ndarray) for a in levels)
         self.level_shapes = [tuple(int(n) for n in a.shape) for a in levels]
         if any(len(s) != len(self.shape) for s in self.level_shapes):
             raise ScoringError(f"{name}: pyramid levels differ in their axes: {self.level_shapes}")

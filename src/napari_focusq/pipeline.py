@@ -53,8 +53,6 @@ class ArraySource:
         self.n_z = self.shape[0] if stack else 1
         self.is_rgb = self.dtype == np.uint8 and self.axes.endswith("C") and self.shape[-1] == 3
         self.pixel_size_um = pixel_size_um
-        # Reading a numpy array is slicing, not decoding: the model need not leave cores to it.
-        self.in_memory = isinstance(image, np.ndarray)
 
     def read_region(self, y0, x0, h, w, *, level=0, z=None):
         a = self.array if z is None or "Z" not in self.axes else self.array[z]
@@ -273,10 +271,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     # torch release the GIL in their heavy parts). The model's own threads are what the
     # decoders leave of the budget: on 2 cores, 2 torch threads beside 2 decoders
     # oversubscribe, and whole-slide scoring took ~15 % longer (DESIGN-NOTES, round 6).
-    # In memory, the decode workers only cut and measure tiles (a fifth of the model's work
-    # per tile): the model keeps every torch thread, or it would run on half the cores.
-    model_threads = 0 if getattr(src, "in_memory", False) else -threads
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(model_threads):
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads):
         # Two batches of tiles in flight, counted in tiles (strips vary from 1 to
         # STRIP_TILES): fewer, and the decoders idle while the model scores a batch.
         queue, later = deque(), iter(units)
