@@ -120,11 +120,10 @@ def test_cancel_stops_the_decoders(make_napari_viewer_proxy, qtbot, notes, model
     w.add_model(str(model_path))
     worker = w.score()
     qtbot.waitUntil(reached.is_set, timeout=TIMEOUT_MS)
-    w.cancel()
-    at_cancel = calls["n"]
-    cancelled.set()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):  # connected before the run can end
+        w.cancel()
+        at_cancel = calls["n"]
+        cancelled.set()
     assert calls["after_cancel"] == 0, calls  # every later read was refused before it began
     assert at_cancel <= calls["n"] <= 10 + DECODE_THREADS - 1 < n_full, (calls, n_full)
     assert "cancelled" in notes["info"][-1] and not notes["error"], notes
