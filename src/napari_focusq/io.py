@@ -251,6 +251,17 @@ class ImageSource:
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     """Average f x f blocks of the first two axes; partial edge blocks average what they have."""
     H, W = a.shape[:2]
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and H and W:
+        # Integers: sums in uint32/uint64 by reduceat (partial blocks included), no float
+        # copy and no padding: exact, so the same result as the float path, several times
+        # faster (it runs before the first tile is scored).
+        acc = np.uint32 if a.dtype.itemsize == 1 or f * f * 65535 < 2**32 else np.uint64
+        s = np.add.reduceat(a, np.arange(0, H, f), axis=0, dtype=acc)
+        s = np.add.reduceat(s, np.arange(0, W, f), axis=1, dtype=acc)
+        cy = np.minimum(f, H - np.arange(0, H, f))
+        cx = np.minimum(f, W - np.arange(0, W, f))
+        n = (cy[:, None] * cx[None, :]).reshape(len(cy), len(cx), *(1,) * (a.ndim - 2))
+        return np.rint(s / n).astype(a.dtype)
     hp, wp = -H % f, -W % f
     x = a.astype(np.float64)
     if hp or wp:
