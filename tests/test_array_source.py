@@ -80,3 +80,22 @@ def test_tile_information_integer_path_equals_the_float_formula():
     odd = tiles[:, :317, :317]
     np.testing.assert_allclose(tile_information(odd), tile_information(np.ascontiguousarray(odd[:, :312, :312])),
                                rtol=1e-6)
+
+
+def test_jpeg_tiles_decode_on_two_workers(tmp_path, slide_img):
+    """tifffile leaves a 2-core machine one decode worker (every tile of a strip in turn on
+    zarr's I/O thread); compressed slides get two, uncompressed ones keep tifffile's choice."""
+    import tifffile
+
+    from napari_focusq.io import open_image
+
+    jpeg, raw = tmp_path / "jpeg.tif", tmp_path / "raw.tif"
+    tifffile.imwrite(jpeg, slide_img[:1024, :1024], tile=(256, 256), compression="jpeg", photometric="rgb")
+    tifffile.imwrite(raw, slide_img[:1024, :1024], photometric="rgb")
+    with open_image(jpeg) as src:
+        assert src._raw[0].store_path.store._maxworkers >= 2
+        np.testing.assert_allclose(src.read_region(100, 300, 400, 500).astype(float).mean(),
+                                   slide_img[100:500, 300:800].astype(float).mean(), atol=1.0)  # JPEG error
+    with open_image(raw) as src:
+        assert src._raw[0].store_path.store._maxworkers == 1
+        np.testing.assert_array_equal(src.read_region(100, 300, 400, 500), slide_img[100:500, 300:800])
