@@ -99,3 +99,33 @@ def test_jpeg_tiles_decode_on_two_workers(tmp_path, slide_img):
     with open_image(raw) as src:
         assert src._raw[0].store_path.store._maxworkers == 1
         np.testing.assert_array_equal(src.read_region(100, 300, 400, 500), slide_img[100:500, 300:800])
+
+
+def test_closing_the_generator_drops_queued_strips(slide_img, fast_model_file):
+    """A cancel closes the generator at a batch; the strips queued behind it are never read."""
+    import threading
+    import time
+
+    row = np.concatenate([slide_img, slide_img[:, ::-1], slide_img], 1)
+    big = np.concatenate([row, row[::-1]], 0)  # ~190 tissue tiles in ~50 strips
+    lock, n = threading.Lock(), {"reads": 0}
+
+    class Slow(ArraySource):
+        def read_region(self, *a, **kw):
+            with lock:
+                n["reads"] += 1
+            time.sleep(0.2)  # a slow file: the queue is still full when the first batch is out
+            return super().read_region(*a, **kw)
+
+    gen = iter_score_source(Slow(big, 0.5), model=fast_model_file, threads=2, batch_size=16)
+    for ev in gen:
+        if ev.stage == "score" and ev.data.get("tiles"):
+            break
+    before = n["reads"]
+    gen.close()
+    after = n["reads"]
+    full = Slow(big, 0.5)
+    n["reads"] = 0
+    drive(iter_score_source(full, model=fast_model_file, threads=2, batch_size=16))
+    # At most the two workers' next strips slip in between the count and the cancel.
+    assert after - before <= 2 and after < n["reads"], (before, after, n["reads"])

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Generator
 
@@ -271,10 +272,11 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     # torch release the GIL in their heavy parts). The model's own threads are what the
     # decoders leave of the budget: on 2 cores, 2 torch threads beside 2 decoders
     # oversubscribe, and whole-slide scoring took ~15 % longer (DESIGN-NOTES, round 6).
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads):
+    queue = deque()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads), _dropping(queue):
         # Two batches of tiles in flight, counted in tiles (strips vary from 1 to
         # STRIP_TILES): fewer, and the decoders idle while the model scores a batch.
-        queue, later = deque(), iter(units)
+        later = iter(units)
         queued = 0
 
         def top_up():
@@ -283,25 +285,19 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                 queue.append((unit, pool.submit(_read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
                 queued += len(unit[1])
 
-        try:
+        top_up()
+        while queue:
+            (r, cs), future = queue.popleft()
+            tiles, _valid, info, nr = future.result()
+            queued -= len(cs)
             top_up()
-            while queue:
-                (r, cs), future = queue.popleft()
-                tiles, _valid, info, nr = future.result()
-                queued -= len(cs)
-                top_up()
-                pending_tiles.append(tiles)
-                pending_idx.append([(r, c) for c in cs])
-                pending_info.append(np.stack([info, nr], 1))
-                if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
-                    finished = flush()
-                    yield Progress("score", done, total, f"{done}/{total} tiles",
-                                   data={"grid_shape": (rows, cols), "tiles": finished})
-        finally:
-            # Closed early (cancel, error): strips not yet started are dropped, so decoding
-            # stops with the strips the workers hold, not two batches later.
-            for _unit, future in queue:
-                future.cancel()
+            pending_tiles.append(tiles)
+            pending_idx.append([(r, c) for c in cs])
+            pending_info.append(np.stack([info, nr], 1))
+            if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
+                finished = flush()
+                yield Progress("score", done, total, f"{done}/{total} tiles",
+                               data={"grid_shape": (rows, cols), "tiles": finished})
     fmap = FocusMap(
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
@@ -312,6 +308,17 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     )
     _add_certainty(fmap, fm)
     return fmap
+
+
+@contextmanager
+def _dropping(queue):
+    """On leaving (closed early by a cancel, or an error), cancel the queued strips that no
+    decode worker has started: decoding stops with the strips in hand, not two batches on."""
+    try:
+        yield
+    finally:
+        for _unit, future in queue:
+            future.cancel()
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:
