@@ -7,6 +7,7 @@ widget, batch, benchmarks) feeds it the same raw tiles.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -322,6 +323,9 @@ def model_from_file(path) -> FocusModel:
 
 
 _cache: dict = {}
+# One load at a time: a background preload and a scoring job asking for the same model
+# share one instance instead of building it twice.
+_lock = threading.RLock()
 
 
 def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, modality: str = "brightfield") -> FocusModel:
@@ -345,10 +349,33 @@ def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, moda
         if not path.exists():
             raise ModelFileError(path, f"no such model file (known names: {', '.join(['default', *_SHIPPED])})")
     key = (str(path.resolve()), path.stat().st_mtime_ns)
-    if key not in _cache:
-        _cache[key] = model_from_file(path)
-    return _cache[key]
+    with _lock:
+        if key not in _cache:
+            _cache[key] = model_from_file(path)
+        return _cache[key]
 
 
-__all__ = ["FocusModel", "load_model", "new_model", "available_models", "build_module", "ModelFileError",
+def preload(names=("fast", "fast-fluorescence")) -> threading.Thread:
+    """Import torch and load shipped models in a background (daemon) thread; returns it.
+
+    Importing torch is most of a first ``load_model`` (1.5-4 s; the model itself ~50 ms), so
+    front ends start this before the user asks for a score. Failures are left for the real
+    load to report.
+    """
+    def work():
+        try:
+            import torch  # noqa: F401
+
+            for name in names:
+                if name in available_models():
+                    load_model(name)
+        except Exception:  # noqa: BLE001 - the scoring job's own load reports it
+            pass
+
+    t = threading.Thread(target=work, name="focusq-preload", daemon=True)
+    t.start()
+    return t
+
+
+__all__ = ["FocusModel", "load_model", "preload", "new_model", "available_models", "build_module", "ModelFileError",
            "save_checkpoint", "load_checkpoint", "choose_device", "prepare_input"]
