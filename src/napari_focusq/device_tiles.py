@@ -219,9 +219,19 @@ class DeviceTileMaker:
         """Pixels of drawn tiles: crop, defocus, turn, degrade. Returns (tiles, |z|) on the device."""
         import torch
 
-        n = len(p["src"])
-        dev, t, s, m = self.device, self.tile_px, self.side, self.margin
-        crops = torch.empty((n, 3, s, s), dtype=torch.float32, device=dev)
+        b = self.defocus(self.crops(p), p["zbin"])
+        # The PSF is symmetric under quarter turns and mirrors: turning after blurring is the same.
+        b = _rotate_flip(b, p["rot"], p["flip"])
+        b = self._degrade(b, p)
+        z = torch.from_numpy(self.z_bins[p["zbin"]].astype(np.float32)).to(self.device)
+        return b / 255.0, z
+
+    def crops(self, p: dict):
+        """(B, 3, S, S) float32 crops: each tile with ``margin`` pixels of real tissue around it."""
+        import torch
+
+        dev, s = self.device, self.side
+        crops = torch.empty((len(p["src"]), 3, s, s), dtype=torch.float32, device=dev)
         ar = torch.arange(s, device=dev)
         for i, img in enumerate(self.sources):
             sel = np.flatnonzero(p["src"] == i)
@@ -230,14 +240,16 @@ class DeviceTileMaker:
             y = torch.from_numpy(p["pos"][sel, 0]).to(dev)[:, None] + ar
             x = torch.from_numpy(p["pos"][sel, 1]).to(dev)[:, None] + ar
             crops[torch.from_numpy(sel).to(dev)] = img[:, y[:, :, None], x[:, None, :]].permute(1, 0, 2, 3).float()
+        return crops
+
+    def defocus(self, crops, zbin):
+        """Crops (B, 3, S, S) -> defocused tiles (B, 3, T, T): one FFT, the z bins' OTFs, one inverse."""
+        import torch
+
+        m, t = self.margin, self.tile_px
         spec = torch.fft.rfft2(crops)
-        spec *= self.otf[torch.from_numpy(p["zbin"]).to(dev)]
-        b = torch.fft.irfft2(spec, s=(s, s))[:, :, m:m + t, m:m + t]
-        # The PSF is symmetric under quarter turns and mirrors: turning after blurring is the same.
-        b = _rotate_flip(b, p["rot"], p["flip"])
-        b = self._degrade(b, p)
-        z = torch.from_numpy(self.z_bins[p["zbin"]].astype(np.float32)).to(dev)
-        return b / 255.0, z
+        spec *= self.otf[torch.from_numpy(np.asarray(zbin)).to(self.device)]
+        return torch.fft.irfft2(spec, s=crops.shape[-2:])[:, :, m:m + t, m:m + t]
 
     def _degrade(self, b, p):
         """training._degrade for brightfield, batched: stain and brightness in optical

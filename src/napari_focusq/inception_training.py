@@ -91,10 +91,10 @@ class InceptionRun:
 
 def paper_recipe(out=DEFAULT_OUT, data=None, **overrides) -> InceptionRun:
     """The paper's recipe on the project's brightfield images, with `fast`'s source split."""
-    from .training import default_recipe
+    from .training import default_recipe, split_images
 
-    r = default_recipe(out, data)
-    cfg = dict(images=r.images, val_images=r.val_images, out=str(out))
+    train, val = split_images(default_recipe(out, data))
+    cfg = dict(images=train, val_images=val, out=str(out))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return InceptionRun(**cfg)
 
@@ -123,8 +123,7 @@ def speed_habits(device, *, amp: str = "auto", compile: str = "auto", minutes: f
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in float32
     # bf16 autocast on CPUs without AMX is several times slower than float32 (measured
     # here: 336 s against 48-64 s for a batch of 8), so the CPU trains in float32.
     bf16 = amp == "bf16" or (amp == "auto" and cuda)
@@ -198,6 +197,19 @@ def _train(run: InceptionRun) -> Generator[Progress, None, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
 
+    start_epoch, start_step, tiles_before, history = 0, 0, 0, []
+    if run.resume:
+        model = model_from_file(run.resume)
+        if model.architecture != "inception":
+            raise TrainingError(f"{run.resume}: a {model.architecture} model cannot resume an inception run")
+        st = model.meta.get("training", {})
+        start_epoch, start_step = int(st.get("epochs_done", 0)), int(st.get("step_in_epoch", 0))
+        tiles_before, history = int(st.get("tiles_seen", 0)), list(st.get("history", []))
+        if start_epoch >= run.epochs:
+            raise TrainingError(f"{run.resume}: already trained {start_epoch} of {run.epochs} epochs")
+        model.meta.pop("calibration", None)
+    else:
+        model = new_model("inception", name=run.name, device=device)
     train_imgs = yield from _load_sources(run.images, run, "data")
     val_imgs = yield from _load_sources(run.val_images, run, "validation data")
     common = dict(z_max_um=run.z_max_um, min_tissue=run.min_tissue, jpeg=run.jpeg)
@@ -214,19 +226,6 @@ def _train(run: InceptionRun) -> Generator[Progress, None, Path]:
     zv = np.concatenate(zv)
     del val_maker
 
-    start_epoch, start_step, tiles_before, history = 0, 0, 0, []
-    if run.resume:
-        model = model_from_file(run.resume)
-        if model.architecture != "inception":
-            raise TrainingError(f"{run.resume}: a {model.architecture} model cannot resume an inception run")
-        st = model.meta.get("training", {})
-        start_epoch, start_step = int(st.get("epochs_done", 0)), int(st.get("step_in_epoch", 0))
-        tiles_before, history = int(st.get("tiles_seen", 0)), list(st.get("history", []))
-        if start_epoch >= run.epochs:
-            raise TrainingError(f"{run.resume}: already trained {start_epoch} of {run.epochs} epochs")
-        model.meta.pop("calibration", None)
-    else:
-        model = new_model("inception", name=run.name, device=device)
     module = model.module.to(device)
     model.device = device
     if habits["channels_last"]:
@@ -390,32 +389,26 @@ def train_inception(run: InceptionRun, progress=None) -> Path:
     return drive(iter_train_inception(run), progress)
 
 
-def run_from_args(args) -> InceptionRun:
-    """`focusq train --preset inception ...` -> the run. Without DATA: the paper's recipe on
-    the project's images; with DATA: those images, split by source as `focusq train` does."""
-    common = dict(epochs=getattr(args, "epochs", None), seed=getattr(args, "seed", None),
-                  lr=getattr(args, "lr", None), batch_size=getattr(args, "batch_size", None),
-                  resume=getattr(args, "init", None), device=getattr(args, "device", None) or "auto",
-                  minutes=getattr(args, "minutes", None), checkpoint_minutes=getattr(args, "checkpoint_minutes", None),
-                  tiles_per_epoch=getattr(args, "tiles_per_epoch", None))
-    data = list(getattr(args, "data", None) or [])
-    if not data:
-        return paper_recipe(args.out, **common)
+def run_from_args(args, cfg=None) -> InceptionRun:
+    """`focusq train --preset inception ...` -> the run. ``cfg``: ``training.train_config(args)``,
+    whose split by source image it keeps (without DATA: `fast`'s default_recipe split)."""
     from .training import split_images, train_config
 
-    cfg = train_config(args)
+    cfg = cfg or train_config(args)
     train, val = split_images(cfg)
-    return InceptionRun(images=train, val_images=val, out=args.out, pixel_sizes=cfg.pixel_sizes,
-                        **{k: v for k, v in common.items() if v is not None})
+    extra = {k: getattr(args, k, None) for k in ("device", "minutes", "checkpoint_minutes", "tiles_per_epoch")}
+    return InceptionRun(images=train, val_images=val, out=cfg.out, epochs=cfg.epochs, lr=cfg.lr,
+                        batch_size=cfg.batch_size, seed=cfg.seed, resume=cfg.resume, pixel_sizes=cfg.pixel_sizes,
+                        **{k: v for k, v in extra.items() if v is not None})
 
 
-def main(args) -> int:
+def main(args, cfg=None) -> int:
     """`focusq train --preset inception`: train, then print where the file is and how it did."""
     import json
 
     from .progress import StderrBar, drive
 
-    run = run_from_args(args)
+    run = run_from_args(args, cfg)
     path = drive(iter_train_inception(run), StderrBar())
     meta = json.loads(path.with_suffix(".json").read_text())
     st, m = meta["training"], meta["metrics"]["validation_calibrated"]
