@@ -169,7 +169,8 @@ def test_cli_routes_inception_to_the_device_trainer(monkeypatch, tmp_path, capsy
 def _toy(tmp_path, **kw) -> InceptionRun:
     base = dict(images=[BF / "histoqc_template1.png", BF / "histoqc_template2.png"],
                 val_images=[BF / "histoqc_template4.png"], out=str(tmp_path / "inc.safetensors"), device="cpu",
-                tiles_per_epoch=4, batch_size=4, val_tiles_per_image=4, epochs=4, lr=1e-3, pixel_sizes=PX, seed=0)
+                tiles_per_epoch=4, batch_size=4, val_tiles_per_image=4, epochs=4, lr=1e-3, pixel_sizes=PX, seed=0,
+                checkpoint_minutes=1e3)
     return InceptionRun(**{**base, **kw})
 
 
@@ -193,7 +194,9 @@ def test_toy_run_learns_and_its_checkpoint_scores(toy_run):
                                                                                                  "inc.safetensors"]
     losses = [e.data["loss"] for e in events if e.stage == "train"]
     assert len(losses) == 4 and all(np.isfinite(losses))
-    assert losses[-1] < 0.7 * losses[0]  # fitting four tiles: measured 1.0 -> 0.1 (seeded)
+    # Fitting four tiles: measured MEASURED (seeded). 0.8 leaves room for other CPUs' rounding;
+    # an untrained or frozen net stays within 1 % (3e-4 with torch's default init: 1.437 -> 1.429).
+    assert losses[-1] < 0.8 * losses[0]
     assert path.stat().st_size < 64 * 2**20  # travels back from a GPU machine (49 MB measured)
     with safe_open(str(path), "pt") as f:
         assert f.get_tensor("backbone.Mixed_7c.branch1x1.conv.weight").dtype == torch.float16

@@ -314,6 +314,10 @@ def _train(run: InceptionRun) -> Generator[Progress, None, Path]:
     path, stopped = None, False
     draw_rng = np.random.default_rng([run.seed, 0])
     fixed = None if run.fresh_tiles else maker.draw(run.tiles_per_epoch, draw_rng)
+    if not run.resume:
+        # Start the output at the training set's mean |z| rather than softplus(0) = 0.69 µm.
+        zs = maker.z_bins[(fixed or maker.draw(4096, np.random.default_rng([run.seed, 4])))["zbin"]]
+        module.start_at(float(zs.mean()))
     epoch, s = start_epoch, start_step
     for epoch in range(start_epoch, run.epochs):
         erng = np.random.default_rng([run.seed, 2, epoch])
