@@ -323,13 +323,15 @@ def _train(run: InceptionRun) -> Generator[Progress, None, Path]:
         erng = np.random.default_rng([run.seed, 2, epoch])
         tiles = maker.draw(run.tiles_per_epoch, erng) if fixed is None else fixed
         order = erng.permutation(run.tiles_per_epoch)
+        # Drawn up front so a run resumed mid-epoch gets the same sensor noise as an unbroken one.
+        noise_seeds = erng.integers(2**62, size=steps_per_epoch)
         losses = []
         first = start_step if epoch == start_epoch else 0
         for s in range(first, steps_per_epoch):
             t_step = time.perf_counter()
             idx = order[s * run.batch_size:(s + 1) * run.batch_size]
             with torch.no_grad():
-                x, z = maker.render(maker.subset(tiles, idx, erng.integers(2**62)))
+                x, z = maker.render(maker.subset(tiles, idx, noise_seeds[s]))
             with autocast():
                 pred = fwd(as_input(x))
             loss = torch.nn.functional.smooth_l1_loss(pred.float(), z, beta=0.2)
