@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The inception preset's paper-recipe run on one GPU machine, in one command under 10 minutes.
 #
-# Here, once (CPU):  .venv/bin/python benchmarks/prepare_gpu_data.py .gpu_data
+# Here, once (CPU):  .venv/bin/python benchmarks/prepare_gpu_data.py .gpu_data   (PNG copies of the TIFFs: no imagecodecs/zarr there)
 # Device tool:       run(command="bash benchmarks/gpu_inception_run.sh", carry=[".gpu_data"], timeout_s=600)
 # Back here:         cat <files_at>/inception.safetensors.part* > data/models/inception.safetensors
 #                    cp <files_at>/inception.json data/models/ && sha256sum -c <(grep '  work/' ...)  (see train.log)

@@ -227,3 +227,15 @@ def test_time_budget_stops_with_a_checkpoint_that_resumes(tmp_path):
     assert [e.data["step"] for e in events if e.stage == "train step"] == [2]
     with pytest.raises(TrainingError, match="already trained 1 of 1 epochs"):
         _drain(iter_train_inception(_toy(tmp_path, tiles_per_epoch=8, epochs=1, resume=str(again))))
+
+
+def test_folder_states_pixel_sizes(tmp_path):
+    """pixel_sizes.json beside the images (prepare_gpu_data.py's PNG copies of TIFFs) reaches
+    the run; the user's --pixel-size wins; a broken file is named."""
+    from napari_focusq.inception_training import stated_pixel_sizes
+
+    (tmp_path / "pixel_sizes.json").write_text('{"slide.png": 0.499}')
+    assert stated_pixel_sizes([tmp_path / "slide.png", tmp_path / "b.png"]) == {"slide.png": 0.499}
+    (tmp_path / "pixel_sizes.json").write_text('["not", "a", "map"]')
+    with pytest.raises(TrainingError, match="pixel_sizes.json: not a JSON object"):
+        stated_pixel_sizes([tmp_path / "slide.png"])

@@ -89,12 +89,28 @@ class InceptionRun:
             raise TrainingError("need training images and held-out validation images (split by source image)")
 
 
+def stated_pixel_sizes(images) -> dict:
+    """Pixel sizes a folder states for its images in ``pixel_sizes.json`` ({file name: µm}),
+    e.g. the lossless PNG copies benchmarks/prepare_gpu_data.py makes of TIFFs."""
+    import json
+
+    out = {}
+    for folder in {Path(p).parent for p in images}:
+        f = folder / "pixel_sizes.json"
+        if f.is_file():
+            try:
+                out.update({str(k): float(v) for k, v in json.loads(f.read_text()).items()})
+            except (ValueError, AttributeError) as e:
+                raise TrainingError(f"{f}: not a JSON object of file name -> µm per pixel ({e})") from None
+    return out
+
+
 def paper_recipe(out=DEFAULT_OUT, data=None, **overrides) -> InceptionRun:
     """The paper's recipe on the project's brightfield images, with `fast`'s source split."""
     from .training import default_recipe, split_images
 
     train, val = split_images(default_recipe(out, data))
-    cfg = dict(images=train, val_images=val, out=str(out))
+    cfg = dict(images=train, val_images=val, out=str(out), pixel_sizes=stated_pixel_sizes(train + val))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return InceptionRun(**cfg)
 
@@ -403,8 +419,10 @@ def run_from_args(args, cfg=None) -> InceptionRun:
     cfg = cfg or train_config(args)
     train, val = split_images(cfg)
     extra = {k: getattr(args, k, None) for k in ("device", "minutes", "checkpoint_minutes", "tiles_per_epoch")}
+    # The user's --pixel-size wins over what a folder states.
+    pixel_sizes = {**stated_pixel_sizes(train + val), **cfg.pixel_sizes}
     return InceptionRun(images=train, val_images=val, out=cfg.out, epochs=cfg.epochs, lr=cfg.lr,
-                        batch_size=cfg.batch_size, seed=cfg.seed, resume=cfg.resume, pixel_sizes=cfg.pixel_sizes,
+                        batch_size=cfg.batch_size, seed=cfg.seed, resume=cfg.resume, pixel_sizes=pixel_sizes,
                         **{k: v for k, v in extra.items() if v is not None})
 
 
