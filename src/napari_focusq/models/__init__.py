@@ -280,9 +280,25 @@ def weights_dir() -> Path:
     return Path(str(resources.files("napari_focusq") / "weights"))
 
 
+def data_models_dir() -> Path:
+    """Checkpoints too large for the wheel (the trained `inception`, 49 MB): the repository's
+    data/models/ ($FOCUSQ_DATA/models for an installed package)."""
+    from ..training import project_data_dir
+
+    return project_data_dir() / "models"
+
+
+def _shipped_path(name: str) -> Path:
+    """The package's weights for ``name``, else data/models/'s, else the package path (missing)."""
+    path = weights_dir() / _SHIPPED[name]
+    if not path.exists() and (data_models_dir() / _SHIPPED[name]).exists():
+        return data_models_dir() / _SHIPPED[name]
+    return path
+
+
 def available_models() -> list[str]:
-    """Names load_model accepts without a path: presets with shipped weights."""
-    return [name for name, f in _SHIPPED.items() if (weights_dir() / f).exists()]
+    """Names load_model accepts without a path: presets with shipped weights (or in data/models/)."""
+    return [name for name in _SHIPPED if _shipped_path(name).exists()]
 
 
 def new_model(architecture: str = "fast", *, modality: str = "brightfield", config: dict | None = None,
@@ -329,7 +345,8 @@ _lock = threading.RLock()
 
 
 def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, modality: str = "brightfield") -> FocusModel:
-    """Load a model: "default"/"fast" (shipped), "inception", another shipped name, or a checkpoint path.
+    """Load a model: "default"/"fast" (shipped), "inception" (data/models/, once trained), another
+    shipped name, or a checkpoint path.
 
     "default" picks the shipped model for ``modality``. Models from files are
     cached by path and modification time, so repeated calls are cheap.
@@ -340,10 +357,11 @@ def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, moda
     if name == "default":
         name = "fast-fluorescence" if modality == "fluorescence" and "fast-fluorescence" in available_models() else "fast"
     if name in _SHIPPED:
-        path = weights_dir() / _SHIPPED[name]
+        path = _shipped_path(name)
         if not path.exists():
-            raise ModelFileError(path, f"no shipped weights for {name!r}; train them with "
-                                       f"`focusq train --preset {name.split('-')[0]}` and pass the file with --model")
+            raise ModelFileError(path, f"no shipped weights for {name!r} (nor {data_models_dir() / _SHIPPED[name]}); "
+                                       f"train them with `focusq train --preset {name.split('-')[0]}` "
+                                       "and pass the file with --model")
     else:
         path = Path(name).expanduser()
         if not path.exists():
