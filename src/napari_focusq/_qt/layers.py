@@ -22,6 +22,7 @@ CERTAINTY_NAME = "Certainty"
 BEST_PLANE_NAME = "Best plane"
 ALL_IN_FOCUS_NAME = "All in focus"
 PREVIEW_NAME = "Deblurred preview (not data)"
+ROI_NAME = "Region of interest"
 #: metadata["focusq"] of layers the widget derives from a result; never offered for scoring.
 DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview")
 #: Fixed colour range of the heatmap, µm (so colours mean the same on every slide).
@@ -153,12 +154,25 @@ def threshold_mask(defocus_um: np.ndarray, threshold_um: float) -> np.ndarray:
     return ex.astype(np.uint8) * EXCLUDED_LABEL
 
 
-def summary_text(s: dict, threshold_um: float) -> str:
+def no_result_reason(fmap) -> str:
+    """Why a map has no scored tile, in words a user can act on."""
+    h, w = fmap.image_shape
+    px, t = float(fmap.pixel_size_um), float(fmap.tile_size_px)
+    if h < t or w < t:
+        return (f"the image ({w * px:.0f} × {h * px:.0f} µm) is smaller than one {t * px:.0f} µm tile; "
+                "the model needs whole tiles at its working resolution, so nothing could be scored")
+    return "no tile has enough tissue to score (is this glass, or the wrong modality?)"
+
+
+def summary_text(s: dict, threshold_um: float, reason: str | None = None) -> str:
     """One short paragraph of :meth:`FocusMap.summary` figures for the widget.
 
     The pooled score (tissue- and information-weighted, worst tiles emphasised) is shown
     beside the plain tissue-weighted mean; uncertain tiles are counted but not excluded.
+    With no scored tile there is no verdict ("no result", never FAIL) and ``reason`` says why.
     """
+    if not s.get("tissue_tiles"):
+        return "No result: " + (reason or "no tile has enough tissue to score") + "."
     def um(v):
         return "–" if v is None or not np.isfinite(v) else f"{v:.2f} µm"
 
@@ -187,6 +201,32 @@ def layer_pixel_size_um(layer) -> float | None:
     if units is not None and len(units) and str(units[-1]) in ("micrometer", "µm", "um"):
         return float(layer.scale[-1])
     return None
+
+
+def set_layer_pixel_size(layer, px_um: float) -> None:
+    """Record a typed pixel size on an image layer: metadata, (y, x) scale and units in µm.
+
+    Kept on the layer itself, so it survives the widget's list being rebuilt and every
+    layer keeps its own.
+    """
+    md = dict(layer.metadata or {})
+    md["pixel_size_um"] = float(px_um)
+    layer.metadata = md
+    scale = list(layer.scale)
+    scale[-2:] = [float(px_um), float(px_um)]
+    layer.scale = scale
+    units = [str(u) for u in layer.units]
+    units[-2:] = ["µm", "µm"]
+    try:
+        layer.units = units
+    except (ValueError, TypeError):  # older napari without units: the scale still says µm
+        pass
+
+
+def grid_units(image_layer) -> tuple:
+    """(y, x) units of the result layers: the image's own, so napari sees one unit everywhere."""
+    units = getattr(image_layer, "units", None)
+    return tuple(str(u) for u in units[-2:]) if units is not None and len(units) >= 2 else ("µm", "µm")
 
 
 def spatial_ndim(layer) -> int:

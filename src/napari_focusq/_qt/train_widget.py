@@ -213,6 +213,10 @@ class TrainWidget(QWidget):
         lay.addLayout(btns)
         lay.addWidget(self.progress_bar)
         lay.addWidget(self.status)
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setToolTip("The trained model's result on held-out images, in plain words.")
+        lay.addWidget(self.verdict)
         lay.addWidget(self.plots, 1)
 
     def _wire(self):
@@ -339,6 +343,7 @@ class TrainWidget(QWidget):
         self._save()
         self.plots.clear()
         self.checkpoint = None
+        self.verdict.setText("")
         self._worker = progress_worker(iter_fit(cfg), on_started=self._on_started, on_event=self._on_event,
                                        on_result=self._on_result, on_error=self._on_error,
                                        on_finished=self._on_finished)
@@ -369,9 +374,26 @@ class TrainWidget(QWidget):
             self._pbar.update(ev)
 
     def _on_result(self, path):
+        """Judge the new model on its validation figures; only a model that passes is put into use."""
+        from ..errors import FocusQError
+        from ..model_verdict import validation_verdict
+        from ..models.checkpoint import load_checkpoint
+
         self.checkpoint = str(path)
-        model_registry().add(self.checkpoint)
-        _notify_info(f"Trained model saved to {path}; it is now selectable in Focus QC.")
+        try:
+            meta = load_checkpoint(path)[1]
+        except (FocusQError, OSError, ValueError):
+            meta = {}
+        ok, text = validation_verdict(meta)
+        self.verdict.setText(text)
+        self.verdict.setStyleSheet("" if ok else "color: #e69f00;")
+        # a failed model is listed (the user may choose it anyway) but never selected for them
+        model_registry().add(self.checkpoint, select=ok)
+        if ok:
+            _notify_info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
+        else:
+            _notify_info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
+                         "selected; choose it there to use it anyway.")
 
     def _on_error(self, exc):
         from ..errors import FocusQError
