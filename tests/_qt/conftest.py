@@ -36,6 +36,10 @@ def notes(monkeypatch):
     got = {"error": [], "info": []}
     monkeypatch.setattr(qc, "_notify_error", lambda m: got["error"].append(m))
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
+    import napari_focusq._qt.review_widget as rw
+
+    monkeypatch.setattr(rw, "_notify_error", lambda m: got["error"].append(m))
+    monkeypatch.setattr(rw, "_notify_info", lambda m: got["info"].append(m))
     try:
         import napari_focusq._qt.train_widget as tw
 

@@ -171,7 +171,7 @@ def summary_text(s: dict, threshold_um: float, reason: str | None = None) -> str
     beside the plain tissue-weighted mean; uncertain tiles are counted but not excluded.
     With no scored tile there is no verdict ("no result", never FAIL) and ``reason`` says why.
     """
-    if not s.get("tissue_tiles"):
+    if "tissue_tiles" in s and not s["tissue_tiles"]:
         return "No result: " + (reason or "no tile has enough tissue to score") + "."
     def um(v):
         return "–" if v is None or not np.isfinite(v) else f"{v:.2f} µm"

@@ -508,6 +508,24 @@ class FocusQCWidget(QWidget):
                 result.source = str(run["source"])
             self._show_result(result, run)
 
+    def show_stored(self, fmap, layer=None, *, excluded=None, threshold_um: float | None = None) -> None:
+        """Show a stored result (the review of a batch folder) over ``layer``, without rescoring.
+
+        ``excluded`` are the stored exclusions ((rows, cols) bool); tiles where they differ
+        from the threshold's count as set by hand.
+        """
+        if threshold_um is not None:
+            self._set_threshold_quietly(float(threshold_um))
+        if layer is not None:
+            scale, translate = L.grid_geometry(layer.scale, layer.translate, fmap.tile_size_px, fmap.origin_px)
+            units, name = L.grid_units(layer), layer.name
+        else:  # the slide itself is missing: the map alone, in µm
+            px = float(fmap.pixel_size_um)
+            scale, translate = L.grid_geometry((px, px), (0.0, 0.0), fmap.tile_size_px, fmap.origin_px)
+            units, name = ("µm", "µm"), None
+        self._show_result(fmap, {"kind": "stored", "layer": name, "z": None, "px": fmap.pixel_size_um,
+                                 "scale": scale, "translate": translate, "units": units, "excluded": excluded})
+
     def _show_result(self, fmap, run) -> None:
         """Replace the previous heatmap/exclusion layers by this run's."""
         scale, translate = run["scale"], run["translate"]
@@ -549,6 +567,8 @@ class FocusQCWidget(QWidget):
         if not fmap.scored.any():
             _notify_info(f"Focus QC: no result – {L.no_result_reason(fmap)}.")
             return
+        if run.get("kind") == "stored":
+            return  # a stored result: the review widget says what it opened
         _notify_info(f"Focus QC: scored {int(fmap.scored.sum())} tissue tiles with {fmap.model}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
 
