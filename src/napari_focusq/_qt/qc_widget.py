@@ -20,9 +20,10 @@ from . import layers as L
 from .edits import ExclusionEdits
 from .workers import ActivityBar, model_registry, progress_worker, settings
 
-HELP = ("Cyan tiles are excluded. Select the heatmap or “Excluded tiles” layer, then click a tile to "
-        "exclude or include it. "
-        "Ctrl+Z undoes, Ctrl+Shift+Z redoes. Moving the threshold re-applies it to every tile.")
+HELP = ("Blue hatched tiles are excluded; tissue in focus stays clear, out-of-focus tiles turn yellow to "
+        "purple. Select the heatmap or “Excluded tiles” layer, then click a tile to exclude or include it "
+        "(your clicks stay when the threshold moves). Ctrl+Z undoes, Ctrl+Shift+Z redoes. "
+        "H switches between the tissue alone and the overlay.")
 MODALITIES = ("auto", "brightfield", "fluorescence")
 
 
@@ -160,8 +161,13 @@ class FocusQCWidget(QWidget):
         help_label.setWordWrap(True)
         help_label.setToolTip(HELP)
 
-        ex = QGroupBox("Export")
-        exl = QFormLayout(ex)
+        from superqt import QCollapsible
+
+        ex = QCollapsible("Export and QuPath")  # folds away: the dock fits a 1000 px screen
+        ex_inner = QWidget()
+        exl = QFormLayout(ex_inner)
+        ex.addWidget(ex_inner)
+        ex.expand(animate=False)
         self.mask_format = QComboBox()
         self.mask_format.addItems(["png", "tif"])
         self.mask_format.setToolTip("File type of the usable-tissue mask (255 = usable tissue).")
@@ -185,7 +191,7 @@ class FocusQCWidget(QWidget):
         ebtns.addWidget(self.import_btn)
         exl.addRow(ebtns)
 
-        lay = QVBoxLayout(self)
+        lay = _scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.stack_box)
         lay.addLayout(btns)
@@ -216,6 +222,7 @@ class FocusQCWidget(QWidget):
         model_registry().added.connect(self._on_model_added)
         model_registry().listed.connect(self._on_model_listed)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.bind_key(L.TOGGLE_KEY, self.toggle_overlay, overwrite=True)
         self.viewer.mouse_move_callbacks.append(self._on_hover)
         self.destroyed.connect(_stop_worker_later(self))
 
@@ -464,8 +471,11 @@ class FocusQCWidget(QWidget):
 
     def _on_event(self, ev):
         # the activity bar processes events while updating: our own state first, the bar last
-        if ev.total:
-            self.progress_bar.setMaximum(ev.total)
+        if ev.stage == "deblur" and ev.total and ev.done < ev.total:
+            self.progress_bar.setRange(0, 0)  # one long step: a busy bar, not a frozen 0 %
+            self.progress_bar.setFormat("de-blurring the preview…")
+        elif ev.total:
+            self.progress_bar.setRange(0, ev.total)
             self.progress_bar.setValue(ev.done)
             self.progress_bar.setFormat(f"{ev.stage} %v/%m")
         if ev.stage == "score" and self._run and "grid_shape" in ev.data:
@@ -558,6 +568,11 @@ class FocusQCWidget(QWidget):
         self._hook_layer(self.heatmap)
         self._hook_layer(self.excluded)
         self.excluded.events.paint.connect(self._on_paint)
+        hs, ht = L.hatch_geometry(scale, translate)
+        self.extras["hatch"] = self.viewer.add_image(
+            L.hatch_rgba(self.excluded.data > 0, fmap), name=L.HATCH_NAME, rgb=True, scale=hs, translate=ht,
+            units=units, interpolation2d="nearest", metadata={"focusq": "hatch", "result_id": self._result_id})
+        self._label_colorbar(self.heatmap)
         self.viewer.layers.selection.active = self.heatmap
         self.export_btn.setEnabled(True)
         self.import_btn.setEnabled(True)
@@ -590,6 +605,7 @@ class FocusQCWidget(QWidget):
             n_z = np.shape(fmap.extra.get("defocus_per_plane", [[0]]))[0]
             self.extras["best_plane"] = self.viewer.add_image(
                 grid, **{**L.best_plane_kwargs(scale, translate, n_z), "units": run.get("units", ("µm", "µm"))})
+            self._label_colorbar(self.extras["best_plane"])  # its legend: shown with the layer
         cert = fmap.extra.get("certainty")
         if cert is not None and np.shape(cert) == fmap.shape:
             data = np.where(fmap.scored, cert, np.nan).astype(np.float32)
@@ -679,6 +695,7 @@ class FocusQCWidget(QWidget):
 
         layer.get_status = get_status
         layer.bind_key("Control-Z", lambda _l: widget.undo(), overwrite=True)
+        layer.bind_key(L.TOGGLE_KEY, lambda _l: widget.toggle_overlay(), overwrite=True)
         layer.bind_key("Control-Shift-Z", lambda _l: widget.redo(), overwrite=True)
 
     def _on_error(self, exc):
@@ -702,6 +719,8 @@ class FocusQCWidget(QWidget):
             self._pbar = None
         self._worker = None
         self._run = None
+        if self.progress_bar.maximum() == 0:  # a busy bar left by a cancelled or failed preview
+            self.progress_bar.setRange(0, 1)
         self.score_btn.setEnabled(True)
         self.sharpest_btn.setEnabled(True)
         self.deblur_btn.setEnabled(self.fmap is not None)
@@ -729,9 +748,34 @@ class FocusQCWidget(QWidget):
         return restrict_to_roi(self.fmap, self.roi_grid()).summary(self.threshold_slider.value(),
                                                                     self.excluded_grid())
 
+    def _label_colorbar(self, layer) -> None:
+        """The layer's name ("Defocus (µm)") beside its colour bar: the bar's unit and legend."""
+        try:
+            layer.colorbar.visible = True
+            layer.name_overlay.position = layer.colorbar.position
+            layer.name_overlay.visible = True
+        except AttributeError:  # napari without per-layer overlays: the layer list still names it
+            pass
+
+    def _refresh_hatch(self) -> None:
+        hatch = self.extras.get("hatch")
+        if hatch is None or hatch not in self.viewer.layers or self.excluded is None or self.fmap is None:
+            return
+        hatch.data = L.hatch_rgba(np.asarray(self.excluded.data) > 0, self.fmap)
+
+    def toggle_overlay(self, *_):
+        """One key (H): the tissue alone, or the heatmap and exclusions over it."""
+        layers = [ly for ly in (self.heatmap, self.extras.get("hatch")) if ly is not None and ly in self.viewer.layers]
+        if not layers:
+            return
+        show = not any(ly.visible for ly in layers)
+        for ly in layers:
+            ly.visible = show
+
     def _update_summary(self, *_):
         if self.fmap is None:
             return
+        self._refresh_hatch()
         t = self.threshold_slider.value()
         self.summary.setText(L.summary_text(self.summary_dict(), t, L.no_result_reason(self.fmap)))
 
@@ -969,6 +1013,21 @@ class FocusQCWidget(QWidget):
             return None
         _notify_info(f"Focus QC: exported {len(paths)} files to {folder}")
         return paths
+
+
+def _scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A layout inside a scroll area filling ``widget``: a dock taller than the screen scrolls."""
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    inner = QWidget()
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
 
 
 def _iter_per_tile(stack, px: float, name: str, *, modality: str, model):
