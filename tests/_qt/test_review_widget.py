@@ -9,39 +9,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shot
+
 PX = 0.499
-CROPS = ((2000, 650), (2300, 1100), (900, 300))
+CROPS = ((2000, 650), (2300, 1100), (1500, 500))
+SIZE = 1000  # 1000 px at 0.499 µm: a 4 x 4 tile grid
 
 
 @pytest.fixture(scope="module")
 def batch_folder(tmp_path_factory):
-    """Three slides scored by ``focusq batch`` (one worker process) and one corrupt file."""
+    """Three slides scored by ``focusq batch`` with the shipped model (one worker process) and a corrupt file.
+
+    s1's right half is defocused by 3 µm (simulated), so the review has something to see.
+    """
     import tifffile
 
     from napari_focusq.batch import main_batch
+    from napari_focusq.demo import make_half_defocused
     from napari_focusq.io import open_image, sample_slide_path
-    from napari_focusq.models import new_model
-    import torch
 
-    torch.manual_seed(7)
     root = tmp_path_factory.mktemp("review")
-    model = new_model("fast", name="untrained-fast").save(root / "model.safetensors")
     src = root / "in"
     src.mkdir()
     with open_image(sample_slide_path()) as s:
         plane = np.asarray(s.read_plane())
     for i, (y, x) in enumerate(CROPS):
-        tifffile.imwrite(src / f"s{i}.tif", plane[y:y + 700, x:x + 700], photometric="rgb",
+        img = plane[y:y + SIZE, x:x + SIZE]
+        if i == 1:
+            img = make_half_defocused(img, pixel_size_um=PX, z_um=3.0)
+        tifffile.imwrite(src / f"s{i}.tif", img, photometric="rgb",
                          resolution=(1e4 / PX, 1e4 / PX), resolutionunit="CENTIMETER")
     (src / "corrupt.tif").write_bytes(b"II*\x00" + os.urandom(300))
     out = root / "out"
-    args = argparse.Namespace(inputs=[str(src)], out=str(out), scheduler=None, workers=1, model=str(model),
+    args = argparse.Namespace(inputs=[str(src)], out=str(out), scheduler=None, workers=1, model="default",
                               pixel_size=None, modality="auto", threshold_um=2.0, slice="auto", level=None)
     assert main_batch(args) == 1  # one input failed (the corrupt one), the rest were scored
     return out
 
 
-def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_folder):
+def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_folder, tmp_path):
     import tifffile
     from qtpy.QtWidgets import QShortcut
 
@@ -65,12 +71,14 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
     np.testing.assert_array_equal(viewer.layers["Defocus (µm)"].data, stored)
     assert f"{first['stem']}.tif" in viewer.layers and not any(ly.name.endswith("[scoring]") for ly in viewer.layers)
     assert qc.fmap is not None and qc.fmap.shape == stored.shape
+    shot(viewer, "review_open.png", tmp_path)
 
     # edit: exclude a scored tile by hand, comment, accept -> saved, on to the next slide to review
     r, c = map(int, np.argwhere(qc.fmap.scored & ~qc.excluded_grid())[0])
     qc.toggle_tile(r, c)
     edited = qc.excluded_grid().copy()
     rw.comment.setText("left edge soft; fine for diagnosis")
+    shot(viewer, "review_edit.png", tmp_path)
     rec = rw.save("accepted", advance=True)
     assert rec is not None and [r, c] in rec["excluded"]
     side = json.loads((out / f"{first['stem']}.review.json").read_text())
@@ -108,6 +116,8 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
     rw.filter.setCurrentText("all")
     rw.search.setText("s2")
     assert [rw.entries[i]["stem"] for i in rw.visible_order()] == ["s2"]
+    rw.search.setText("")
+    shot(viewer, "review_list.png", tmp_path)
 
     # reopen in a fresh viewer: lands on the first unreviewed slide; the saved edits are there
     viewer2 = make_napari_viewer_proxy()

@@ -105,9 +105,13 @@ class ReviewWidget(QWidget):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # by name until the user sorts otherwise
         self.table.setSortingEnabled(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setToolTip("Click a slide to open it with its stored heatmap; click a header to sort.")
         self.table.setMinimumHeight(160)
 
@@ -183,7 +187,10 @@ class ReviewWidget(QWidget):
         self.entries = entries
         self.current = None
         self._fill_table()
-        i = first_unreviewed(entries)
+        # resume: the first slide still to review, in the order the list shows
+        order = self.visible_order()
+        i = first_unreviewed([entries[j] for j in order])
+        i = None if i is None else order[i]
         if i is None:
             self.status.setText(f"All {sum(e['status'] == 'ok' for e in entries)} scored slides are reviewed.")
             i = 0 if entries else None
@@ -320,14 +327,19 @@ class ReviewWidget(QWidget):
         for ly in (qc.heatmap, qc.excluded, *qc.extras.values()):
             if ly is not None:
                 self._opened.append(ly)
-        where = "" if layer is not None else f" (slide not found at {src}: heatmap only)"
+        self._where = "" if layer is not None else f" (slide not found at {src}: heatmap only)"
+        self._show_status(index)
+
+    def _show_status(self, index: int) -> None:
+        e = self.entries[index]
         rev = e.get("review") or {}
         done = (f" · {rev['verdict']} by {rev.get('reviewed_by') or '?'} {rev.get('reviewed_at', '')}"
                 if rev.get("verdict") else "")
         pos = self.visible_order()
         n = f"{pos.index(index) + 1}/{len(pos)}" if index in pos else ""
-        self.status.setText(f"{n} {e['stem']}: {e['state']}, median {e.get('median_um') or '–'} µm, "
-                            f"p90 {e.get('p90_um') or '–'} µm{done}{where}".strip())
+        qc_state = "pass" if e.get("pass") == "yes" else "fail"
+        self.status.setText(f"{n} {e['stem']}: QC {qc_state}, median {e.get('median_um') or '–'} µm, "
+                            f"p90 {e.get('p90_um') or '–'} µm{done}{getattr(self, '_where', '')}".strip())
 
     # ------------------------------------------------------------------ saving
     def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
@@ -361,6 +373,7 @@ class ReviewWidget(QWidget):
             self._fill_row(row, e, self.current)
             self.table.setSortingEnabled(True)
             self._apply_filter()
+        self._show_status(self.current)
         _notify_info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
         if advance:
             self._advance_after_save()
