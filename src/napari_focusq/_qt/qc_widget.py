@@ -489,7 +489,7 @@ class FocusQCWidget(QWidget):
         if layer is None or layer not in self.viewer.layers:
             data = np.full(tuple(grid_shape), np.nan, np.float32)
             kw = L.heatmap_kwargs(run["scale"], run["translate"])
-            kw["name"] = f"{L.HEATMAP_NAME} [scoring]"
+            kw.update(name=f"{L.HEATMAP_NAME} [scoring]", units=run.get("units", ("µm", "µm")))
             layer = self.viewer.add_image(data, **kw)
             run["layer_obj"] = layer
         if L.fill_tiles(layer.data, tiles) is not None:
@@ -777,7 +777,10 @@ class FocusQCWidget(QWidget):
             return
         self._refresh_hatch()
         t = self.threshold_slider.value()
-        self.summary.setText(L.summary_text(self.summary_dict(), t, L.no_result_reason(self.fmap)))
+        text = L.summary_text(self.summary_dict(), t, L.no_result_reason(self.fmap))
+        if self.roi_grid() is not None:
+            text = f"Inside the region of interest ({int(self.roi_grid().sum())} tiles):\n{text}"
+        self.summary.setText(text)
 
     def manual_edit_count(self) -> int:
         """Tiles of the shown result included or excluded by hand (0 without a result)."""
@@ -952,9 +955,9 @@ class FocusQCWidget(QWidget):
                 self.viewer.layers.remove(ly)
         self.extras["roi"] = self.viewer.add_shapes(
             shapes, shape_type="polygon", name=L.ROI_NAME, edge_color="white", face_color="transparent",
-            edge_width=max(2.0 * float(s[0]), 1e-6), units=heat.units,
+            edge_width=0.04 * float(heat.scale[-1]), units=heat.units,  # a 25th of a tile: seen at any zoom
             metadata={"focusq": "roi", "result_id": self._result_id})
-
+        self.viewer.layers.selection.active = heat  # clicks keep toggling tiles
     # ------------------------------------------------------------------ export
     def _export_dialog(self):
         # open next to the slide: that is where its results belong (the last folder otherwise)
