@@ -56,9 +56,8 @@ def test_overlay_layers_toggle_and_deblur_progress(qc, qtbot, notes):
     from napari_focusq.progress import Progress
 
     viewer, w = qc
-    worker = w.score()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    assert w.score() is not None
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
     heat, hatch, lab = viewer.layers["Defocus (µm)"], viewer.layers[L.HATCH_NAME], viewer.layers["Excluded tiles"]
     assert heat.opacity == 1.0 and heat.colormap.name == L.COLORMAP_NAME and lab.opacity == 0.0
     assert heat.colorbar.visible and heat.name_overlay.visible  # the bar's label: "Defocus (µm)"
@@ -96,9 +95,8 @@ def test_docks_fit_a_1000_px_screen_and_export_opens_next_to_the_slide(qc, qtbot
     assert tw.epochs.parent() is not None and tw.advanced.content().isAncestorOf(tw.epochs)
     assert not tw.advanced.content().isAncestorOf(tw.pixel_size) and tw.pixel_size.isVisibleTo(tw)
 
-    worker = w.score()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    assert w.score() is not None
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
     slide = tmp_path / "slides" / "case-7.svs"
     slide.parent.mkdir()
     slide.write_bytes(b"")

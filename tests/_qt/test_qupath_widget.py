@@ -19,10 +19,10 @@ def qc(make_napari_viewer_proxy, model_path):
     return viewer, widget
 
 
-def wait(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+def score(qtbot, w):
+    """Score and wait until the widget's job is over (a tiny job may finish before a signal could be awaited)."""
+    assert w.score() is not None
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
 
 
 def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
@@ -30,7 +30,7 @@ def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
     from napari_focusq.qupath import DEFOCUS, EXCLUDED
 
     viewer, w = qc
-    wait(qtbot, w.score())
+    score(qtbot, w)
     fmap = w.fmap
     r, c = map(int, np.argwhere(fmap.scored & ~w.excluded_grid())[0])
     w.toggle_tile(r, c)  # a hand edit travels too
@@ -55,7 +55,7 @@ def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
 
     # a fresh score of the same slide (its hand edit gone), then the import
     monkeypatch.setattr(qcw, "_confirm", lambda *a: True)
-    wait(qtbot, w.score())
+    score(qtbot, w)
     assert w.manual_edit_count() == 0 and not np.array_equal(w.excluded_grid(), exported)
     got = w.import_qupath(qupath_file)
     assert got is not None, notes["error"]

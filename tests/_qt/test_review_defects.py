@@ -32,15 +32,15 @@ def answers(monkeypatch):
     return state
 
 
-def wait(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+def score(qtbot, w):
+    """Score and wait until the widget's job is over (a tiny job may finish before a signal could be awaited)."""
+    assert w.score() is not None
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
 
 
 def test_1_removed_result_is_forgotten_not_exported_as_another_slide(qc, qtbot, notes, tmp_path):
     viewer, w = qc
-    wait(qtbot, w.score())
+    score(qtbot, w)
     assert w.export_btn.isEnabled() and "median" in w.summary.text()
     viewer.layers.clear()  # the user clears the layer list, then opens another slide
     viewer.add_image(np.full((400, 400, 3), 200, np.uint8), name="another slide", rgb=True)
@@ -53,7 +53,7 @@ def test_1_removed_result_is_forgotten_not_exported_as_another_slide(qc, qtbot, 
 
 def test_1b_deleting_one_result_layer_ends_the_result(qc, qtbot, notes):
     viewer, w = qc
-    wait(qtbot, w.score())
+    score(qtbot, w)
     viewer.layers.remove("Defocus (µm)")
     assert w.fmap is None and not w.export_btn.isEnabled()
 
@@ -93,7 +93,7 @@ def test_3_activity_bar_moves(qtbot):
 def test_4_undo_after_threshold_move_restores_slider_and_verdict(qc, qtbot, notes):
     viewer, w = qc
     w.threshold_slider.setValue(2.0)
-    wait(qtbot, w.score())
+    score(qtbot, w)
     lab = viewer.layers["Excluded tiles"]
     before_labels, before_text = np.array(lab.data), w.summary.text()
     w.threshold_slider.setValue(0.25)
@@ -114,7 +114,7 @@ def test_5_image_smaller_than_a_tile_says_why_and_no_fail(make_napari_viewer_pro
     img = viewer.add_image(rng.integers(0, 255, (100, 100, 3), dtype=np.uint8), name="tiny", rgb=True)
     w.pixel_size.setValue(0.66)  # 66 µm wide: less than one 160 µm tile
     w.add_model(str(model_path))
-    wait(qtbot, w.score())
+    score(qtbot, w)
     assert not notes["error"], notes["error"]
     text = w.summary.text()
     assert "FAIL" not in text and "No result" in text and "smaller than one" in text, text
@@ -128,7 +128,7 @@ def test_6_export_twice_one_row_and_asks_before_overwriting(qc, qtbot, notes, tm
     from napari_focusq.outputs import read_results
 
     viewer, w = qc
-    wait(qtbot, w.score())
+    score(qtbot, w)
     assert w.export(tmp_path) is not None and answers["asked"] == []  # nothing to overwrite yet
     answers["answers"] = [False]
     assert w.export(tmp_path) is None and len(answers["asked"]) == 1  # asked; "no" writes nothing
@@ -144,7 +144,7 @@ def test_6_export_twice_one_row_and_asks_before_overwriting(qc, qtbot, notes, tm
 
 def test_7_manual_edits_survive_threshold_moves_and_rescoring_asks(qc, qtbot, notes, answers):
     viewer, w = qc
-    wait(qtbot, w.score())
+    score(qtbot, w)
     fmap, lab = w.fmap, viewer.layers["Excluded tiles"]
     d = np.where(fmap.scored, fmap.defocus_um, np.nan)
     sharp = np.unravel_index(np.nanargmin(d), d.shape)
@@ -166,7 +166,7 @@ def test_7_manual_edits_survive_threshold_moves_and_rescoring_asks(qc, qtbot, no
     assert w.score() is None and "2 manual tile edits" in answers["asked"][-1]
     assert lab.data[sharp] == 1  # nothing discarded
     answers["answers"] = [True]
-    wait(qtbot, w.score())
+    score(qtbot, w)
     assert w.manual_edit_count() == 0
 
 
