@@ -36,17 +36,15 @@ def notes(monkeypatch):
     got = {"error": [], "info": []}
     monkeypatch.setattr(qc, "_notify_error", lambda m: got["error"].append(m))
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
-    import napari_focusq._qt.review_widget as rw
+    import importlib
 
-    monkeypatch.setattr(rw, "_notify_error", lambda m: got["error"].append(m))
-    monkeypatch.setattr(rw, "_notify_info", lambda m: got["info"].append(m))
-    try:
-        import napari_focusq._qt.train_widget as tw
-
-        monkeypatch.setattr(tw, "_notify_error", lambda m: got["error"].append(m))
-        monkeypatch.setattr(tw, "_notify_info", lambda m: got["info"].append(m))
-    except ImportError:
-        pass
+    for name in ("train_widget", "review_widget"):
+        try:
+            mod = importlib.import_module(f"napari_focusq._qt.{name}")
+        except ImportError:
+            continue
+        monkeypatch.setattr(mod, "_notify_error", lambda m: got["error"].append(m))
+        monkeypatch.setattr(mod, "_notify_info", lambda m: got["info"].append(m))
     return got
 
 

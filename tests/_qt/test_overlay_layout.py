@@ -90,6 +90,8 @@ def test_docks_fit_a_1000_px_screen_and_export_opens_next_to_the_slide(qc, qtbot
     for widget in (w, tw, rw):
         # the minimum a dock needs; the rest scrolls (menu bar, title bars and margins take ~150 px)
         assert widget.minimumSizeHint().height() <= 700, (type(widget).__name__, widget.minimumSizeHint())
+    # no sideways scrolling: the docks are as wide as their content needs
+    assert tw.minimumSizeHint().width() >= tw.plots.minimumSizeHint().width()
     # machine-learning settings are folded away; the pixel size is not
     assert not tw.advanced.isExpanded() and tw.advanced.content().maximumHeight() == 0  # folded: no room taken
     assert tw.epochs.parent() is not None and tw.advanced.content().isAncestorOf(tw.epochs)

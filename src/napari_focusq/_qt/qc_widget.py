@@ -1019,11 +1019,30 @@ class FocusQCWidget(QWidget):
 
 
 def _scrolling_layout(widget: QWidget) -> QVBoxLayout:
-    """A layout inside a scroll area filling ``widget``: a dock taller than the screen scrolls."""
+    """A layout inside a scroll area filling ``widget``: a dock taller than the screen scrolls.
+
+    Only vertically: the dock still widens to its content's width, as it did without the area.
+    """
     from qtpy.QtWidgets import QFrame, QScrollArea
 
+    class _VScroll(QScrollArea):
+        def _with_width(self, hint, inner_hint):
+            hint.setWidth(inner_hint.width() + self.verticalScrollBar().sizeHint().width())
+            return hint
+
+        def minimumSizeHint(self):
+            w = self.widget()
+            hint = super().minimumSizeHint()
+            return hint if w is None else self._with_width(hint, w.minimumSizeHint())
+
+        def sizeHint(self):
+            w = self.widget()
+            hint = super().sizeHint()
+            return hint if w is None else self._with_width(hint, w.sizeHint())
+
     inner = QWidget()
-    scroll = QScrollArea()
+    scroll = _VScroll()
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setWidget(inner)
