@@ -230,9 +230,9 @@ class TrainWidget(QWidget):
         self.plots.setToolTip("Left: training loss and validation error per epoch. Right: validation tiles, "
                               "predicted vs true defocus, with the fitted line and R².")
 
-        from .qc_widget import _scrolling_layout
-
-        lay = _scrolling_layout(self)
+        # no scroll area: with the machine-learning settings folded away the panel fits a 1000 px
+        # screen, and the plots take the height that is left (in a scroll area they grew wider than the dock)
+        lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.advanced)
         lay.addWidget(self.workload)
