@@ -89,7 +89,8 @@ def test_batch_records_failures_skips_finished_and_reports(cluster, slides, tmp_
         assert rows[p.name]["status"] == "ok", rows[p.name]
         assert float(rows[p.name]["tissue_pct"]) > 20
         assert all((out / f"{p.stem}{ext}").stat().st_size > 0
-                   for ext in (".tiles.csv", ".heatmap.tif", ".mask.png", ".geojson", ".overlay.png"))
+                   for ext in (".tiles.csv", ".heatmap.tif", ".mask.png", ".geojson", ".overlay.png",
+                               ".tiles.geojson.gz"))
     assert rows[bad.name]["status"] == "error" and rows[bad.name]["error"]
     log = (out / "error.log").read_text()
     assert str(bad) in log and rows[bad.name]["error"] in log

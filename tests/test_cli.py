@@ -85,7 +85,7 @@ def scored(tmp_path_factory, model_path):
 def test_score_writes_every_output_and_they_parse(scored):
     rc, out, _, _, stdout = scored
     stem = "CMU-1-Small-Region"
-    for suffix in (".tiles.csv", ".heatmap.tif", ".mask.png", ".geojson", ".overlay.png"):
+    for suffix in (".tiles.csv", ".heatmap.tif", ".mask.png", ".geojson", ".overlay.png", ".tiles.geojson.gz"):
         assert (out / f"{stem}{suffix}").is_file(), suffix
     with open(out / f"{stem}.tiles.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

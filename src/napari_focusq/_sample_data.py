@@ -21,7 +21,7 @@ def defocus_demo() -> list[tuple]:
     Returns the simulated image (µm scale, RGB) and a hidden "True defocus (µm)" layer in
     the heatmap's colours, so the Focus QC result can be read against the truth.
     """
-    from ._qt.layers import COLORMAP, CONTRAST_UM
+    from ._qt.layers import CONTRAST_UM, defocus_colormap
     from .demo import make_defocus_demo
     from .io import open_image, sample_slide_path
 
@@ -40,6 +40,6 @@ def defocus_demo() -> list[tuple]:
         (demo, {"name": "Defocus demo (0, 1, 2, 4 µm)", "rgb": True, "scale": (px, px),
                 "units": ("µm", "µm"), "metadata": meta}, "image"),
         (zmap, {"name": "True defocus (µm)", "scale": zs, "translate": zt, "units": ("µm", "µm"),
-                "colormap": COLORMAP, "contrast_limits": CONTRAST_UM, "opacity": 0.5,
+                "colormap": defocus_colormap(), "contrast_limits": CONTRAST_UM, "opacity": 1.0,
                 "visible": False, "interpolation2d": "nearest"}, "image"),
     ]

@@ -30,6 +30,8 @@ RESULTS_COLUMNS = (
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
     "pooled_um", "uncertain_pct", "tissue_tiles",
     "na", "immersion_n", "wavelength_um", "optics_source", "field_um",
+    # the pathologist's review (Review slides widget): accepted/rejected, who, their comment
+    "review", "reviewed_by", "review_comment",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -269,8 +271,10 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
     Returns
     -------
     dict
-        ``{"tiles_csv", "heatmap", "mask", "geojson", "overlay"}`` -> paths.
+        ``{"tiles_csv", "heatmap", "mask", "geojson", "overlay", "tiles_geojson"}`` -> paths.
     """
+    from .qupath import write_tiles_geojson
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -280,6 +284,8 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
         "geojson": fmap.to_geojson(out / f"{stem}.geojson", threshold_um, excluded),
         "overlay": write_overlay_png(fmap, out / f"{stem}.overlay.png", stem=stem, threshold_um=threshold_um,
                                      excluded=excluded, thumbnail=thumbnail),
+        # every tile as a QuPath object with measurements (qupath.py)
+        "tiles_geojson": write_tiles_geojson(fmap, out / f"{stem}.tiles.geojson.gz", threshold_um, excluded),
     }
     return {k: Path(v) for k, v in paths.items()}
 
@@ -378,6 +384,41 @@ def append_results(tsv_path, row: dict) -> None:
         from ._atomic import _named
 
         raise _named(exc, path) from None
+
+
+def upsert_results(tsv_path, row: dict, key: str = "stem") -> None:
+    """Put ``row`` into ``results.tsv``, replacing any row with the same ``key`` (one row per slide).
+
+    Unlike :func:`append_results` this rewrites the table (atomically: temporary file,
+    then rename); it is for single writers such as the widgets, never for batch workers.
+    Columns of ``row`` left out keep the old row's values (a review keeps the scores).
+    """
+    from ._atomic import write_text
+
+    path = Path(tsv_path)
+    unknown = set(row) - set(RESULTS_COLUMNS)
+    if unknown:
+        raise ValueError(f"{path}: unknown results columns {sorted(unknown)}")
+    if path.exists():
+        with open(path, "rb") as fh:
+            header = fh.readline().decode("utf-8").rstrip("\n").split("\t")
+        if tuple(header) != RESULTS_COLUMNS and not _is_older_header(header):
+            raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
+                             "choose another output folder or move the file away")
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
+    rows, placed = [], False
+    for old in read_results(path):
+        if old.get(key) == row.get(key):
+            if not placed:
+                rows.append({**old, **row})
+                placed = True
+            continue
+        rows.append(old)
+    if not placed:
+        rows.append(dict(row))
+    lines = [_line(RESULTS_COLUMNS)] + [_line(r.get(c, "") for c in RESULTS_COLUMNS) for r in rows]
+    write_text(path, b"".join(lines).decode("utf-8"))
 
 
 def _is_older_header(header) -> bool:

@@ -24,6 +24,7 @@ _COLUMNS = (
     ("stem", "slide", False), ("tissue_pct", "tissue %", True), ("excluded_pct", "excluded %", True),
     ("median_um", "median µm", True), ("p90_um", "p90 µm", True), ("pass", "pass", False),
     ("seconds", "seconds", True), ("status", "status", False), ("error", "error", False),
+    ("review", "review", False), ("reviewed_by", "reviewed by", False), ("review_comment", "comment", False),
 )
 
 _CSS = """

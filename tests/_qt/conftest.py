@@ -36,13 +36,15 @@ def notes(monkeypatch):
     got = {"error": [], "info": []}
     monkeypatch.setattr(qc, "_notify_error", lambda m: got["error"].append(m))
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
-    try:
-        import napari_focusq._qt.train_widget as tw
+    import importlib
 
-        monkeypatch.setattr(tw, "_notify_error", lambda m: got["error"].append(m))
-        monkeypatch.setattr(tw, "_notify_info", lambda m: got["info"].append(m))
-    except ImportError:
-        pass
+    for name in ("train_widget", "review_widget"):
+        try:
+            mod = importlib.import_module(f"napari_focusq._qt.{name}")
+        except ImportError:
+            continue
+        monkeypatch.setattr(mod, "_notify_error", lambda m: got["error"].append(m))
+        monkeypatch.setattr(mod, "_notify_info", lambda m: got["info"].append(m))
     return got
 
 
@@ -86,3 +88,31 @@ def read_only_dir(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "open", os_open)
     yield ro
     ro.chmod(0o700)
+
+
+def shot(viewer, name: str, tmp_path) -> Path:
+    """Screenshot of the whole window (docks included) into $FOCUSQ_SCREENSHOTS (docs/ for the README), else tmp.
+
+    The README's pictures are made by the tests themselves:
+    ``FOCUSQ_SCREENSHOTS=docs xvfb-run -a -s "-screen 0 1600x1000x24" python -m pytest tests/_qt/test_review_widget.py``.
+    """
+    import os
+
+    folder = Path(os.environ.get("FOCUSQ_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    real = getattr(viewer, "__wrapped__", viewer)
+    real.window._qt_window.resize(1500, 950)
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):  # let the canvas lay its overlays out for the new size
+        QApplication.processEvents()
+    for layer in real.layers:  # re-place the colour bars (a dock added since may have narrowed the canvas)
+        bar = getattr(layer, "colorbar", None)
+        if bar is not None and bar.visible:
+            bar.visible = False
+            bar.visible = True
+    QApplication.processEvents()
+    path = folder / name
+    real.screenshot(str(path), canvas_only=False, flash=False)
+    assert path.stat().st_size > 10_000  # a real picture, not an empty window
+    return path

@@ -57,6 +57,8 @@ def test_summary_text_mentions_the_figures():
     s = {"tiles": 70, "tissue_pct": 42.9, "excluded_pct": 10.0, "median_um": 0.5, "p90_um": 2.5, "pass": False}
     text = L.summary_text(s, 2.0)
     assert "42.9 %" in text and "10.0 %" in text and "0.50 µm" in text and "FAIL" in text
+    none = L.summary_text({**s, "tissue_tiles": 0, "tiles": 1}, 2.0, "the image is smaller than one tile")
+    assert none == "No result: the image is smaller than one tile." and "FAIL" not in none
 
 
 def test_manifest_is_valid():
@@ -66,8 +68,9 @@ def test_manifest_is_valid():
     ids = {c.id for c in pm.contributions.commands}
     assert {"napari-focusq.focus_qc", "napari-focusq.train", "napari-focusq.get_reader"} <= ids
     measure = [m.command for m in pm.contributions.menus["napari/layers/measure"]]
-    assert measure == ["napari-focusq.focus_qc"]  # training is not a measurement
-    assert "napari-focusq.train" in {w.command for w in pm.contributions.widgets}  # Plugins menu
+    assert measure == ["napari-focusq.focus_qc"]  # training and review are not measurements
+    widgets = {w.command for w in pm.contributions.widgets}
+    assert {"napari-focusq.train", "napari-focusq.review"} <= widgets  # Plugins menu
     assert {s.key for s in pm.contributions.sample_data} == {"cmu1", "defocus_demo"}
 
 

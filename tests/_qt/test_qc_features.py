@@ -158,4 +158,4 @@ def test_sharpest_plane_per_tile_best_plane_and_all_in_focus(make_napari_viewer_
     wait(qtbot, w.score())
     names = [ly.name for ly in viewer.layers]
     assert sorted(names) == sorted(["tilted stack", "All in focus", "Best plane", "Certainty", "Defocus (µm)",
-                                    "Excluded tiles"]), names
+                                    "Excluded tiles", "Excluded (hatched)"]), names

@@ -48,7 +48,11 @@ def test_train_from_widget_then_model_in_focus_qc(make_napari_viewer_proxy, qtbo
     assert [h["epoch"] for h in tw.plots.history] == [1, 2, 3]  # in order, despite re-entrant progress bars
     assert np.isfinite(tw.plots.history[-1]["loss"])
     assert (tmp_path / "mine.safetensors").is_file() and tw.checkpoint == str(tmp_path / "mine.safetensors")
-    assert qc.model_combo.currentData() == tw.checkpoint  # selectable in Focus QC at once
+    # listed in Focus QC at once; put into use only when it passed validation (3 epochs rarely do)
+    assert qc.model_combo.findData(tw.checkpoint) >= 0
+    passed = tw.verdict.text().startswith("Passed validation")
+    assert tw.verdict.text().startswith(("Passed validation", "Failed validation")), tw.verdict.text()
+    assert (qc.model_combo.currentData() == tw.checkpoint) == passed
     assert tw.train_btn.isEnabled() and not tw.cancel_btn.isEnabled()
 
 

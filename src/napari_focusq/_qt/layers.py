@@ -22,15 +22,41 @@ CERTAINTY_NAME = "Certainty"
 BEST_PLANE_NAME = "Best plane"
 ALL_IN_FOCUS_NAME = "All in focus"
 PREVIEW_NAME = "Deblurred preview (not data)"
+ROI_NAME = "Region of interest"
 #: metadata["focusq"] of layers the widget derives from a result; never offered for scoring.
-DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview")
+DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview", "hatch")
 #: Fixed colour range of the heatmap, µm (so colours mean the same on every slide).
 CONTRAST_UM = (0.0, 6.0)
-#: Perceptual and readable over H&E: dark = in focus, bright yellow = far out of focus.
-COLORMAP = "inferno"
+#: Defocus colour map: (µm, RGBA). Transparent at focus, so in-focus tissue stays unshaded,
+#: growing through pale yellow and orange to a dark purple warning. Lightness falls
+#: monotonically (like the upper half of "plasma"), so the order reads without hue: safe
+#: for red-green colour blindness; no blue, which is kept for exclusions.
+DEFOCUS_STOPS = (
+    (0.0, (1.00, 0.95, 0.60, 0.00)),
+    (0.5, (1.00, 0.92, 0.45, 0.05)),
+    (1.0, (0.99, 0.85, 0.30, 0.30)),
+    (2.0, (0.96, 0.58, 0.10, 0.55)),
+    (3.5, (0.80, 0.22, 0.35, 0.72)),
+    (6.0, (0.50, 0.02, 0.45, 0.85)),
+)
+COLORMAP_NAME = "defocus (clear at focus)"
 EXCLUDED_LABEL = 1
-#: Excluded tiles in cyan, a colour the heatmap's colour map never uses.
-EXCLUDED_RGBA = (0.1, 0.85, 1.0, 1.0)
+#: Excluded tiles: Okabe-Ito sky blue outlines and hatching, a hue the defocus map never uses.
+EXCLUDED_RGBA = (0.34, 0.71, 0.91, 1.0)
+HATCH_NAME = "Excluded (hatched)"
+#: Hatch pixels per tile side (outline 1 px, diagonal lines every HATCH_STEP px).
+HATCH_PX, HATCH_STEP = 24, 7
+#: Key that switches between the tissue alone and the overlay.
+TOGGLE_KEY = "h"
+
+
+def defocus_colormap():
+    """The heatmap's napari Colormap (see :data:`DEFOCUS_STOPS`), over :data:`CONTRAST_UM`."""
+    from napari.utils.colormaps import Colormap
+
+    lo, hi = CONTRAST_UM
+    return Colormap(colors=[c for _, c in DEFOCUS_STOPS],
+                    controls=[(v - lo) / (hi - lo) for v, _ in DEFOCUS_STOPS], name=COLORMAP_NAME)
 
 
 def grid_geometry(image_scale: Iterable[float], image_translate: Iterable[float],
@@ -99,9 +125,9 @@ def heatmap_kwargs(scale, translate) -> dict:
         "name": HEATMAP_NAME,
         "scale": tuple(scale),
         "translate": tuple(translate),
-        "colormap": COLORMAP,
+        "colormap": defocus_colormap(),
         "contrast_limits": CONTRAST_UM,
-        "opacity": 0.55,
+        "opacity": 1.0,  # the colour map carries the transparency
         "blending": "translucent",
         "interpolation2d": "nearest",
         "units": ("µm", "µm"),
@@ -119,10 +145,52 @@ def excluded_kwargs(scale, translate) -> dict:
         "translate": tuple(translate),
         "colormap": DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
                                                     EXCLUDED_LABEL: EXCLUDED_RGBA}),
-        "opacity": 0.4,
+        # the state of the review (clicks, undo); what is seen is the hatch layer over it
+        "opacity": 0.0,
         "units": ("µm", "µm"),
         "metadata": {"focusq": "excluded"},
     }
+
+
+def hatch_rgba(excluded: np.ndarray, fmap=None, k: int = HATCH_PX, step: int = HATCH_STEP,
+               rgba=EXCLUDED_RGBA) -> np.ndarray:
+    """Excluded tiles drawn as outlines plus diagonal hatching, ``k`` pixels per tile (RGBA uint8).
+
+    Only the outline of each excluded region is drawn (no line between two excluded
+    tiles), and with ``fmap`` nothing beyond the image's edge: partial edge tiles are
+    drawn only over the slide.
+    """
+    ex = np.asarray(excluded, bool)
+    rows, cols = ex.shape
+    big = np.repeat(np.repeat(ex, k, 0), k, 1)
+    yy, xx = np.mgrid[0:rows * k, 0:cols * k]
+    hatch = ((yy + xx) % step) == 0
+    pad = np.pad(ex, 1)
+    edge = np.zeros((rows * k, cols * k), bool)
+    iy, ix = yy % k, xx % k
+    r, c = yy // k + 1, xx // k + 1
+    edge |= (iy == 0) & ~pad[r - 1, c]
+    edge |= (iy == k - 1) & ~pad[r + 1, c]
+    edge |= (ix == 0) & ~pad[r, c - 1]
+    edge |= (ix == k - 1) & ~pad[r, c + 1]
+    on = big & (hatch | edge)
+    if fmap is not None:  # clip to the image: a tile pixel's level-0 position
+        oy, ox = fmap.origin_px
+        t = float(fmap.tile_size_px)
+        H, W = fmap.image_shape
+        py = oy + (np.arange(rows * k) + 0.5) * t / k
+        px = ox + (np.arange(cols * k) + 0.5) * t / k
+        on &= ((py >= 0) & (py < H))[:, None] & ((px >= 0) & (px < W))[None, :]
+    out = np.zeros((rows * k, cols * k, 4), np.uint8)
+    out[on] = (np.asarray(rgba) * 255).astype(np.uint8)
+    return out
+
+
+def hatch_geometry(scale, translate, k: int = HATCH_PX) -> tuple[tuple, tuple]:
+    """Scale and translate of the hatch layer (``k`` pixels per tile) over a tile-grid layer."""
+    s = tuple(float(v) / k for v in scale)
+    tr = tuple(float(t) - float(v) / 2 + float(v) / (2 * k) for t, v in zip(translate, scale))
+    return s, tr
 
 
 def certainty_kwargs(scale, translate) -> dict:
@@ -133,8 +201,12 @@ def certainty_kwargs(scale, translate) -> dict:
 
 
 def best_plane_kwargs(scale, translate, n_planes: int) -> dict:
-    """Per-tile index of the sharpest plane of a z-stack (NaN where no plane has tissue)."""
-    return {"name": BEST_PLANE_NAME, "scale": tuple(scale), "translate": tuple(translate), "colormap": "turbo",
+    """Per-tile index of the sharpest plane of a z-stack (NaN where no plane has tissue).
+
+    "magma" (black through purple and orange to pale yellow) has no blue, so no plane
+    looks like the sky-blue exclusions; its colour bar, shown with the layer, is the legend.
+    """
+    return {"name": BEST_PLANE_NAME, "scale": tuple(scale), "translate": tuple(translate), "colormap": "magma",
             "contrast_limits": (0.0, float(max(n_planes - 1, 1))), "opacity": 0.6, "interpolation2d": "nearest",
             "visible": False, "units": ("µm", "µm"), "metadata": {"focusq": "best_plane"}}
 
@@ -153,12 +225,25 @@ def threshold_mask(defocus_um: np.ndarray, threshold_um: float) -> np.ndarray:
     return ex.astype(np.uint8) * EXCLUDED_LABEL
 
 
-def summary_text(s: dict, threshold_um: float) -> str:
+def no_result_reason(fmap) -> str:
+    """Why a map has no scored tile, in words a user can act on."""
+    h, w = fmap.image_shape
+    px, t = float(fmap.pixel_size_um), float(fmap.tile_size_px)
+    if h < t or w < t:
+        return (f"the image ({w * px:.0f} × {h * px:.0f} µm) is smaller than one {t * px:.0f} µm tile; "
+                "the model needs whole tiles at its working resolution, so nothing could be scored")
+    return "no tile has enough tissue to score (is this glass, or the wrong modality?)"
+
+
+def summary_text(s: dict, threshold_um: float, reason: str | None = None) -> str:
     """One short paragraph of :meth:`FocusMap.summary` figures for the widget.
 
     The pooled score (tissue- and information-weighted, worst tiles emphasised) is shown
     beside the plain tissue-weighted mean; uncertain tiles are counted but not excluded.
+    With no scored tile there is no verdict ("no result", never FAIL) and ``reason`` says why.
     """
+    if "tissue_tiles" in s and not s["tissue_tiles"]:
+        return "No result: " + (reason or "no tile has enough tissue to score") + "."
     def um(v):
         return "–" if v is None or not np.isfinite(v) else f"{v:.2f} µm"
 
@@ -187,6 +272,32 @@ def layer_pixel_size_um(layer) -> float | None:
     if units is not None and len(units) and str(units[-1]) in ("micrometer", "µm", "um"):
         return float(layer.scale[-1])
     return None
+
+
+def set_layer_pixel_size(layer, px_um: float) -> None:
+    """Record a typed pixel size on an image layer: metadata, (y, x) scale and units in µm.
+
+    Kept on the layer itself, so it survives the widget's list being rebuilt and every
+    layer keeps its own.
+    """
+    md = dict(layer.metadata or {})
+    md["pixel_size_um"] = float(px_um)
+    layer.metadata = md
+    scale = list(layer.scale)
+    scale[-2:] = [float(px_um), float(px_um)]
+    layer.scale = scale
+    units = [str(u) for u in layer.units]
+    units[-2:] = ["µm", "µm"]
+    try:
+        layer.units = units
+    except (ValueError, TypeError):  # older napari without units: the scale still says µm
+        pass
+
+
+def grid_units(image_layer) -> tuple:
+    """(y, x) units of the result layers: the image's own, so napari sees one unit everywhere."""
+    units = getattr(image_layer, "units", None)
+    return tuple(str(u) for u in units[-2:]) if units is not None and len(units) >= 2 else ("µm", "µm")
 
 
 def spatial_ndim(layer) -> int:

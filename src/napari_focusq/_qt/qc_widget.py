@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,14 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
+from .edits import ExclusionEdits
 from .redraw import Throttle
 from .workers import ActivityBar, model_registry, progress_worker, settings
 
-HELP = ("Cyan tiles are excluded. Select the heatmap or “Excluded tiles” layer, then click a tile to "
-        "exclude or include it. "
-        "Ctrl+Z undoes, Ctrl+Shift+Z redoes. Moving the threshold re-applies it to every tile.")
+HELP = ("Blue hatched tiles are excluded; tissue in focus stays clear, out-of-focus tiles turn yellow to "
+        "purple. Select the heatmap or “Excluded tiles” layer, then click a tile to exclude or include it "
+        "(your clicks stay when the threshold moves). Ctrl+Z undoes, Ctrl+Shift+Z redoes. "
+        "H switches between the tissue alone and the overlay.")
 MODALITIES = ("auto", "brightfield", "fluorescence")
 
 
@@ -35,6 +38,16 @@ def _notify_info(msg: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(msg)
+
+
+def _confirm(parent, title: str, question: str) -> bool:
+    """Ask a yes/no question (tests replace this function)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(parent, title, question,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class FocusQCWidget(QWidget):
@@ -53,6 +66,9 @@ class FocusQCWidget(QWidget):
         self.excluded = None
         self.extras: dict = {}  # derived layers of the shown result: certainty, best plane, all in focus
         self._scored: dict | None = None  # which layer/plane the shown result is of (for the deblur preview)
+        self._result_id: str | None = None  # metadata key tying the result layers to this panel
+        self.edits = None  # ExclusionEdits of the shown result: hand edits, undo steps
+        self._roi: dict | None = None  # {"grid": bool (rows, cols), "rings": [...]} from a QuPath import
         self._build()
         self._wire()
         self._restore()
@@ -151,8 +167,13 @@ class FocusQCWidget(QWidget):
         help_label.setWordWrap(True)
         help_label.setToolTip(HELP)
 
-        ex = QGroupBox("Export")
-        exl = QFormLayout(ex)
+        from superqt import QCollapsible
+
+        ex = QCollapsible("Export and QuPath")  # folds away: the dock fits a 1000 px screen
+        ex_inner = QWidget()
+        exl = QFormLayout(ex_inner)
+        ex.addWidget(ex_inner)
+        ex.expand(animate=False)
         self.mask_format = QComboBox()
         self.mask_format.addItems(["png", "tif"])
         self.mask_format.setToolTip("File type of the usable-tissue mask (255 = usable tissue).")
@@ -164,11 +185,19 @@ class FocusQCWidget(QWidget):
         self.export_btn.setToolTip("Write the mask, QuPath GeoJSON of excluded tiles, the tiles CSV and a "
                                    "results.tsv row into a folder.")
         self.export_btn.setEnabled(False)
+        self.import_btn = QPushButton("Import QuPath…")
+        self.import_btn.setToolTip("Lay QuPath annotations (GeoJSON, .geojson.gz or .zip) over the result: "
+                                   "“Ignore*” regions are excluded, any other annotation becomes the region of "
+                                   "interest (the summary then counts only the tiles inside it).")
+        self.import_btn.setEnabled(False)
         exl.addRow("Mask format", self.mask_format)
         exl.addRow("Downsample", self.downsample)
-        exl.addRow(self.export_btn)
+        ebtns = QHBoxLayout()
+        ebtns.addWidget(self.export_btn)
+        ebtns.addWidget(self.import_btn)
+        exl.addRow(ebtns)
 
-        lay = QVBoxLayout(self)
+        lay = _scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.stack_box)
         lay.addLayout(btns)
@@ -232,9 +261,13 @@ class FocusQCWidget(QWidget):
         self.sharpest_btn.clicked.connect(self.sharpest_slice)
         self.deblur_btn.clicked.connect(self.deblur_preview)
         self.threshold_slider.valueChanged.connect(self._on_threshold)
+        self.pixel_size.valueChanged.connect(self._on_pixel_size)
         self.export_btn.clicked.connect(self._export_dialog)
+        self.import_btn.clicked.connect(self._import_dialog)
         model_registry().added.connect(self._on_model_added)
+        model_registry().listed.connect(self._on_model_listed)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.bind_key(L.TOGGLE_KEY, self.toggle_overlay, overwrite=True)
         self.viewer.mouse_move_callbacks.append(self._on_hover)
         self.destroyed.connect(_stop_worker_later(self))
 
@@ -287,6 +320,7 @@ class FocusQCWidget(QWidget):
         if layer is None:
             self.stack_box.setVisible(False)
             return
+        self.pixel_size.blockSignals(True)  # showing the layer's value is not typing one
         self.pixel_size.setValue(L.layer_pixel_size_um(layer) or 0.0)
         if getattr(self, "_objective_of", None) != layer.name:
             # Only when another image is chosen: adding result layers must not undo the user's entry.
@@ -295,7 +329,15 @@ class FocusQCWidget(QWidget):
             self.na.setValue(float(obj.get("na", 0.0)))
             imm = obj.get("immersion", "auto")
             self.immersion.setCurrentText("air" if imm == "dry" else imm)
+        self.pixel_size.blockSignals(False)
         self.stack_box.setVisible(L.is_stack(layer))
+
+    def _on_pixel_size(self, value: float):
+        """A typed pixel size belongs to the image layer: kept there (metadata, scale in µm)."""
+        layer = self.selected_layer()
+        if layer is None or not value > 0 or L.layer_pixel_size_um(layer) == value:
+            return
+        L.set_layer_pixel_size(layer, value)
 
     def _refresh_models(self):
         from ..models import available_models
@@ -320,6 +362,9 @@ class FocusQCWidget(QWidget):
         i = self.model_combo.findData(path)
         if i >= 0:
             self.model_combo.setCurrentIndex(i)
+
+    def _on_model_listed(self, _path: str):
+        self._refresh_models()  # keeps the current choice
 
     def _browse_model(self):
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Model checkpoints (*.safetensors)")
@@ -384,6 +429,10 @@ class FocusQCWidget(QWidget):
         checked = self._checked_input()
         if checked is None:
             return None
+        n = self.manual_edit_count()
+        if n and not _confirm(self, "Score again?", f"Scoring again discards your {n} manual tile "
+                              f"edit{'s' if n != 1 else ''} (tiles you included or excluded by hand). Continue?"):
+            return None
         layer, plane, z, px = checked
         from ..layer_scoring import ScoringJob
         from ..tiling import TileGrid
@@ -394,7 +443,7 @@ class FocusQCWidget(QWidget):
         per_tile = z is not None and self.per_tile.isChecked()
         self._run = {"layer": layer.name, "z": "per-tile" if per_tile else z, "px": px, "scale": scale,
                      "translate": translate, "t0": time.perf_counter(), "layer_obj": None, "kind": "score",
-                     "source": layer.metadata.get("path") or layer.name}
+                     "source": layer.metadata.get("path") or layer.name, "units": L.grid_units(layer)}
         self._save()
         try:
             from ..user_optics import OpticsOptionError, resolve_optics
@@ -491,8 +540,11 @@ class FocusQCWidget(QWidget):
 
     def _on_event(self, ev):
         # the activity bar processes events while updating: our own state first, the bar last
-        if ev.total:
-            self.progress_bar.setMaximum(ev.total)
+        if ev.stage == "deblur" and ev.total and ev.done < ev.total:
+            self.progress_bar.setRange(0, 0)  # one long step: a busy bar, not a frozen 0 %
+            self.progress_bar.setFormat("de-blurring the preview…")
+        elif ev.total:
+            self.progress_bar.setRange(0, ev.total)
             self.progress_bar.setValue(ev.done)
             self.progress_bar.setFormat(f"{ev.stage} %v/%m")
         if ev.stage == "score" and self._run and "grid_shape" in ev.data:
@@ -506,7 +558,7 @@ class FocusQCWidget(QWidget):
         if layer is None or layer not in self.viewer.layers:
             data = np.full(tuple(grid_shape), np.nan, np.float32)
             kw = L.heatmap_kwargs(run["scale"], run["translate"])
-            kw["name"] = f"{L.HEATMAP_NAME} [scoring]"
+            kw.update(name=f"{L.HEATMAP_NAME} [scoring]", units=run.get("units", ("µm", "µm")))
             layer = self.viewer.add_image(data, **kw)
             run["layer_obj"] = layer
             run["redraw"] = Throttle(lambda: layer.refresh() if layer in self.viewer.layers else None)
@@ -537,6 +589,24 @@ class FocusQCWidget(QWidget):
                 result.source = str(run["source"])
             self._show_result(result, run)
 
+    def show_stored(self, fmap, layer=None, *, excluded=None, threshold_um: float | None = None) -> None:
+        """Show a stored result (the review of a batch folder) over ``layer``, without rescoring.
+
+        ``excluded`` are the stored exclusions ((rows, cols) bool); tiles where they differ
+        from the threshold's count as set by hand.
+        """
+        if threshold_um is not None:
+            self._set_threshold_quietly(float(threshold_um))
+        if layer is not None:
+            scale, translate = L.grid_geometry(layer.scale, layer.translate, fmap.tile_size_px, fmap.origin_px)
+            units, name = L.grid_units(layer), layer.name
+        else:  # the slide itself is missing: the map alone, in µm
+            px = float(fmap.pixel_size_um)
+            scale, translate = L.grid_geometry((px, px), (0.0, 0.0), fmap.tile_size_px, fmap.origin_px)
+            units, name = ("µm", "µm"), None
+        self._show_result(fmap, {"kind": "stored", "layer": name, "z": None, "px": fmap.pixel_size_um,
+                                 "scale": scale, "translate": translate, "units": units, "excluded": excluded})
+
     def _show_result(self, fmap, run) -> None:
         """Replace the previous heatmap/exclusion layers by this run's."""
         scale, translate = run["scale"], run["translate"]
@@ -551,9 +621,14 @@ class FocusQCWidget(QWidget):
         self.extras = {}
         self.fmap = fmap
         self._scored = {"layer": run["layer"], "z": run["z"]}
+        self._result_id = uuid.uuid4().hex
+        self._roi = None
+        units = run.get("units", ("µm", "µm"))
         self._add_extras(fmap, run)
+        # result layers are recognised by their metadata (the viewer may hand out proxies)
+        ident = {"focusmap": fmap, "source": fmap.source, "model": fmap.model, "result_id": self._result_id}
         kw = L.heatmap_kwargs(scale, translate)
-        kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap, "optics": fmap.extra.get("optics")}
+        kw.update(metadata={"focusq": "heatmap", **ident, "optics": fmap.extra.get("optics")}, units=units)
         if reuse:
             run["layer_obj"] = None  # kept: _on_finished removes only a partial layer
             if run.get("redraw") is not None:
@@ -566,16 +641,33 @@ class FocusQCWidget(QWidget):
             self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
         self.heatmap.colorbar.visible = True
         kw = L.excluded_kwargs(scale, translate)
-        kw["metadata"] = {"focusq": "excluded", "focusmap": fmap}
-        self.excluded = self.viewer.add_labels(L.threshold_mask(fmap.defocus_um, self.threshold_slider.value()), **kw)
+        kw.update(metadata={"focusq": "excluded", **ident}, units=units)
+        t = self.threshold_slider.value()
+        labels = L.threshold_mask(fmap.defocus_um, t)
+        self.edits = ExclusionEdits(labels, fmap.defocus_um, t)
+        if run.get("excluded") is not None:  # stored exclusions (a review): shown as they were saved
+            labels = np.asarray(run["excluded"], bool).astype(np.uint8) * L.EXCLUDED_LABEL
+            self.edits = ExclusionEdits.from_labels(labels, fmap.defocus_um, t)
+        self.excluded = self.viewer.add_labels(labels, **kw)
         self._hook_layer(self.heatmap)
         self._hook_layer(self.excluded)
-        self.excluded.events.paint.connect(self._update_summary)
+        self.excluded.events.paint.connect(self._on_paint)
+        hs, ht = L.hatch_geometry(scale, translate)
+        self.extras["hatch"] = self.viewer.add_image(
+            L.hatch_rgba(self.excluded.data > 0, fmap), name=L.HATCH_NAME, rgb=True, scale=hs, translate=ht,
+            units=units, interpolation2d="nearest", metadata={"focusq": "hatch", "result_id": self._result_id})
+        self._label_colorbar(self.heatmap)
         self.viewer.layers.selection.active = self.heatmap
         self.export_btn.setEnabled(True)
+        self.import_btn.setEnabled(True)
         self.deblur_btn.setEnabled(True)
         self._update_summary()
         notes = fmap.extra.get("notes") or []
+        if not fmap.scored.any():
+            _notify_info(f"Focus QC: no result – {L.no_result_reason(fmap)}.")
+            return
+        if run.get("kind") == "stored":
+            return  # a stored result: the review widget says what it opened
         _notify_info(f"Focus QC: scored {int(fmap.scored.sum())} tissue tiles with {fmap.model}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
 
@@ -586,7 +678,7 @@ class FocusQCWidget(QWidget):
         composite = run.get("composite")
         if composite is not None and image is not None:
             kw = {"name": L.ALL_IN_FOCUS_NAME, "scale": tuple(image.scale[-2:]),
-                  "translate": tuple(image.translate[-2:]), "rgb": bool(image.rgb), "units": ("µm", "µm"),
+                  "translate": tuple(image.translate[-2:]), "rgb": bool(image.rgb), "units": L.grid_units(image),
                   "metadata": {"focusq": "all_in_focus", "pixel_size_um": run["px"]}}
             if not image.rgb:
                 kw.update(colormap=image.colormap.name, contrast_limits=tuple(image.contrast_limits))
@@ -595,11 +687,14 @@ class FocusQCWidget(QWidget):
         if best is not None and np.shape(best) == fmap.shape:
             grid = np.where(np.asarray(best) >= 0, best, np.nan).astype(np.float32)
             n_z = np.shape(fmap.extra.get("defocus_per_plane", [[0]]))[0]
-            self.extras["best_plane"] = self.viewer.add_image(grid, **L.best_plane_kwargs(scale, translate, n_z))
+            self.extras["best_plane"] = self.viewer.add_image(
+                grid, **{**L.best_plane_kwargs(scale, translate, n_z), "units": run.get("units", ("µm", "µm"))})
+            self._label_colorbar(self.extras["best_plane"])  # its legend: shown with the layer
         cert = fmap.extra.get("certainty")
         if cert is not None and np.shape(cert) == fmap.shape:
             data = np.where(fmap.scored, cert, np.nan).astype(np.float32)
-            self.extras["certainty"] = self.viewer.add_image(data, **L.certainty_kwargs(scale, translate))
+            self.extras["certainty"] = self.viewer.add_image(
+                data, **{**L.certainty_kwargs(scale, translate), "units": run.get("units", ("µm", "µm"))})
 
     # ------------------------------------------------------------------ de-blurring preview
     def _preview_source(self):
@@ -684,6 +779,7 @@ class FocusQCWidget(QWidget):
 
         layer.get_status = get_status
         layer.bind_key("Control-Z", lambda _l: widget.undo(), overwrite=True)
+        layer.bind_key(L.TOGGLE_KEY, lambda _l: widget.toggle_overlay(), overwrite=True)
         layer.bind_key("Control-Shift-Z", lambda _l: widget.redo(), overwrite=True)
 
     def _on_error(self, exc):
@@ -714,6 +810,8 @@ class FocusQCWidget(QWidget):
         self._worker = None
         self._job = None
         self._run = None
+        if self.progress_bar.maximum() == 0:  # a busy bar left by a cancelled or failed preview
+            self.progress_bar.setRange(0, 1)
         self.score_btn.setEnabled(True)
         self.sharpest_btn.setEnabled(True)
         self.deblur_btn.setEnabled(self.fmap is not None)
@@ -725,21 +823,90 @@ class FocusQCWidget(QWidget):
             return None
         return np.asarray(self.excluded.data) > 0
 
+    def roi_grid(self):
+        """(rows, cols) bool of the tiles inside the imported region of interest, or None."""
+        return None if self._roi is None else self._roi["grid"]
+
+    def summary_dict(self) -> dict | None:
+        """:meth:`FocusMap.summary` of the shown result with the current threshold and exclusions.
+
+        With a region of interest (from QuPath) only the tiles inside it count.
+        """
+        if self.fmap is None:
+            return None
+        from ..qupath import restrict_to_roi
+
+        return restrict_to_roi(self.fmap, self.roi_grid()).summary(self.threshold_slider.value(),
+                                                                    self.excluded_grid())
+
+    def _label_colorbar(self, layer) -> None:
+        """The layer's name ("Defocus (µm)") beside its colour bar: the bar's unit and legend."""
+        try:
+            layer.colorbar.visible = True
+            layer.name_overlay.position = layer.colorbar.position
+            layer.name_overlay.visible = True
+        except AttributeError:  # napari without per-layer overlays: the layer list still names it
+            pass
+
+    def _refresh_hatch(self) -> None:
+        hatch = self.extras.get("hatch")
+        if hatch is None or hatch not in self.viewer.layers or self.excluded is None or self.fmap is None:
+            return
+        hatch.data = L.hatch_rgba(np.asarray(self.excluded.data) > 0, self.fmap)
+
+    def toggle_overlay(self, *_):
+        """One key (H): the tissue alone, or the heatmap and exclusions over it."""
+        layers = [ly for ly in (self.heatmap, self.extras.get("hatch")) if ly is not None and ly in self.viewer.layers]
+        if not layers:
+            return
+        show = not any(ly.visible for ly in layers)
+        for ly in layers:
+            ly.visible = show
+
     def _update_summary(self, *_):
         if self.fmap is None:
             return
+        self._refresh_hatch()
         t = self.threshold_slider.value()
-        self.summary.setText(L.summary_text(self.fmap.summary(t, self.excluded_grid()), t))
+        text = L.summary_text(self.summary_dict(), t, L.no_result_reason(self.fmap))
+        if self.roi_grid() is not None:
+            text = f"Inside the region of interest ({int(self.roi_grid().sum())} tiles):\n{text}"
+        self.summary.setText(text)
+
+    def manual_edit_count(self) -> int:
+        """Tiles of the shown result included or excluded by hand (0 without a result)."""
+        return 0 if self.fmap is None or self.edits is None else self.edits.count
 
     def _on_threshold(self, value: float):
         if self.fmap is None or self.excluded is None or self.excluded not in self.viewer.layers:
             return
-        new = L.threshold_mask(self.fmap.defocus_um, value)
+        ed = self.edits
+        old = ed.threshold_um
+        # tiles set by hand keep their state: they are the pathologist's decisions
+        new = ed.for_threshold(value)
         idx = np.nonzero(np.asarray(self.excluded.data) != new)
         if idx[0].size:
-            with self.excluded.block_history():  # one undo step for the whole re-threshold
-                self.excluded.data_setitem(idx, new[idx])
+            ed.pending = ("threshold", old, value)
+            try:
+                with self.excluded.block_history():  # one undo step for the whole re-threshold
+                    self.excluded.data_setitem(idx, new[idx])
+            finally:
+                ed.pending = None
+        ed.threshold_um = float(value)
         self._update_summary()
+
+    def _on_paint(self, event=None):
+        """Every undo step of the exclusion layer (a click, a paint stroke, a threshold move, an import)."""
+        if self.edits is not None and self.excluded is not None:
+            self.edits.record(self.excluded.data, getattr(event, "value", None))
+        self._update_summary()
+
+    def _set_threshold_quietly(self, value: float | None) -> None:
+        if value is None:
+            return
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setValue(value)
+        self.threshold_slider.blockSignals(False)
 
     def toggle_tile(self, row: int, col: int) -> None:
         """Flip one tile between excluded and included (one undo step)."""
@@ -749,14 +916,19 @@ class FocusQCWidget(QWidget):
         self._update_summary()
 
     def undo(self) -> None:
-        if self.excluded is not None:
-            self.excluded.undo()
-            self._update_summary()
+        """Undo the last exclusion edit; a threshold move also puts the slider (and verdict) back."""
+        if self.excluded is None or self.edits is None or not self.edits.done:
+            return
+        self.excluded.undo()
+        self._set_threshold_quietly(self.edits.undo(self.excluded.data))
+        self._update_summary()
 
     def redo(self) -> None:
-        if self.excluded is not None:
-            self.excluded.redo()
-            self._update_summary()
+        if self.excluded is None or self.edits is None or not self.edits.undone:
+            return
+        self.excluded.redo()
+        self._set_threshold_quietly(self.edits.redo(self.excluded.data))
+        self._update_summary()
 
     def tile_at_world(self, world) -> tuple[int, int] | None:
         if self.heatmap is None or self.heatmap not in self.viewer.layers:
@@ -803,28 +975,102 @@ class FocusQCWidget(QWidget):
             self.toggle_tile(*rc)
 
     def _on_layer_removed(self, event):
-        if event.value is self.heatmap or event.value is self.excluded:
-            if event.value is self.excluded:
-                self.excluded = None
-            else:
-                self.heatmap = None
-            if self.heatmap is None and self.excluded is None:
-                self.fmap = None
-                self.export_btn.setEnabled(False)
-                self.deblur_btn.setEnabled(False)
-                self.summary.setText("No result yet.")
+        """Removing the result's heatmap or exclusions ends the result: the panel forgets it.
 
+        Matched by metadata, not identity: through ``add_plugin_dock_widget`` the widget
+        holds proxies of its layers, never the objects the event carries.
+        """
+        md = getattr(event.value, "metadata", None) or {}
+        if self._result_id is None or md.get("result_id") != self._result_id:
+            return
+        if md.get("focusq") in ("heatmap", "excluded"):
+            self.clear_result()
+
+    def clear_result(self) -> None:
+        """Forget the shown result (its layers may stay in the viewer as plain layers)."""
+        self.fmap = None
+        self.heatmap = None
+        self.excluded = None
+        self._result_id = None
+        self._roi = None
+        self.edits = None
+        self.export_btn.setEnabled(False)
+        self.import_btn.setEnabled(False)
+        self.deblur_btn.setEnabled(False)
+        self.summary.setText("No result yet.")
+        self.hover.setText("")
+
+    # ------------------------------------------------------------------ QuPath import
+    def _import_dialog(self):
+        start = str(Path(str(self.fmap.source)).parent) if self.fmap is not None and self.fmap.source else ""
+        path, _ = QFileDialog.getOpenFileName(self, "QuPath annotations", start,
+                                              "GeoJSON (*.geojson *.json *.geojson.gz *.zip);;All files (*)")
+        if path:
+            self.import_qupath(path)
+
+    def import_qupath(self, path) -> dict | None:
+        """Apply a QuPath GeoJSON file: ``Ignore*`` regions as exclusions (one undo step), others as the ROI."""
+        from ..qupath import QuPathImportError, import_annotations, read_geojson
+
+        if self.fmap is None or self.excluded is None or self.excluded not in self.viewer.layers:
+            _notify_error("Focus QC: score an image (or open a review) before importing QuPath annotations.")
+            return None
+        try:
+            got = import_annotations(self.fmap, read_geojson(path), self.excluded_grid())
+        except QuPathImportError as exc:
+            _notify_error(f"Focus QC: cannot import QuPath annotations: {exc}")
+            return None
+        new = got["excluded"].astype(np.uint8) * L.EXCLUDED_LABEL
+        idx = np.nonzero(np.asarray(self.excluded.data) != new)
+        if idx[0].size:
+            with self.excluded.block_history():  # the whole import is one undo step
+                self.excluded.data_setitem(idx, new[idx])
+        if got["roi"] is not None:
+            self._roi = {"grid": got["roi"], "rings": got["roi_rings"]}
+            self._show_roi(got["roi_rings"])
+        self._update_summary()
+        _notify_info(f"Focus QC: imported {got['ignore_regions']} Ignore* region(s) and {got['roi_regions']} "
+                     f"region(s) of interest from {Path(path).name}.")
+        return got
+
+    def _show_roi(self, rings) -> None:
+        """The region of interest as an outline (Shapes layer) over the slide."""
+        heat = self.heatmap
+        if heat is None or heat not in self.viewer.layers:
+            return
+        t = float(self.fmap.tile_size_px)
+        s = np.asarray(heat.scale[-2:], float) / t
+        oy, ox = self.fmap.origin_px
+        base = np.asarray(heat.translate[-2:], float) - (np.array([oy, ox]) + t / 2 - 0.5) * s
+        # level-0 pixel edge p is at data coordinate p - 0.5 of the image layer
+        shapes = [base + (np.asarray(r, float)[:, ::-1] - 0.5) * s for r in rings]
+        for ly in list(self.viewer.layers):
+            if (ly.metadata or {}).get("focusq") == "roi":
+                self.viewer.layers.remove(ly)
+        self.extras["roi"] = self.viewer.add_shapes(
+            shapes, shape_type="polygon", name=L.ROI_NAME, edge_color="white", face_color="transparent",
+            edge_width=0.04 * float(heat.scale[-1]), units=heat.units,  # a 25th of a tile: seen at any zoom
+            metadata={"focusq": "roi", "result_id": self._result_id})
+        self.viewer.layers.selection.active = heat  # clicks keep toggling tiles
     # ------------------------------------------------------------------ export
     def _export_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Export Focus QC results to", self._last_folder)
+        # open next to the slide: that is where its results belong (the last folder otherwise)
+        src = Path(str(self.fmap.source)) if self.fmap is not None and self.fmap.source else None
+        start = str(src.parent) if src is not None and src.parent.is_dir() and str(src.parent) != "." else self._last_folder
+        folder = QFileDialog.getExistingDirectory(self, "Export Focus QC results to", start)
         if folder:
             self._last_folder = folder
             self._save()
             self.export(folder)
 
     def export(self, folder) -> dict | None:
-        """Write the mask, GeoJSON, tiles CSV and a results.tsv row into ``folder``; returns their paths."""
-        from ..outputs import append_results, results_row, unique_stem
+        """Write the mask, GeoJSON, tiles CSV and QuPath tiles, and the slide's results.tsv row, into ``folder``.
+
+        Exporting the same slide again replaces its row (one row per slide) and asks
+        before overwriting its files. Returns the written paths (None if nothing was written).
+        """
+        from ..outputs import results_row, unique_stem, upsert_results
+        from ..qupath import restrict_to_roi, write_tiles_geojson
         from .._writer import ExportError, save_mask
 
         if self.fmap is None:
@@ -834,18 +1080,28 @@ class FocusQCWidget(QWidget):
         folder = Path(folder)
         stem = unique_stem(fmap.source or "image", set())
         ds = self.downsample.value()
+        targets = {"mask": folder / f"{stem}.mask.{self.mask_format.currentText()}",
+                   "geojson": folder / f"{stem}.geojson", "tiles_csv": folder / f"{stem}.tiles.csv",
+                   "tiles_geojson": folder / f"{stem}.tiles.geojson.gz"}
+        existing = [p.name for p in targets.values() if p.exists()]
+        if existing and not _confirm(self, "Overwrite?", f"{folder} already holds {', '.join(existing)} for this "
+                                     "slide. Overwrite them (its results.tsv row is replaced)?"):
+            return None
+        roi = self.roi_grid()
         paths = {}
         try:
             if not folder.is_dir():
                 raise ExportError(f"{folder}: no such folder")
-            mask_path = folder / f"{stem}.mask.{self.mask_format.currentText()}"
-            paths["mask"] = save_mask(mask_path, fmap.pixel_mask(t, excluded, downsample=ds), fmap.pixel_size_um * ds)
-            paths["geojson"] = fmap.to_geojson(folder / f"{stem}.geojson", t, excluded)
-            paths["tiles_csv"] = fmap.to_csv(folder / f"{stem}.tiles.csv", t, excluded)
-            row = results_row(fmap, stem=stem, input_path=fmap.source or stem,
+            paths["mask"] = save_mask(targets["mask"], fmap.pixel_mask(t, excluded, downsample=ds),
+                                      fmap.pixel_size_um * ds)
+            paths["geojson"] = fmap.to_geojson(targets["geojson"], t, excluded)
+            paths["tiles_csv"] = fmap.to_csv(targets["tiles_csv"], t, excluded)
+            paths["tiles_geojson"] = write_tiles_geojson(fmap, targets["tiles_geojson"], t, excluded,
+                                                         roi=self._roi.get("rings") if self._roi else None)
+            row = results_row(restrict_to_roi(fmap, roi), stem=stem, input_path=fmap.source or stem,
                               seconds=float(fmap.extra.get("seconds", 0.0)), threshold_um=t, excluded=excluded)
             paths["results"] = folder / "results.tsv"
-            append_results(paths["results"], row)
+            upsert_results(paths["results"], row)
         except PermissionError as exc:
             _notify_error(f"Focus QC: cannot write to {folder} (permission denied: is it read-only?) – {exc}")
             return None
@@ -854,6 +1110,40 @@ class FocusQCWidget(QWidget):
             return None
         _notify_info(f"Focus QC: exported {len(paths)} files to {folder}")
         return paths
+
+
+def _scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A layout inside a scroll area filling ``widget``: a dock taller than the screen scrolls.
+
+    Only vertically: the dock still widens to its content's width, as it did without the area.
+    """
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    class _VScroll(QScrollArea):
+        def _with_width(self, hint, inner_hint):
+            hint.setWidth(inner_hint.width() + self.verticalScrollBar().sizeHint().width())
+            return hint
+
+        def minimumSizeHint(self):
+            w = self.widget()
+            hint = super().minimumSizeHint()
+            return hint if w is None else self._with_width(hint, w.minimumSizeHint())
+
+        def sizeHint(self):
+            w = self.widget()
+            hint = super().sizeHint()
+            return hint if w is None else self._with_width(hint, w.sizeHint())
+
+    inner = QWidget()
+    scroll = _VScroll()
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
 
 
 def _iter_per_tile(stack, px: float, name: str, *, modality: str, model, optics=None):

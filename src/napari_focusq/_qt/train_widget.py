@@ -116,6 +116,7 @@ class TrainWidget(QWidget):
         self._pbar = None
         self._tmpdir = None
         self.checkpoint: str | None = None
+        self._first_epoch = None  # (epoch, time) the time-left estimate counts from
         self._build()
         self._wire()
         self._restore()
@@ -145,43 +146,54 @@ class TrainWidget(QWidget):
         self.modality.addItems(["brightfield", "fluorescence"])
         self.modality.setToolTip("What the images are; the model learns this modality.")
         form.addRow("Modality", self.modality)
+        self.pixel_size = QDoubleSpinBox()
+        self.pixel_size.setRange(0.0, 100.0)
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setSingleStep(0.01)
+        self.pixel_size.setSuffix(" µm")
+        self.pixel_size.setSpecialValueText("from each file")
+        self.pixel_size.setToolTip("Size of one pixel of the images, in µm (e.g. 0.25 for 40x, 0.5 for 20x). "
+                                   "Leave at “from each file” when the files record it; a value here is used "
+                                   "for every image.")
+        adv = QFormLayout()  # machine-learning settings, folded away under "Advanced"
         self.preset = QComboBox()
         self.preset.addItems(["fast", "inception"])
         self.preset.setToolTip("fast: laptop-CPU model (default). inception: the founding paper's InceptionV3 "
                                "(slow without a GPU).")
-        form.addRow("Preset", self.preset)
+        adv.addRow("Preset", self.preset)
         self.z_max = QDoubleSpinBox()
         self.z_max.setRange(0.5, 30.0)
         self.z_max.setValue(8.0)
         self.z_max.setSuffix(" µm")
         self.z_max.setToolTip("Largest simulated defocus |z|; training covers 0 to this.")
         form.addRow("Defocus range", self.z_max)
+        form.addRow("Pixel size", self.pixel_size)
         self.blur = QComboBox()
         self.blur.addItems(["optical", "gaussian"])
         self.blur.setToolTip("optical: widefield defocus PSF (recommended); gaussian: the founding paper's blur.")
-        form.addRow("Blur model", self.blur)
+        adv.addRow("Blur model", self.blur)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100000)
         self.epochs.setValue(300)
         self.epochs.setToolTip("Passes over the simulated tiles.")
-        form.addRow("Epochs", self.epochs)
+        adv.addRow("Epochs", self.epochs)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
         self.lr.setRange(1e-6, 1.0)
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(1e-3)
         self.lr.setToolTip("Learning rate (fast: 1e-3; inception: 1e-5 as in the paper).")
-        form.addRow("Learning rate", self.lr)
+        adv.addRow("Learning rate", self.lr)
         self.batch = QSpinBox()
         self.batch.setRange(1, 4096)
         self.batch.setValue(128)
         self.batch.setToolTip("Tiles per optimisation step.")
-        form.addRow("Batch size", self.batch)
+        adv.addRow("Batch size", self.batch)
         self.samples = QSpinBox()
         self.samples.setRange(2, 100000)
         self.samples.setValue(400)
         self.samples.setToolTip("Simulated tiles drawn from each training image (validation gets half).")
-        form.addRow("Tiles per image", self.samples)
+        adv.addRow("Tiles per image", self.samples)
         orow = QHBoxLayout()
         self.out = QLineEdit(str(Path.home() / "focus-model.safetensors"))
         self.out.setToolTip("Where the trained checkpoint (.safetensors) is saved.")
@@ -190,6 +202,16 @@ class TrainWidget(QWidget):
         orow.addWidget(self.out, 1)
         orow.addWidget(self.out_btn)
         form.addRow("Save to", orow)
+        from superqt import QCollapsible
+
+        self.advanced = QCollapsible("Advanced (machine-learning settings)")
+        adv_w = QWidget()
+        adv_w.setLayout(adv)
+        self.advanced.addWidget(adv_w)
+        self.workload = QLabel("")
+        self.workload.setWordWrap(True)
+        self.workload.setToolTip("How much work the settings ask for; the time left is measured from the "
+                                 "first epochs once training runs.")
 
         btns = QHBoxLayout()
         self.train_btn = QPushButton("Train")
@@ -208,11 +230,19 @@ class TrainWidget(QWidget):
         self.plots.setToolTip("Left: training loss and validation error per epoch. Right: validation tiles, "
                               "predicted vs true defocus, with the fitted line and R².")
 
+        # no scroll area: with the machine-learning settings folded away the panel fits a 1000 px
+        # screen, and the plots take the height that is left (in a scroll area they grew wider than the dock)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addWidget(self.advanced)
+        lay.addWidget(self.workload)
         lay.addLayout(btns)
         lay.addWidget(self.progress_bar)
         lay.addWidget(self.status)
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setToolTip("The trained model's result on held-out images, in plain words.")
+        lay.addWidget(self.verdict)
         lay.addWidget(self.plots, 1)
 
     def _wire(self):
@@ -225,6 +255,9 @@ class TrainWidget(QWidget):
         self.train_btn.clicked.connect(self.train)
         self.cancel_btn.clicked.connect(self.cancel)
         self.destroyed.connect(_stop_later(self))
+        for sig in (self.epochs.valueChanged, self.samples.valueChanged, self.folder.textChanged,
+                    self.use_layer.toggled):
+            sig.connect(self._update_workload)
 
     def _restore(self):
         s = settings()
@@ -238,6 +271,7 @@ class TrainWidget(QWidget):
         self.lr.setValue(float(s.value("train/lr", 1e-3)))
         self.batch.setValue(int(s.value("train/batch_size", 128)))
         self.samples.setValue(int(s.value("train/samples_per_image", 400)))
+        self._update_workload()
 
     def _save(self):
         s = settings()
@@ -246,6 +280,20 @@ class TrainWidget(QWidget):
                      "z_max_um": self.z_max.value(), "epochs": self.epochs.value(), "lr": self.lr.value(),
                      "batch_size": self.batch.value(), "samples_per_image": self.samples.value()}.items():
             s.setValue(f"train/{k}", v)
+
+    def _update_workload(self, *_):
+        """The work the settings ask for, in plain numbers (the time left is measured once it runs)."""
+        folder = self.folder.text().strip()
+        n = len(folder_images(folder)) if folder and Path(folder).is_dir() else 0
+        n += int(self.use_layer.isChecked())
+        if n < 2:
+            self.workload.setText("Choose at least two in-focus images (one is kept aside to check the model).")
+            return
+        n_val = max(1, round(n * 0.25))
+        passes = (n - n_val) * self.samples.value() * self.epochs.value()
+        self.workload.setText(f"{n} images ({n_val} kept aside to check the model) × {self.samples.value()} tiles × "
+                              f"{self.epochs.value()} epochs = {passes:,} tile passes. The time left is shown "
+                              "from the first epochs on.")
 
     def _preset_defaults(self, preset: str):
         from ..training import PRESET_DEFAULTS
@@ -312,7 +360,9 @@ class TrainWidget(QWidget):
         out = Path(self.out.text()).expanduser()
         if not out.parent.is_dir():
             raise ValueError(f"{out.parent}: the folder to save the model in does not exist")
-        return TrainConfig(images=images, out=str(out), preset=self.preset.currentText(),
+        px = self.pixel_size.value()
+        pixel_sizes = {Path(p).name: px for p in images} if px > 0 else {}
+        return TrainConfig(images=images, out=str(out), preset=self.preset.currentText(), pixel_sizes=pixel_sizes,
                            modality=self.modality.currentText(), epochs=self.epochs.value(), lr=self.lr.value(),
                            batch_size=self.batch.value(), z_max_um=self.z_max.value(), blur=self.blur.currentText(),
                            samples_per_image=self.samples.value(),
@@ -339,6 +389,8 @@ class TrainWidget(QWidget):
         self._save()
         self.plots.clear()
         self.checkpoint = None
+        self._first_epoch = None
+        self.verdict.setText("")
         self._worker = progress_worker(iter_fit(cfg), on_started=self._on_started, on_event=self._on_event,
                                        on_result=self._on_result, on_error=self._on_error,
                                        on_finished=self._on_finished)
@@ -362,16 +414,47 @@ class TrainWidget(QWidget):
             self.progress_bar.setValue(ev.done)
             self.progress_bar.setFormat(f"{ev.stage} %v/%m")
         if ev.message:
-            self.status.setText(f"{ev.stage}: {ev.message}")
+            self.status.setText(f"{ev.stage}: {ev.message}" + self._time_left(ev))
         if ev.stage == "train" and "val_pred" in ev.data:
             self.plots.update_epoch(ev.data, last=bool(ev.total) and ev.done >= ev.total)
         if self._pbar is not None:
             self._pbar.update(ev)
 
+    def _time_left(self, ev) -> str:
+        """" · about 12 min left", measured from the epochs done so far (from the second one on)."""
+        import time
+
+        if ev.stage != "train" or not ev.total:
+            return ""
+        now = time.monotonic()
+        if self._first_epoch is None or ev.done <= self._first_epoch[0]:
+            self._first_epoch = (ev.done, now)  # the first epoch also pays for start-up: measure after it
+            return ""
+        done0, t0 = self._first_epoch
+        left = (now - t0) / (ev.done - done0) * (ev.total - ev.done)
+        return f" · about {_duration(left)} left" if ev.done < ev.total else ""
+
     def _on_result(self, path):
+        """Judge the new model on its validation figures; only a model that passes is put into use."""
+        from ..errors import FocusQError
+        from ..model_verdict import validation_verdict
+        from ..models.checkpoint import load_checkpoint
+
         self.checkpoint = str(path)
-        model_registry().add(self.checkpoint)
-        _notify_info(f"Trained model saved to {path}; it is now selectable in Focus QC.")
+        try:
+            meta = load_checkpoint(path)[1]
+        except (FocusQError, OSError, ValueError):
+            meta = {}
+        ok, text = validation_verdict(meta)
+        self.verdict.setText(text)
+        self.verdict.setStyleSheet("" if ok else "color: #e69f00;")
+        # a failed model is listed (the user may choose it anyway) but never selected for them
+        model_registry().add(self.checkpoint, select=ok)
+        if ok:
+            _notify_info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
+        else:
+            _notify_info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
+                         "selected; choose it there to use it anyway.")
 
     def _on_error(self, exc):
         from ..errors import FocusQError
@@ -392,6 +475,15 @@ class TrainWidget(QWidget):
         self._worker = None
         self.train_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 4 min, 1 h 20 min."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
 def _guard_triton() -> None:

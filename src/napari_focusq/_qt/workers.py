@@ -39,7 +39,8 @@ def settings() -> QSettings:
 class _ModelRegistry(QObject):
     """User-trained checkpoints, shared by every widget of the session and remembered."""
 
-    added = Signal(str)
+    added = Signal(str)  # a model to list and select
+    listed = Signal(str)  # a model to list only (e.g. one that failed validation)
 
     def paths(self) -> list[str]:
         from pathlib import Path
@@ -47,13 +48,13 @@ class _ModelRegistry(QObject):
         stored = settings().value("models/user", [], type=list) or []
         return [p for p in dict.fromkeys(str(s) for s in stored) if Path(p).is_file()]
 
-    def add(self, path: str) -> None:
+    def add(self, path: str, select: bool = True) -> None:
         path = str(path)
         s = settings()
         stored = [p for p in (s.value("models/user", [], type=list) or []) if p != path]
         s.setValue("models/user", [path, *stored][:20])
         s.sync()
-        self.added.emit(path)
+        (self.added if select else self.listed).emit(path)
 
 
 _registry: _ModelRegistry | None = None
@@ -98,10 +99,12 @@ class ActivityBar:
         self._busy = True
         try:
             self._last, self._stage = now, ev.stage
-            if ev.total and self._bar.total != ev.total:
-                self._bar.total = ev.total
-            self._bar.n = ev.done
-            self._bar.set_description(f"{self.desc}: {ev.stage}")
+            bar = self._bar  # the updates below process events, which may close the bar
+            if ev.total and bar.total != ev.total:
+                bar.total = ev.total
+            # update() (not assigning n) is what emits the event the dock's bar listens to
+            bar.update(ev.done - bar.n)
+            bar.set_description(f"{self.desc}: {ev.stage}")
         finally:
             self._busy = False
 
