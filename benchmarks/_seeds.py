@@ -35,7 +35,7 @@ COLUMNS = (("r2", "R²", ".4f"), ("slope", "slope", ".3f"), ("intercept", "icpt 
            ("mae_0_4", "MAE 0-4 µm", ".3f"), ("spearman", "Spearman", ".4f"), ("auc", "AUC", ".4f"))
 
 
-def interval_rows(pred, Z, K, *, ranking_only: bool = False, n_boot: int = 500) -> dict:
+def interval_rows(pred, Z, K, *, ranking_only: bool = False, n_boot: int = 300) -> dict:
     return seed_intervals(pred, Z, K, ranking_metrics if ranking_only else regression_metrics, n_boot=n_boot)
 
 

@@ -1,6 +1,6 @@
 """Fluorescence benchmark: accuracy on held-out images, tilted-specimen best plane, certainty, exposure.
 
-    .venv/bin/python benchmarks/bench_fluorescence.py [--model PATH] [--per-image 300] [--pixel-size NAME=UM]
+    .venv/bin/python benchmarks/bench_fluorescence.py [--model PATH] [--per-image 100] [--pixel-size NAME=UM]
 
 Test images are the fluorescence recipe's FLUORESCENCE_TEST (never trained on, nor used
 for validation): the sharpest plane of cells3d (when a user has put it in data/external)
@@ -143,7 +143,7 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
-    ap.add_argument("--per-image", type=int, default=300)
+    ap.add_argument("--per-image", type=int, default=100, help="tiles per image and seed (3 seeds)")
     ap.add_argument("--pixel-size", action="append", default=[], metavar="NAME=UM",
                     help="pixel size (µm) of a test image, overriding the recipe's; repeatable")
     args = ap.parse_args()

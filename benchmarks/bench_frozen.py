@@ -51,8 +51,8 @@ def run(modality: str, per_image: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-image", type=int, default=300, help="brightfield tiles per image and seed")
-    ap.add_argument("--per-image-fluorescence", type=int, default=60,
-                    help="fluorescence tiles per image and seed (eleven small fields)")
+    ap.add_argument("--per-image-fluorescence", type=int, default=30,
+                    help="fluorescence tiles per image and seed (eleven small fields: 330 a seed)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
     digest = check_frozen_set()
