@@ -52,17 +52,17 @@ def test_hamamatsu_ome_pixel_size(name):
                                       tifffile.imread(src.path)[100:164, 200:248])
 
 
-def test_cells3d_zstack():
-    path = DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"
-    ref = tifffile.imread(path)
+def test_zstack_planes_and_regions(made_stack):
+    path, ref = made_stack.path, made_stack.data
+    n = made_stack.planes
     with open_image(path) as src:
-        assert src.shape == (60, 256, 256) and src.axes == "ZYX" and src.n_z == 60
+        assert src.shape == (n, 256, 256) and src.axes == "ZYX" and src.n_z == n
         assert src.dtype == np.uint16
         np.testing.assert_array_equal(src.read_region(10, 20, 30, 40, z=34), ref[34, 10:40, 20:60])
         np.testing.assert_array_equal(src.read_region(10, 20, 30, 40), ref[:, 10:40, 20:60])
         np.testing.assert_array_equal(src.read_plane(z=-1), ref[-1])
-        with pytest.raises(ValueError, match="z=60"):
-            src.read_region(0, 0, 8, 8, z=60)
+        with pytest.raises(ValueError, match=f"z={n}"):
+            src.read_region(0, 0, 8, 8, z=n)
 
 
 def test_ndev_four_channel_ome_channels_last():

@@ -70,8 +70,7 @@ def test_manifest_is_valid():
     assert {s.key for s in pm.contributions.sample_data} == {"cmu1", "defocus_demo"}
 
 
-def test_reader_gives_um_scale_rgb_and_z_axis():
-    DATA = Path(__file__).resolve().parents[2] / "data"
+def test_reader_gives_um_scale_rgb_and_z_axis(made_stack):
     from napari_focusq._reader import get_reader
     from napari_focusq.io import sample_slide_path
 
@@ -80,9 +79,9 @@ def test_reader_gives_um_scale_rgb_and_z_axis():
     (data, kw, kind), = get_reader(p)(p)
     assert kind == "image" and kw["rgb"] and kw["units"] == ["µm", "µm"]
     assert kw["scale"] == pytest.approx([0.499, 0.499]) and data.shape == (2967, 2220, 3)
-    z = str(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif")
+    z = str(made_stack.path)
     (data, kw, _), = get_reader(z)(z)
-    assert data.shape == (60, 256, 256) and kw["axis_labels"] == ["z", "y", "x"] and "rgb" not in kw
+    assert data.shape == made_stack.data.shape and kw["axis_labels"] == ["z", "y", "x"] and "rgb" not in kw
     assert kw["metadata"]["pixel_size_um"] is None and kw["units"][-1] == "pixel"
 
 
