@@ -120,3 +120,21 @@ def test_tests_run_models_on_the_cpu(monkeypatch):
     monkeypatch.setenv("FOCUSQ_DEVICE", "tpu")
     with pytest.raises(ValueError, match="FOCUSQ_DEVICE must be cpu, cuda or mps"):
         choose_device()
+
+
+def test_checkpoint_metrics_say_what_is_in_sample():
+    from napari_focusq.models.calibration import apply_calibration, fit_isotonic
+    from napari_focusq.training import _validation_metrics
+
+    rng = np.random.default_rng(2)
+    z = rng.uniform(0, 6, 300)
+    src = np.repeat([0, 1, 2], 100)
+    raw = z * np.array([0.8, 1.0, 1.2])[src] + rng.normal(0, 0.1, 300)  # each image its own slope
+    cal = apply_calibration(raw, fit_isotonic(raw, z))
+    m = _validation_metrics(raw, cal, z, src)
+    assert set(m) == {"validation_raw", "validation_calibrated", "validation_calibrated_crossfit", "in_sample"}
+    assert set(m["in_sample"]) == {"validation_raw", "validation_calibrated"}
+    # Fitted on the tiles it is scored on, the calibration looks better than it is on an
+    # image it never saw: the cross-fitted error is the larger.
+    assert m["validation_calibrated_crossfit"]["mae_0_4"] > m["validation_calibrated"]["mae_0_4"]
+    assert "validation_calibrated_crossfit" not in _validation_metrics(raw, cal, z, np.zeros(300))
