@@ -46,4 +46,4 @@ def print_table(title: str, rows: dict, note: str = "") -> None:
         print(note)
     for name, figs in rows.items():
         cells = [f"{label} {format_interval(figs[key], fmt)}" for key, label, fmt in COLUMNS if key in figs]
-        print(f"{name:<34}" + "  ".join(cells))
+        print(f"{name:<34} " + "  ".join(cells))
