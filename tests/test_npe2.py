@@ -16,7 +16,11 @@ npe2 = pytest.importorskip("npe2")
 from napari_focusq.focusmap import FocusMap  # noqa: E402
 
 PLUGIN = "napari-focusq"
-MANIFEST = Path(__file__).resolve().parents[1] / "src" / "napari_focusq" / "napari.yaml"
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "src" / "napari_focusq" / "napari.yaml"
+# As in conftest.py (not imported from it: tests/_qt has a conftest module of the same name).
+SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
+SVS_PIXEL_UM = 0.499
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,6 @@ def test_installed_manifest_is_the_source_trees(pm):
 
 
 def test_reader_through_npe2(pm, slide_plane):
-    from conftest import SVS, SVS_PIXEL_UM
-
     layers = npe2.read([str(SVS)], stack=False, plugin_name=PLUGIN)
     assert len(layers) == 1
     data, meta, kind = layers[0]
@@ -98,8 +100,6 @@ def test_geojson_writer_through_npe2(pm, tmp_path):
 
 
 def test_cmu1_sample_through_npe2(pm, slide_plane):
-    from conftest import SVS_PIXEL_UM
-
     contrib = next(s for s in pm.get_manifest(PLUGIN).contributions.sample_data if s.key == "cmu1")
     (data, meta, kind), = contrib.open()
     level0 = data[0] if isinstance(data, list) else data
