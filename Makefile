@@ -23,7 +23,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.testing: $(VENV)/.base
-	$(PY) -m pip install -q -e '.[all]'
+	$(PY) -m pip install -q -e '.[all,testing]'
 	touch $@
 
 install: $(VENV)/.base

@@ -304,8 +304,10 @@ def test_missing_directory_empty_and_unsupported(tmp_path):
     _expect_error(tmp_path, "directory")
     (tmp_path / "empty.tif").write_bytes(b"")
     _expect_error(tmp_path / "empty.tif", "empty")
-    (tmp_path / "slide.czi").write_bytes(b"ZISRAWFILE" + bytes(100))
-    _expect_error(tmp_path / "slide.czi", "unsupported format '.czi'")
+    (tmp_path / "slide.lif").write_bytes(b"\x70\x00\x00\x00" + bytes(100))  # Leica LIF: not read
+    _expect_error(tmp_path / "slide.lif", "unsupported format '.lif'")
+    (tmp_path / "slide.czi").write_bytes(b"ZISRAWFILE" + bytes(100))  # a CZI header cut short
+    _expect_error(tmp_path / "slide.czi", "not a readable CZI")
     (tmp_path / "notes.tif").write_text("hello, not an image")
     _expect_error(tmp_path / "notes.tif", "not a valid TIFF")
 

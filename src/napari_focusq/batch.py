@@ -40,7 +40,9 @@ RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
 #: Files a folder argument contributes (anything else in it is ignored).
 SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
-                  ".png", ".jpg", ".jpeg"}
+                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi", ".vsi"}
+#: DICOM files: a folder holding them is one slide (its levels), never one input per file.
+DICOM_SUFFIXES = {".dcm"}
 #: A file argument with one of these suffixes is a list of inputs, one per line.
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: The manifest is rewritten at most this often while slides finish (and always at the end).
@@ -114,9 +116,16 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     def visit(spec: str, from_list: bool) -> None:
         p = Path(spec).expanduser()
         if p.is_dir():
+            from .io_dicom import is_dicom_folder
+
+            if is_dicom_folder(p):
+                add(p)
+                return
             for f in sorted(p.rglob("*")):
                 if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith("."):
                     add(f)
+                elif f.is_file() and f.suffix.lower() in DICOM_SUFFIXES and is_dicom_folder(f.parent):
+                    add(f.parent)
         elif p.is_file():
             if p.suffix.lower() in LIST_SUFFIXES and not from_list:
                 for item in _list_file(p):
@@ -235,7 +244,8 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
-                               level=opts["level"], slice=opts["slice"], threads=threads)
+                               level=opts["level"], slice=opts["slice"], threads=threads,
+                               optics=opts.get("optics"))
         try:
             fmap = drive(gen)
         finally:
@@ -357,7 +367,7 @@ def _open_client(workers: int | None, scheduler: str | None, retries: int):
 def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
                threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
                modality: str = "auto", level: int | None = None, slice="auto",
-               retries: int = 2) -> Generator[Progress, None, BatchSummary]:
+               retries: int = 2, optics: dict | None = None) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
@@ -382,7 +392,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
     manifest = Manifest(out / MANIFEST_NAME)
     options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
-               "level": level, "slice": slice}
+               "level": level, "slice": slice, "optics": optics or None}
     stems = _assign_stems(paths, manifest)
     summary = BatchSummary(out_dir=out)
     total = len(paths) + len(missing)
@@ -495,7 +505,7 @@ def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: 
 def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
               threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
               modality: str = "auto", progress=None, retries: int = 2, level: int | None = None,
-              slice="auto") -> BatchSummary:
+              slice="auto", optics: dict | None = None) -> BatchSummary:
     """Score many slides in parallel on dask.distributed and write their outputs to ``out_dir``.
 
     Parameters
@@ -514,6 +524,9 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
         a local cluster.
     threshold_um, pixel_size_um, modality, level, slice
         As for ``focusq score``.
+    optics
+        The objective: a dict with any of ``na``, ``immersion``, ``wavelength_um``
+        (``--na``, ``--immersion``, ``--wavelength``); the rest from each file or the model.
     progress
         Callable receiving Progress events; return False from it to cancel.
     retries
@@ -525,7 +538,13 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     """
     return drive(iter_batch(inputs, out_dir, model=model, workers=workers, scheduler=scheduler,
                             threshold_um=threshold_um, pixel_size_um=pixel_size_um, modality=modality,
-                            level=level, slice=slice, retries=retries), progress)
+                            level=level, slice=slice, retries=retries, optics=optics), progress)
+
+
+def _cli_optics(args) -> dict | None:
+    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
+         "wavelength_um": getattr(args, "wavelength", None)}
+    return {k: v for k, v in d.items() if v is not None} or None
 
 
 def main_batch(args) -> int:
@@ -538,7 +557,7 @@ def main_batch(args) -> int:
                       threshold_um=getattr(args, "threshold_um", DEFAULT_THRESHOLD_UM),
                       pixel_size_um=getattr(args, "pixel_size", None), modality=getattr(args, "modality", "auto"),
                       level=getattr(args, "level", None), slice=getattr(args, "slice", "auto"),
-                      progress=StderrBar())
+                      optics=_cli_optics(args), progress=StderrBar())
     except BatchUsageError as exc:
         print(f"focusq: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -23,9 +23,19 @@ from typing import Any
 import numpy as np
 
 from .errors import ImageReadError
+from .io_lazy import RegionLevel
 
 __all__ = ["ImageSource", "open_image", "sample_slide_path", "finite_fraction", "ImageReadError"]
 
+#: Suffixes of files only OpenSlide reads here (MIRAX, Hamamatsu VMS/VMU).
+OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu"}
+#: TIFF layouts (OpenSlide's vendor names) that tifffile reads but OpenSlide stitches right:
+#: Philips TIFF (sparse tiles), Leica SCN (several regions), Ventana BIF (overlapping tiles).
+OPENSLIDE_TIFF_VENDORS = {"philips", "leica", "ventana"}
+SUPPORTED_FORMATS = ("TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, DICOM WSI, CZI, and through "
+                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF, and VSI through slideio")
+#: Olympus/Evident cellSens VSI, read through slideio
+SLIDEIO_SUFFIXES = {".vsi"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff"}
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -71,13 +81,25 @@ class ImageSource:
         Distance between z planes in µm, when the file states it for a stack.
     is_rgb
         uint8 with three channels (an alpha channel is dropped).
+    backend
+        What reads the file: "tifffile", "pillow", "openslide", "wsidicom" or "pylibCZIrw".
+    icc_profile
+        The file's ICC colour profile (bytes) when it has one; pixels are returned as
+        stored, :func:`napari_focusq.io_icc.display_transform` converts them for display.
     """
 
     # raw_axes: one letter per axis of the stored arrays, "Y", "X", "Z", "C", or "-" for a
     # singleton axis that is indexed away.
     def __init__(self, path: Path, raw_levels: list, raw_axes: str, axes: str, *,
-                 drop_alpha: bool = False, tiff: Any = None):
+                 drop_alpha: bool = False, tiff: Any = None, backend: str = "tifffile",
+                 closer: Any = None, associated: Any = None):
         self.path = path
+        self.backend = backend
+        self.icc_profile: bytes | None = None
+        # closer: releases a non-tifffile handle; associated: () -> {name: lazy image getter}
+        self._closer = closer
+        self._associated = associated
+        self._is_closed = False
         self._raw = raw_levels
         self._raw_axes = raw_axes
         self.axes = axes
@@ -97,6 +119,8 @@ class ImageSource:
         self.pixel_size_um: float | None = None
         self.pixel_size_source = "unknown"
         self.z_spacing_um: float | None = None
+        # The objective from the file's metadata (user_optics.ome_objective: na, n, ...).
+        self.objective: dict | None = None
 
     # -- geometry -----------------------------------------------------------------------
     def _canonical_shape(self, raw_shape: tuple) -> tuple:
@@ -131,7 +155,7 @@ class ImageSource:
         """Lazy arrays in canonical axis order, largest first."""
         if self._levels is None:
             identity = self._raw_axes == self.axes and not self._drop_alpha
-            if identity:
+            if identity and all(not isinstance(a, RegionLevel) for a in self._raw):
                 self._levels = list(self._raw)
             else:
                 import dask.array as da
@@ -230,11 +254,33 @@ class ImageSource:
         return np.concatenate(strips, axis=0)
 
     # -- lifetime -----------------------------------------------------------------------
+    def associated_images(self) -> dict[str, np.ndarray]:
+        """The slide's side pictures ("label", "macro", "thumbnail"...) as RGB arrays.
+
+        Read on demand (they are small); empty when the file has none.
+        """
+        if self._associated is None:
+            return {}
+        return {name: np.asarray(get()) for name, get in self._associated().items()}
+
+    @property
+    def associated_names(self) -> list[str]:
+        """Names of the side pictures the file holds, without reading them."""
+        return [] if self._associated is None else sorted(self._associated())
+
+    @property
+    def closed(self) -> bool:
+        return self._is_closed
+
     def close(self) -> None:
         """Release the file handle."""
+        self._is_closed = True
         if self._tiff is not None:
             self._tiff.close()
             self._tiff = None
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer()
 
     def __enter__(self) -> "ImageSource":
         return self
@@ -313,29 +359,101 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
     if not path.exists():
         raise ImageReadError(path, "file not found")
     if path.is_dir():
-        raise ImageReadError(path, "is a directory, not an image file")
+        from .io_dicom import is_dicom_folder
+
+        if not is_dicom_folder(path):
+            raise ImageReadError(path, "is a directory, not an image file (a folder is read only "
+                                       "when it holds the .dcm files of one DICOM slide)")
+        src = _open_dicom(path)
+    else:
+        src = _open_file(path)
+    if pixel_size_um is not None:
+        src.pixel_size_um, src.pixel_size_source = float(pixel_size_um), "user"
+    return src
+
+
+def _open_file(path: Path) -> ImageSource:
+    """Pick the backend by what the file is (its first bytes), then by its suffix."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(132)
     except OSError as exc:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
     if not head:
         raise ImageReadError(path, "file is empty (0 bytes)")
     suffix = path.suffix.lower()
+    if suffix in SLIDEIO_SUFFIXES:  # a VSI is a TIFF holding only the overview; the scan is in .ets files
+        from .io_slideio import open_slideio
+
+        return open_slideio(path)
     if head[:4] in _TIFF_MAGIC:
-        src = _open_tiff(path)
-    elif head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-        src = _open_pillow(path)
-    elif suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES:
-        kind = "TIFF" if suffix in TIFF_SUFFIXES else suffix[1:].upper()
+        return _open_tiff_family(path)
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        return _open_pillow(path)
+    if head[128:132] == b"DICM":
+        return _open_dicom(path)
+    if head.startswith(b"ZISRAWFILE"):
+        from .io_czi import open_czi
+
+        return open_czi(path)
+    if suffix in OPENSLIDE_SUFFIXES:
+        from .io_openslide import open_openslide
+
+        return open_openslide(path)
+    if suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES | {".czi", ".dcm"}:
+        kind = {".czi": "CZI", ".dcm": "DICOM"}.get(suffix, "TIFF" if suffix in TIFF_SUFFIXES
+                                                       else suffix[1:].upper())
         raise ImageReadError(path, f"not a valid {kind} file (it starts with bytes {head[:4]!r})")
-    else:
-        raise ImageReadError(path, f"unsupported format {suffix or '(no extension)'!r}: focusq reads "
-                                   "TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG and JPEG; convert other "
-                                   "slide formats to OME-TIFF (e.g. with QuPath or bfconvert)")
-    if pixel_size_um is not None:
-        src.pixel_size_um, src.pixel_size_source = float(pixel_size_um), "user"
-    return src
+    raise ImageReadError(path, f"unsupported format {suffix or '(no extension)'!r}: focusq reads "
+                               f"{SUPPORTED_FORMATS}; convert other slide formats to OME-TIFF "
+                               "(e.g. with QuPath or bfconvert)")
+
+
+def _open_tiff_family(path: Path) -> ImageSource:
+    """tifffile (the fast path) unless the TIFF is a vendor layout only OpenSlide stitches right."""
+    vendor = _openslide_vendor(path)
+    if vendor in OPENSLIDE_TIFF_VENDORS:
+        from .io_openslide import open_openslide
+
+        return open_openslide(path)
+    return _open_tiff(path)
+
+
+def _openslide_vendor(path: Path) -> str | None:
+    """OpenSlide's name for a TIFF's layout ("philips", "leica", ...), None without OpenSlide."""
+    try:
+        import openslide
+    except ImportError:  # also a broken openslide-bin: tifffile still reads the file
+        return None
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # a TIFF OpenSlide cannot parse: leave it to tifffile's diagnostics
+        return None
+
+
+def _open_dicom(path: Path) -> ImageSource:
+    """wsidicom for DICOM WSI; OpenSlide when only that is installed."""
+    from .io_extras import MissingExtraError, require
+
+    try:
+        require("wsidicom", "dicom", "reading DICOM WSI")
+    except MissingExtraError as exc:
+        try:
+            import openslide  # noqa: F401  (OpenSlide 4 reads DICOM WSI too)
+        except ImportError:
+            raise ImageReadError(path, str(exc)) from exc
+        from .io_openslide import open_openslide
+
+        if path.is_dir():  # OpenSlide opens a DICOM slide by any one of its files
+            from .io_dicom import _is_dicom_file
+
+            path = next(f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f))
+        return open_openslide(path)
+    from .io_dicom import open_dicom
+
+    return open_dicom(path)
+
+
 
 
 def _canonical_axes(path: Path, axes: str, shape: tuple) -> tuple[str, str]:
@@ -404,8 +522,15 @@ def _open_tiff(path: Path) -> ImageSource:
             and raw_levels[0].shape[series.axes.index("S")] == 4
             and page.photometric == tifffile.PHOTOMETRIC.RGB
         )
-        src = ImageSource(path, raw_levels, raw, canon, drop_alpha=drop_alpha, tiff=tf)
+        src = ImageSource(path, raw_levels, raw, canon, drop_alpha=drop_alpha, tiff=tf,
+                          associated=lambda: _tiff_associated(tf))
+        icc = page.tags.get(34675)  # InterColorProfile
+        src.icc_profile = bytes(icc.value) if icc is not None and icc.value else None
         src.pixel_size_um, src.pixel_size_source, src.z_spacing_um = _tiff_pixel_size(tf, series)
+        if tf.is_ome and tf.ome_metadata:
+            from .user_optics import ome_objective
+
+            src.objective = ome_objective(tf.ome_metadata, tf.series.index(series))
         if src.n_z == 1:
             src.z_spacing_um = None
         return src
@@ -441,6 +566,16 @@ def _pick_series(path: Path, tf):
     if best is None:
         raise ImageReadError(path, "contains no image series")
     return best
+
+
+def _tiff_associated(tf) -> dict:
+    """{name: reader} for the label / macro / thumbnail series of a slide TIFF."""
+    out = {}
+    for s in tf.series:
+        name = (s.name or "").strip().lower()
+        if name in _SIDE_SERIES and name not in out:
+            out[name] = s.asarray
+    return out
 
 
 def _check_not_truncated(path: Path, tf, series) -> None:
@@ -483,6 +618,8 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
             return px, "OME", dz
     page = tf.pages[0]
     desc = page.description or ""
+    if tf.is_philips and (px := _philips_pixel_size(tf.philips_metadata)):
+        return px, "Philips DICOM_PIXEL_SPACING", None
     if tf.is_svs or desc.startswith("Aperio"):
         m = re.search(r"\bMPP\s*=\s*([0-9.eE+-]+)", desc)
         if m and (px := _um(m.group(1), "µm")):
@@ -496,6 +633,16 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
     if px is not None:
         return px, "TIFF resolution", dz
     return None, "unknown", dz
+
+
+def _philips_pixel_size(xml: str | None) -> float | None:
+    """Level-0 µm from a Philips TIFF's first DICOM_PIXEL_SPACING ('"row mm" "col mm"')."""
+    m = re.search(r'Name="DICOM_PIXEL_SPACING"[^>]*>([^<]+)<', xml or "")
+    if not m:
+        return None
+    vals = [_um(v.strip('"'), "mm") for v in m.group(1).replace("&quot;", '"').split()]
+    vals = [v for v in vals if v]
+    return float(np.mean(vals)) if vals else None
 
 
 def _ome_pixel_size(xml: str, index: int) -> tuple[float | None, float | None]:

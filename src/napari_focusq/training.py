@@ -517,6 +517,10 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     from .models import choose_device, model_from_file, new_model
     from .models.calibration import apply_calibration, fit_isotonic
 
+    if cfg.preset == "inception":  # fail before minutes of data preparation, not after
+        from .io_extras import require
+
+        require("torchvision.models", "inception", "the inception model preset")
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
