@@ -71,8 +71,12 @@ def _qc_layer():
     100-px tiles over a 300 x 350 image (the last column partial), two tiles excluded."""
     d = np.array([[0.5, 0.5, 3.0, 0.5], [0.5, np.nan, 0.5, 0.5], [0.5, 0.5, 0.5, 4.0]], np.float32)
     fm = FocusMap(d, np.isfinite(d).astype(np.float32), 100.0, (300, 350), 0.5, "brightfield", "fast 1")
+    from napari_focusq._writer import EXCLUSION_LAYER_KIND
+
     excluded = fm.excluded(2.0).astype(np.uint8)
-    return excluded, {"name": "Excluded tiles", "scale": (50.0, 50.0), "metadata": {"focusmap": fm}}, fm
+    meta = {"name": "Excluded tiles", "scale": (50.0, 50.0),
+            "metadata": {"focusq": EXCLUSION_LAYER_KIND, "focusmap": fm}}
+    return excluded, meta, fm
 
 
 def test_mask_writer_through_npe2(pm, tmp_path):
@@ -86,6 +90,15 @@ def test_mask_writer_through_npe2(pm, tmp_path):
     # 255 where a tile is scored and kept; 0 on excluded tiles and the unscored one.
     assert mask[50, 50] == 255 and mask[50, 250] == 0 and mask[150, 150] == 0 and mask[250, 320] == 0
     assert (mask == 255).sum() == 300 * 350 - 3 * 100 * 100 + 100 * 50  # the partial tile is 50 px wide
+
+
+def test_mask_writer_refuses_other_labels_through_npe2(pm, tmp_path):
+    from napari_focusq._writer import ExportError
+
+    data, meta, _ = _qc_layer()
+    with pytest.raises(ExportError, match="not a Focus QC exclusion layer"):
+        npe2.write(str(tmp_path / "mask.tif"), [(data, {"name": "mine"}, "labels")], plugin_name=PLUGIN)
+    assert not (tmp_path / "mask.tif").exists()
 
 
 def test_geojson_writer_through_npe2(pm, tmp_path):
