@@ -1,71 +1,72 @@
 """Fluorescence benchmark: accuracy on held-out images, tilted-specimen best plane, certainty, exposure.
 
-    .venv/bin/python benchmarks/bench_fluorescence.py [--model PATH] [--per-image 300] [--pixel-size NAME=UM]
+    .venv/bin/python benchmarks/bench_fluorescence.py [--model PATH] [--per-image 100] [--pixel-size NAME=UM]
 
 Test images are the fluorescence recipe's FLUORESCENCE_TEST (never trained on, nor used
-for validation): the BBBC022 Cell Painting crop, the sharpest plane of cells3d and the
-confocal mitochondria of oiffile's test file (data/README.md).
+for validation): the sharpest plane of cells3d (when a user has put it in data/external)
+and the confocal mitochondria of oiffile's test file (data/README.md). They are the
+*development* test set: fluorescence rounds 6-9 were steered by them. The clean held-out
+figure is benchmarks/bench_frozen.py, run once per round.
+The BBBC022 Cell Painting crop is at its camera's ~0.656 µm/px, coarser than the 0.5 µm
+working grid: its z = 0 is not sharp there (DESIGN §3), so it is no truth for µm and is
+left out of the targets; it gets a ranking check only (does the reading grow with z).
 Targets (issue "Fluorescence and z-stacks"): Spearman >= 0.98 and AUC(z <= 0.5 vs
 z >= 1 µm) >= 0.99 on tiles defocused 0-6 µm; best plane exact on >= 95 % of tissue
 tiles of a tilted specimen; the 10 % least certain tiles carry >= 2x the MAE of the rest.
+Accuracy figures are means over three seeds of tiles with 95 % bootstrap intervals.
 Also printed: the error at exposures from 100 photons to noise-free (processed data).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.training import FLUORESCENCE_TEST, TrainConfig, data_image, iter_dataset, load_training_image
+from napari_focusq.training import FLUORESCENCE_TEST, TrainConfig, data_image, load_training_image
 
-PIXEL_UM = {"cells3d_nuclei_zstack.tif": 0.26}
-# The BBBC022 crop is taken at training.KNOWN_PIXEL_UM's 0.4 µm/px (the data README's estimate).
-# Its camera pixel is probably ~0.66 µm (696-px-wide ImageXpress 20x frames, 2x2 binning;
-# U2OS nuclei ~18 µm): at that size it is coarser than the 0.5 µm working grid, so its z = 0
-# is not sharp there (DESIGN §3) and the simulated z would not be the truth. At 0.4 it is a
-# smaller-scaled but in-focus specimen. --pixel-size bbbc022_IXMtest_A02_s9_crop.tif=0.656
-# shows the other reading.
+sys.path.insert(0, str(Path(__file__).parent))
+from _seeds import SEEDS, interval_rows, print_table, seeded_tiles  # noqa: E402
 
-
-def drain(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as e:
-        return e.value
+CROP = "bbbc022_IXMtest_A02_s9_crop.tif"
+# The crop's camera pixel: ImageXpress 20x frames, 696 px wide with 2x2 binning, 0.656 µm
+# (a published summary of Cell Painting on that instrument; the frame size and U2OS nuclei of
+# ~18 µm agree). Scoring it at a finer guess (0.4, as before) would shrink its own blur
+# and pass the soft image off as in-focus truth.
+PIXEL_UM = {"cells3d_nuclei_zstack.tif": 0.26, CROP: 0.656}
 
 
-def accuracy(fm, images, per_image, seed=123, pixel_um=None):
+def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
     from napari_focusq.certainty import certainty_report, format_certainty_report, model_certainty, noise_ratio
     from napari_focusq.focus import variance_of_laplacian_batch
-    from napari_focusq.metrics import ranking_metrics, regression_metrics
 
     cfg = TrainConfig(images=images, modality="fluorescence", z_max_um=6.0, min_tissue=0.1,
                       pixel_sizes=pixel_um or PIXEL_UM)
-    X, Z, S = drain(iter_dataset(images, per_image, cfg, seed, "test data"))
+    X, Z, S, K = seeded_tiles(images, per_image, cfg)
     pred, spread = [], []
     for i in range(0, len(X), 128):
         p, s = fm.predict_with_spread(X[i:i + 128])
         pred.append(p)
         spread.append(s)
     pred, spread = np.concatenate(pred), np.concatenate(spread)
-    vol = variance_of_laplacian_batch(X)
-    print(f"\n== accuracy: {len(Z)} tiles from {', '.join(Path(p).name for p in images)}, |z| 0-6 µm ==")
-    print(f"{'measure / subset':<34}{'R²':>7}{'slope':>7}{'MAE0-4':>8}{'Spearman':>10}{'AUC':>8}")
-    rows = [("model (all)", pred, Z, vol)] + [(f"model ({Path(images[k]).name[:24]})", pred[S == k], Z[S == k],
-                                                vol[S == k]) for k in range(len(images))]
-    for name, p, z, v in rows:
-        m = regression_metrics(p, z)
-        r = ranking_metrics(-np.log(v + 1e-9), z)
-        print(f"{name:<34}{m['r2']:>7.3f}{m['slope']:>7.3f}{m['mae_0_4']:>8.3f}{m['spearman']:>10.4f}{m['auc']:>8.4f}")
-        print(f"{'  variance of Laplacian':<34}{'-':>7}{'-':>7}{'-':>8}{r['spearman']:>10.4f}{r['auc']:>8.4f}")
-    m = regression_metrics(pred, Z)
+    score_vol = -np.log(variance_of_laplacian_batch(X) + 1e-9)
+    rows = {}
+    subsets = [("model (all)", np.ones(len(Z), bool))] + [
+        (f"model ({Path(images[k]).name[:24]})", S == k) for k in range(len(images))]
+    for name, sel in (subsets if len(images) > 1 else subsets[:1]):
+        rows[name] = interval_rows(pred[sel], Z[sel], K[sel], ranking_only=ranking_only)
+        rows["  variance of Laplacian" + name[5:]] = interval_rows(score_vol[sel], Z[sel], K[sel], ranking_only=True)
+    title = (f"{'ranking check' if ranking_only else 'accuracy'}: {len(Z)} tiles ({len(Z) // len(SEEDS)} per seed) "
+             f"from {', '.join(Path(p).name for p in images)}, |z| 0-6 µm")
+    print_table(title, rows, "mean over seeds [95 % bootstrap interval]")
+    if ranking_only:
+        return rows["model (all)"], None
     calib = model_certainty(fm)
     rep = certainty_report(pred, Z, spread, noise_ratio(X, "fluorescence"), calib, S)
     print(f"\n{format_certainty_report(rep, calib)}")
-    return m, rep["ratio"]
+    return rows["model (all)"], rep["ratio"]
 
 
 def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):
@@ -150,7 +151,7 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
-    ap.add_argument("--per-image", type=int, default=300)
+    ap.add_argument("--per-image", type=int, default=100, help="tiles per image and seed (3 seeds)")
     ap.add_argument("--pixel-size", action="append", default=[], metavar="NAME=UM",
                     help="pixel size (µm) of a test image, overriding the recipe's; repeatable")
     args = ap.parse_args()
@@ -160,19 +161,25 @@ def main():
         pixel_um[name] = float(um)
     fm = load_model(args.model, modality="fluorescence")
     print(f"model {fm.label} ({fm.modality}); trained on {fm.meta.get('training', {}).get('train_images')}")
-    images = [str(data_image(n, "fluorescence")) for n in FLUORESCENCE_TEST]
+    images = [str(data_image(n, "fluorescence")) for n in FLUORESCENCE_TEST if n != CROP]
     if not all(Path(p).is_file() for p in images):
         print(CELLS3D_MISSING)
         images = [p for p in images if Path(p).is_file()]
     m, ratio = accuracy(fm, images, args.per_image, pixel_um=pixel_um)
+    crop, _ = accuracy(fm, [str(data_image(CROP, "fluorescence"))], args.per_image, pixel_um=pixel_um,
+                       ranking_only=True)
+    print(f"(the Cell Painting crop at {pixel_um[CROP]} µm/px is coarser than the working grid: ranking only, "
+          "not in the targets)")
     ex = tilted(fm, images, pixel_um=pixel_um)
     exposure(fm, images, pixel_um=pixel_um)
     cells3d_auto()
-    print("\n== targets ==")
-    print(f"Spearman {m['spearman']:.4f} (>= 0.98: {'yes' if m['spearman'] >= 0.98 else 'NO'}), "
-          f"AUC {m['auc']:.4f} (>= 0.99: {'yes' if m['auc'] >= 0.99 else 'NO'}), "
+    sp, auc = m["spearman"]["mean"], m["auc"]["mean"]
+    print("\n== targets (development test set, without the crop) ==")
+    print(f"Spearman {sp:.4f} (>= 0.98: {'yes' if sp >= 0.98 else 'NO'}), "
+          f"AUC {auc:.4f} (>= 0.99: {'yes' if auc >= 0.99 else 'NO'}), "
           f"tilted best plane exact min {100 * min(ex):.1f} % (>= 95 %: {'yes' if min(ex) >= 0.95 else 'NO'}), "
-          f"certainty ratio {ratio:.2f} (>= 2: {'yes' if ratio >= 2 else 'NO'})")
+          f"certainty ratio {ratio:.2f} (>= 2: {'yes' if ratio >= 2 else 'NO'}); "
+          f"crop ranking check: Spearman {crop['spearman']['mean']:.4f}, AUC {crop['auc']['mean']:.4f}")
 
 
 if __name__ == "__main__":

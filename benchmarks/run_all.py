@@ -2,6 +2,9 @@
 and bench_out/*.json.
 
     make bench        # or: .venv/bin/python benchmarks/run_all.py
+
+Not here on purpose: bench_frozen.py (the frozen test set is read once per round, at its
+end, by hand; DESIGN-NOTES "Evidence").
 """
 import sys
 from pathlib import Path

@@ -47,7 +47,8 @@ def slides(tmp_path, slide_crop):
     d.mkdir()
     good = [_write_slide(d / f"s{i}.tif", slide_crop(y, x, 600, 600)) for i, (y, x) in enumerate(CROPS)]
     bad = d / "corrupt.tif"
-    bad.write_bytes(b"II*\x00" + os.urandom(300))  # a TIFF header and then garbage
+    garbage = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    bad.write_bytes(b"II*\x00" + garbage)  # a TIFF header and then garbage (seeded: same bytes every run)
     return good, bad
 
 

@@ -33,8 +33,12 @@ def test_deblurring_2um_sharpens_and_restores(nuclei):
     assert np.array_equal(blurred, keep)  # the input is never modified
     assert out.shape == blurred.shape and out.dtype == blurred.dtype
     assert variance_of_laplacian(out) > 2 * variance_of_laplacian(blurred)
-    # The truth has its own pixel noise, which no deconvolution restores: closer, not equal.
-    assert _rmse(out, truth) < 0.97 * _rmse(blurred, truth)
+    # The truth has its own pixel noise, which no deconvolution restores, so "closer" is
+    # measured against what a wrong PSF gives, not against a fixed fraction: the PSF of the
+    # true 2 µm restores more than that of a quarter of it (a model that ignored the
+    # defocus), which restores more than nothing.
+    wrong = deblur(blurred, 0.5, pixel_size_um=0.5, iterations=30)
+    assert _rmse(out, truth) < _rmse(wrong, truth) < _rmse(blurred, truth)
 
 
 def test_integer_dtype_kept_and_regularisation_options(nuclei):
@@ -48,11 +52,22 @@ def test_integer_dtype_kept_and_regularisation_options(nuclei):
 
 
 def test_rgb_brightfield_channels():
-    rng = np.random.default_rng(0)
-    img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
-    out = deblur(simulate_defocus(img, 1.0, pixel_size_um=0.5), 1.0, pixel_size_um=0.5,
-                 modality="brightfield", iterations=5)
+    """Each RGB channel is deconvolved with its own wavelength's PSF and stays in place."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(DATA / "brightfield" / "histoqc_template1.png").convert("RGB"))[100:228, 100:228]
+    blurred = simulate_defocus(img, 1.5, pixel_size_um=0.5)
+    out = deblur(blurred, 1.5, pixel_size_um=0.5, modality="brightfield", iterations=20)
+    wrong = deblur(blurred, 0.4, pixel_size_um=0.5, modality="brightfield", iterations=20)
     assert out.shape == img.shape and out.dtype == np.uint8
+    for k in range(3):
+        o, b, t = (a[..., k].astype(np.float32) for a in (out, blurred, img))
+        # At 1.5 µm the PSF takes most of the power at the Laplacian's frequencies; getting
+        # less than half of it back (VoL x2) would be a failed deconvolution.
+        assert variance_of_laplacian(o) > 2 * variance_of_laplacian(b), k
+        assert _rmse(o, t) < _rmse(wrong[..., k], t) < _rmse(b, t), k
+        # Channels are not swapped or mixed: each is closest to its own truth.
+        assert min(range(3), key=lambda j: _rmse(o, img[..., j])) == k
 
 
 def test_region_uses_the_predicted_defocus(nuclei):

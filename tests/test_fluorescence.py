@@ -22,7 +22,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def test_image() -> np.ndarray:
-    """The BBBC022 crop (held out of training and validation) at 0.5 µm/px, channels' max."""
+    """The BBBC022 crop (held out of training and validation) at 0.5 µm/px, channels' max.
+
+    Read at training.KNOWN_PIXEL_UM's 0.4 µm/px, finer than its camera's ~0.656: a
+    smaller-scaled specimen whose z = 0 is sharp on the working grid (at 0.656 it would not
+    be, DESIGN §3), so simulated z is its truth here."""
     from napari_focusq.training import load_training_image
 
     return load_training_image(FLUO / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence")
@@ -62,9 +66,16 @@ def test_predictions_grow_with_defocus_at_any_bit_depth(model, test_image):
     p_float = model.predict(stack)
     p_u8 = model.predict(np.clip(stack / stack.max() * 255, 0, 255).astype(np.uint8))
     p_dim = model.predict((stack * 0.01 + 100).astype(np.float32))  # dim, with a camera offset
-    for p in (p_float, p_u8, p_dim):
-        assert np.all(np.diff(p) > 0), p
-        assert p[0] < 0.8 and abs(p[-1] - 4.0) < 1.5
+    # An affine change of intensity (dim, camera offset) is removed by the input
+    # normalisation: the same reading up to float32 rounding. 8-bit quantisation adds a
+    # step of 1/255 of the range, far below 1000-photon shot noise (~3 %): hundredths of a µm.
+    np.testing.assert_allclose(p_dim, p_float, atol=1e-3)
+    np.testing.assert_allclose(p_u8, p_float, atol=0.05)
+    assert np.all(np.diff(p_float) > 0), p_float
+    # In µm: per-image slopes on the development test set are 0.89-1.16 (DESIGN-NOTES,
+    # fluorescence round 7), so a 4 µm tile may read 3.56-4.64 from that bias alone; 0.75 µm
+    # allows it plus one tile's noise. Near focus, below the 1 µm the next step is at.
+    assert p_float[0] < 0.8 and abs(p_float[-1] - 4.0) < 0.75, p_float
 
 
 def test_tilted_specimen_best_plane_per_tile(model, test_image):
@@ -217,7 +228,9 @@ def test_held_out_confocal_mitochondria_read_by_their_defocus(model):
     # noise read 4 µm here as 1.1: it took the missing noise floor for detail).
     for p in (model.predict(noisy), model.predict(stack.astype(np.float32))):
         assert np.all(np.diff(p) > 0), p
-        assert p[0] < 0.8 and abs(p[-1] - 4.0) < 1.5, p
+        # 0.75 µm at 4 µm: the per-image slope bias of the development test set (0.89-1.16,
+        # this image 1.10: +0.4 µm at 4) plus one tile's noise (see the test above).
+        assert p[0] < 0.8 and abs(p[-1] - 4.0) < 0.75, p
 
 
 def test_certainty_falls_on_dim_held_out_tiles_that_are_read_worse(model):

@@ -73,7 +73,13 @@ def test_information_measures_content_not_sharpness():
     sparse = np.where(np.arange(320)[:, None] < 40, tile, np.percentile(tile, 5))
     info = tile_information(np.stack([tile, blurred, flat, sparse]), "fluorescence")
     assert info[2] == 0.0
-    assert abs(info[1] - info[0]) < 0.15 * info[0]  # 2 µm of defocus barely changes it
+    # 8x8 block means at 0.5 µm/px average over 4 µm, about the 2 µm PSF's blur diameter,
+    # so the defocus moves them little (0.6 % measured; 5 % allowed) while a sharpness
+    # measure on the same pair falls by more than half: content, not sharpness.
+    from napari_focusq.focus import variance_of_laplacian
+
+    assert abs(info[1] - info[0]) < 0.05 * info[0]
+    assert variance_of_laplacian(blurred) < 0.5 * variance_of_laplacian(tile)
     assert info[3] < info[0]
     rgb = (np.random.default_rng(1).random((1, 320, 320, 3)) * 255).astype(np.uint8)
     assert tile_information(rgb)[0] > 0

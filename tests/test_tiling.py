@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -181,18 +180,6 @@ def test_hamamatsu_tile_becomes_320():
     assert resample_to_working(region, 0.227).shape == (320, 320, 3)
     tile, valid = tile_to_working(region, 0.227)
     assert tile.shape == (320, 320, 3) and tile.dtype == np.uint8 and valid == 1.0
-
-
-def test_resampling_is_fast():
-    img = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
-    for px in (0.25, 0.227):
-        times = []
-        for _ in range(7):
-            t = time.perf_counter()
-            resample_to_working(img, px)
-            times.append(time.perf_counter() - t)
-        # ~15 ms on an idle laptop core; the margin is for a busy 2-core CI runner.
-        assert min(times) < 0.05, (px, times)
 
 
 def test_partial_tile_is_padded_to_full_size():

@@ -4,6 +4,13 @@ Grid cell (r, c) covers vertices (r, c)-(r+1, c+1). Boundary edges are directed 
 the region is on their right-hand side (in row/col space drawn with rows down),
 chained into closed rings, and each 4-connected component gives one polygon:
 its outer ring plus any holes.
+
+Where the boundary meets itself at a grid corner (two holes, or a hole and the outside,
+touching diagonally), a traced walk passes that vertex twice. A ring that touches itself
+is invalid in the OGC simple-features model that shapely, GIS tools and QuPath's JTS
+follow, so every walk is cut at its repeated vertices into simple rings; rings touching
+each other at one point are valid, and the polygon's interior stays connected because
+the component is 4-connected.
 """
 from __future__ import annotations
 
@@ -52,8 +59,27 @@ def _rings(mask: np.ndarray) -> list[list[tuple[int, int]]]:
             if cur == start:
                 break
             ring.append(cur)
-        rings.append(_simplify(ring))
+        rings.extend(_simplify(r) for r in _simple_loops(ring))
     return rings
+
+
+def _simple_loops(walk: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Cut a closed walk (first vertex not repeated at the end) into loops that visit no
+    vertex twice: each time the walk returns to a vertex on the current path, the part
+    since that visit is a closed loop of its own."""
+    loops, path, at = [], [], {}
+    for v in walk:
+        if v in at:
+            j = at[v]
+            loops.append(path[j:])
+            for u in path[j + 1:]:
+                del at[u]
+            del path[j + 1:]
+        else:
+            at[v] = len(path)
+            path.append(v)
+    loops.append(path)
+    return loops
 
 
 def _simplify(ring):

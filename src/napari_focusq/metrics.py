@@ -51,3 +51,40 @@ def ranking_metrics(score, true) -> dict:
         "spearman": float(spearmanr(score, true).statistic),
         "auc": auc(score[true >= 1.0], score[true <= 0.5]),
     }
+
+
+def seed_intervals(pred, true, seed, metrics=regression_metrics, *, n_boot: int = 1000, level: float = 0.95,
+                   rng: int = 0) -> dict:
+    """Each figure of ``metrics`` as its mean over seeds of tiles, with a bootstrap interval.
+
+    ``seed`` labels each tile with the draw it came from (a seed of the tile sampler: other
+    crops, depths and degradations of the same images). The interval is the percentile
+    bootstrap of the seed mean: tiles resampled with replacement within each seed, the
+    figure computed per seed and averaged. It covers the sampling of tiles, not of images:
+    a benchmark over three images says nothing about the spread over slides.
+
+    Returns ``{name: {"mean", "lo", "hi", "seeds": [per-seed value]}}`` for every numeric
+    figure but ``n``.
+    """
+    pred, true, seed = np.asarray(pred, float), np.asarray(true, float), np.asarray(seed)
+    groups = [np.flatnonzero(seed == s) for s in np.unique(seed)]
+    per_seed = [metrics(pred[g], true[g]) for g in groups]
+    keys = [k for k, v in per_seed[0].items() if k != "n" and isinstance(v, (int, float))]
+    gen = np.random.default_rng(rng)
+    boot = {k: np.empty(n_boot) for k in keys}
+    for b in range(n_boot):
+        draws = [metrics(pred[i], true[i]) for i in (gen.choice(g, len(g)) for g in groups)]
+        for k in keys:
+            boot[k][b] = np.mean([d[k] for d in draws])
+    a = (1 - level) / 2 * 100
+    out = {}
+    for k in keys:
+        vals = [float(d[k]) for d in per_seed]
+        lo, hi = np.nanpercentile(boot[k], [a, 100 - a])
+        out[k] = {"mean": float(np.mean(vals)), "lo": float(lo), "hi": float(hi), "seeds": vals}
+    return out
+
+
+def format_interval(fig: dict, fmt: str = ".3f") -> str:
+    """``mean [lo, hi]`` of one :func:`seed_intervals` figure."""
+    return f"{fig['mean']:{fmt}} [{fig['lo']:{fmt}}, {fig['hi']:{fmt}}]"

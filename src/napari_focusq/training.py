@@ -652,7 +652,7 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
         "normalisation": _normalisation(model),
         "calibration": calib, **({"certainty": certainty} if certainty else {}),
-        "metrics": {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)},
+        "metrics": _validation_metrics(raw, cal, Zv, Sv),
         "training": {
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("images", "val_images")},
             "train_images": [Path(p).name for p in train_paths], "val_images": [Path(p).name for p in val_paths],
@@ -667,6 +667,23 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     model.meta = meta
     yield Progress("save", 1, 1, str(path), data={"metrics": meta["metrics"]})
     return path
+
+
+def _validation_metrics(raw, cal, Zv, Sv) -> dict:
+    """Validation figures, with what they are in-sample for: the best epoch is chosen on
+    these tiles and the calibration fitted on them, so neither is a held-out figure;
+    ``validation_calibrated_crossfit`` calibrates each validation image by a map fitted on
+    the others (out of sample for the calibration)."""
+    from .metrics import regression_metrics
+    from .models.calibration import crossfit_calibration
+
+    out = {"validation_raw": regression_metrics(raw, Zv), "validation_calibrated": regression_metrics(cal, Zv)}
+    cross = crossfit_calibration(raw, Zv, Sv)
+    if cross is not None:
+        out["validation_calibrated_crossfit"] = regression_metrics(cross, Zv)
+    out["in_sample"] = {"validation_raw": "best epoch chosen on these tiles",
+                        "validation_calibrated": "calibration fitted on these tiles"}
+    return out
 
 
 def _normalisation(model) -> str:
@@ -775,8 +792,12 @@ def main_train(args) -> int:
         return main(args, cfg)
     path = drive(iter_fit(cfg), StderrBar())
     meta = json.loads(path.with_suffix(".json").read_text())
-    m = meta["metrics"]["validation_calibrated"]
-    print(f"wrote {path}\nvalidation (held-out images {', '.join(meta['training']['val_images'])}): "
+    # The calibration is fitted on the validation tiles: report the cross-fitted figure
+    # (each image calibrated on the others) where there is one, and say which it is.
+    key = "validation_calibrated_crossfit" if "validation_calibrated_crossfit" in meta["metrics"] else "validation_raw"
+    m = meta["metrics"][key]
+    print(f"wrote {path}\nvalidation ({key}; images {', '.join(meta['training']['val_images'])}, not in training, "
+          f"model selection made on them): "
           f"R² {m['r2']:.4f}, slope {m['slope']:.3f}, intercept {m['intercept']:.3f} µm, "
           f"MAE(0-4 µm) {m['mae_0_4']:.3f} µm, Spearman {m['spearman']:.4f}, AUC {m['auc']:.4f}")
     return 0

@@ -23,8 +23,11 @@ def _isolated_settings(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory) -> Path:
     """A small model checkpoint (untrained unless shipped weights exist)."""
+    import torch
+
     from napari_focusq.models import new_model
 
+    torch.manual_seed(0)  # the same untrained weights on every run
     return new_model("fast").save(tmp_path_factory.mktemp("models") / "untrained.safetensors")
 
 

@@ -51,12 +51,21 @@ def input_kind(architecture: str, config: dict | None = None) -> str:
 
 
 def choose_device():
-    """CUDA, then Apple MPS, then CPU (with torch threads = the cores we may use)."""
+    """CUDA, then Apple MPS, then CPU (with torch threads = the cores we may use).
+
+    ``$FOCUSQ_DEVICE`` (cpu, cuda or mps) overrides the choice: the test suite pins cpu so
+    that figures it compares are the same on a machine with a GPU.
+    """
     import torch
 
-    if torch.cuda.is_available():
+    forced = os.environ.get("FOCUSQ_DEVICE", "").strip().lower()
+    if forced and forced not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"FOCUSQ_DEVICE must be cpu, cuda or mps; got {forced!r}")
+    if forced in ("cuda", "mps"):
+        return torch.device(forced)
+    if not forced and torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if not forced and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     try:
         n = len(os.sched_getaffinity(0))
