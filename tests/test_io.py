@@ -288,6 +288,7 @@ def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
     # slack and lazy imports; a read that decoded the image would need 2.7 GB.
     growth = float(proc.stdout.split("peak growth ")[1].split()[0])
     assert growth < 200, proc.stdout
+    assert "full read refused" in proc.stdout  # the memory budget, before a byte is decoded
     region = np.load(out)
     assert region.shape == (320, 320, 3)
     np.testing.assert_array_equal(region, np.repeat(expect[..., None], 3, axis=2))
