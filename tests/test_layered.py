@@ -140,3 +140,50 @@ def test_bad_layers_are_refused():
         simulate_layered([], 0.0, pixel_size_um=0.5)
     with pytest.raises(OpticsError, match="non-negative"):
         simulate_layered([Layer(a, 0, -1.0)], 0.0, pixel_size_um=0.5)
+
+
+def test_simulate_defocus_layered_mode():
+    bulk, other = _tissue(11), _tissue(12)
+    # No further layers: the thin simulator, as before.
+    np.testing.assert_array_equal(simulate_defocus(bulk, 2.0, pixel_size_um=0.5, layers=[]),
+                                  simulate_defocus(bulk, 2.0, pixel_size_um=0.5))
+    # A faint layer 3 µm deep: the bulk stays the best plane, so z = 0 leaves the bulk sharp
+    # and blurs the faint layer by 3 µm; z = +3 focuses on the faint layer, blurring the bulk.
+    faint = [Layer(other, 3.0, 0.3)]
+    at0 = simulate_defocus(bulk, 0.0, pixel_size_um=0.5, layers=faint)
+    want0, label0 = simulate_layered([Layer(bulk, 0.0), *faint], 0.0, pixel_size_um=0.5)
+    np.testing.assert_array_equal(at0, want0)
+    assert label0 == 0.0
+    at3 = simulate_defocus(bulk, 3.0, pixel_size_um=0.5, layers=faint)
+    want3, label3 = simulate_layered([Layer(bulk, 0.0), *faint], 3.0, pixel_size_um=0.5)
+    np.testing.assert_array_equal(at3, want3)
+    assert label3 == 3.0
+    # The sign matters in a thick section: -3 keeps both layers out of focus.
+    assert not np.array_equal(simulate_defocus(bulk, -3.0, pixel_size_um=0.5, layers=faint), at3)
+    with pytest.raises(OpticsError, match="shape"):
+        simulate_defocus(bulk, 1.0, pixel_size_um=0.5, layers=[Layer(other[:40], 1.0)])
+
+
+def test_training_tiles_with_a_layered_share(tmp_path):
+    # Real crops of two images; half the tiles thick sections: labels stay within the range
+    # asked for, and a layered share changes tiles without changing the thin ones' draw.
+    import tifffile
+
+    from napari_focusq.progress import drive
+    from napari_focusq.training import TrainConfig, TrainingError, iter_dataset
+
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"t{i}.tif"
+        tifffile.imwrite(p, np.tile(_tissue(20 + i, (160, 160, 3)), (3, 3, 1)), photometric="rgb",
+                         resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+        paths.append(str(p))
+    cfg = TrainConfig(images=paths, layered=0.5, min_tissue=0.0, z_max_um=5.0)
+    X, Z, S = drive(iter_dataset(paths, 12, cfg, 0, "data"))
+    assert X.shape == (24, 320, 320, 3) and X.dtype == np.uint8
+    assert Z.min() >= 0 and Z.max() <= 5.0 + 1e-6
+    thin = TrainConfig(images=paths, layered=0.0, min_tissue=0.0, z_max_um=5.0)
+    X0, Z0, _ = drive(iter_dataset(paths, 12, thin, 0, "data"))
+    assert not np.array_equal(X, X0)
+    with pytest.raises(TrainingError, match="layered"):
+        TrainConfig(images=paths, layered=1.5)

@@ -29,7 +29,8 @@ import numpy as np
 from .config import Optics
 from .optics import OpticsError, simulate_defocus
 
-__all__ = ["Layer", "best_plane", "layer_weights", "random_specimen", "simulate_layered", "optical_density"]
+__all__ = ["Layer", "best_plane", "layer_weights", "random_specimen", "simulate_layered", "thick_section",
+           "optical_density"]
 
 #: The transmission floor (8-bit scale: 1 of 255) below which optical density is not defined.
 _MIN_T = 1.0 / 255.0
@@ -47,9 +48,33 @@ class Layer:
 
 def optical_density(image, white: float = 255.0) -> np.ndarray:
     """Optical density ``-ln(I / white)`` (natural log, as the project's stain code uses),
-    with transmission floored at 1/255 and capped at 1 (brighter than glass is no absorbance)."""
-    t = np.clip(np.asarray(image, dtype=np.float64) / float(white), _MIN_T, None)
-    return -np.log(np.minimum(t, 1.0))
+    with transmission floored at 1/255 and capped at 1 (brighter than glass is no absorbance).
+    float64 for float64 input, else float32."""
+    img = np.asarray(image)
+    if img.dtype == np.uint8 and white == 255.0:
+        return _OD_LUT[img]
+    ftype = np.float64 if img.dtype == np.float64 else np.float32
+    t = np.clip(img.astype(ftype) / ftype(white), _MIN_T, 1.0)
+    return -np.log(t)
+
+
+#: uint8 optical densities by table: training makes thousands of layered tiles.
+_OD_LUT = -np.log(np.clip(np.arange(256, dtype=np.float64) / 255.0, _MIN_T, 1.0)).astype(np.float32)
+
+
+def _mean_od(image, white: float) -> float:
+    img = np.asarray(image)
+    if img.dtype == np.uint8 and white == 255.0:
+        return float(np.bincount(img.ravel(), minlength=256) @ _OD_LUT.astype(np.float64)) / img.size
+    return float(optical_density(img, white).mean(dtype=np.float64))
+
+
+def _transmission(image, weight: float, white: float) -> np.ndarray:
+    """``(I / white) ** weight``: the layer's transmission with its optical density scaled."""
+    img = np.asarray(image)
+    if img.dtype == np.uint8 and white == 255.0:
+        return np.exp(-np.float32(weight) * _OD_LUT)[img]
+    return np.exp(-weight * optical_density(img, white))
 
 
 def _fluor_signal(image) -> np.ndarray:
@@ -61,7 +86,7 @@ def layer_weights(layers: Sequence[Layer], modality: str = "brightfield", white:
     """How much of the specimen each layer holds: its weight times its mean optical density
     (brightfield) or mean emission above the dark level (fluorescence)."""
     if modality == "brightfield":
-        return np.array([L.weight * float(optical_density(L.image, white).mean()) for L in layers])
+        return np.array([L.weight * _mean_od(L.image, white) for L in layers])
     if modality == "fluorescence":
         return np.array([L.weight * float(_fluor_signal(L.image).mean()) for L in layers])
     raise OpticsError(f"modality must be 'brightfield' or 'fluorescence'; got {modality!r}")
@@ -133,17 +158,20 @@ def simulate_layered(
     if not np.isfinite(focus_um):
         raise OpticsError(f"focal plane must be a finite number of µm; got {focus_um}")
     best = best_plane([L.depth_um for L in layers], _content(layers, modality, white))
+    # float32 is plenty for 8/16-bit data (as the thin simulator); float64 input stays float64.
+    ftype = np.float64 if dtype == np.float64 else np.float32
     if modality == "brightfield":
-        acc = np.ones(shape, np.float64)
+        acc = None
         for L in layers:
-            t = np.exp(-L.weight * optical_density(L.image, white))
-            acc *= simulate_defocus(t, focus_um - L.depth_um, pixel_size_um=pixel_size_um, modality=modality,
-                                    optics=optics, method=method)
-        out = white * acc
+            t = _transmission(L.image, L.weight, white).astype(ftype, copy=False)
+            b = simulate_defocus(t, focus_um - L.depth_um, pixel_size_um=pixel_size_um, modality=modality,
+                                 optics=optics, method=method)
+            acc = b if acc is None else np.multiply(acc, b, out=acc)
+        out = acc * ftype(white)
     else:
-        out = np.zeros(shape, np.float64)
+        out = np.zeros(shape, ftype)
         for L in layers:
-            out += simulate_defocus(L.weight * np.asarray(L.image, dtype=np.float64), focus_um - L.depth_um,
+            out += simulate_defocus(ftype(L.weight) * np.asarray(L.image, dtype=ftype), focus_um - L.depth_um,
                                     pixel_size_um=pixel_size_um, modality=modality, optics=optics, method=method)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
@@ -151,6 +179,28 @@ def simulate_layered(
     else:
         out = out.astype(dtype, copy=False)
     return out, abs(float(focus_um) - best)
+
+
+def thick_section(image, z_um: float, layers: Sequence[Layer], *, pixel_size_um: float,
+                  modality: str = "brightfield", optics: Optics | None = None, method: str = "optical",
+                  white: float = 255.0) -> np.ndarray:
+    """``image`` (the bulk, depth 0, weight 1) with further ``layers``, focused ``z_um`` from the
+    specimen's best plane (signed: positive towards greater depths). The layered mode of
+    :func:`~napari_focusq.optics.simulate_defocus`."""
+    img = np.asarray(image)
+    if modality == "brightfield" and img.ndim == 3 and img.shape[-1] == 4:
+        raise OpticsError("layered brightfield works on RGB or grey images; drop the alpha channel first")
+    all_layers = [Layer(img, 0.0, 1.0), *layers]
+    for L in all_layers[1:]:
+        if not isinstance(L, Layer):
+            raise OpticsError(f"layers must be napari_focusq.layered.Layer objects; got {type(L).__name__}")
+        if np.shape(L.image) != img.shape:
+            raise OpticsError(f"every layer must have the image's shape {img.shape}; got {np.shape(L.image)}")
+    if not np.isfinite(z_um):
+        raise OpticsError(f"defocus z must be a finite number of µm; got {z_um}")
+    best = best_plane([L.depth_um for L in all_layers], _content(all_layers, modality, white))
+    return simulate_layered(all_layers, best + float(z_um), pixel_size_um=pixel_size_um, modality=modality,
+                            optics=optics, method=method, white=white)[0]
 
 
 def random_specimen(bulk: np.ndarray, extras: Sequence[np.ndarray], z_um: float, rng: np.random.Generator, *,
