@@ -320,8 +320,7 @@ def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_i
     """`focusq train DATA...` trains a brightfield `fast` model with the shipped weights' front end."""
     from argparse import Namespace
 
-    from napari_focusq.training import (BRIGHTFIELD_ARCH, BRIGHTFIELD_LAYERED, FLUORESCENCE_LAYERED,
-                                        default_recipe, train_config)
+    from napari_focusq.training import BRIGHTFIELD_ARCH, default_recipe, train_config
 
     args = Namespace(data=train_images[0], out=str(tmp_path / "m.safetensors"), preset=preset, modality=modality,
                      recipe="default", epochs=None, seed=None, lr=None, batch_size=None, init=None, pixel_size=0.5)
@@ -329,9 +328,6 @@ def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_i
     assert cfg.arch == (BRIGHTFIELD_ARCH if front_end else {}) and cfg.preset == preset
     assert cfg.images == [str(p) for p in train_images[0]] and cfg.modality == modality
     assert default_recipe(tmp_path / "r.safetensors").arch == BRIGHTFIELD_ARCH
-    # The user's images get the shipped recipes' share of thick-section tiles.
-    assert cfg.layered == (BRIGHTFIELD_LAYERED if modality == "brightfield" else FLUORESCENCE_LAYERED) > 0
-    assert default_recipe(tmp_path / "r.safetensors").layered == BRIGHTFIELD_LAYERED
 
 
 def test_training_leaves_torch_threads_as_it_found_them(tmp_path, train_images, cached_data):

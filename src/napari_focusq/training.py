@@ -488,18 +488,14 @@ def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
 #: also what `focusq train` gives the user's own brightfield images. Fluorescence keeps the
 #: whole-tile front end (the quarters cost it its certainty, fluorescence round 5).
 BRIGHTFIELD_ARCH = {"quadrants": True, "axis_gap": 2, "blue": True}
-#: Shares of thick-section tiles (layered.py) in the shipped recipes and `focusq train` on
-#: the user's images (DESIGN-NOTES, thick sections).
-BRIGHTFIELD_LAYERED = 0.35
-FLUORESCENCE_LAYERED = 0.3
 
 
 def default_recipe(out, data=None, **overrides) -> TrainConfig:
     """The recipe of the shipped `fast` brightfield weights."""
     folder, images = _recipe_images(data, "brightfield", DEFAULT_EXCLUDE + DEFAULT_TEST)
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
-               samples_per_image=600, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
-               zoom_in=3.0, arch=dict(BRIGHTFIELD_ARCH), layered=BRIGHTFIELD_LAYERED)
+               samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
+               zoom_in=3.0, arch=dict(BRIGHTFIELD_ARCH))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -534,7 +530,7 @@ def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overri
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
                zoom_out=3.5, split_channels=True, head_split="sources", zoom_in=3.0,
-               zoom_in_share=0.5, noise_free=0.1, layered=FLUORESCENCE_LAYERED)
+               zoom_in_share=0.5, noise_free=0.1)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
@@ -802,7 +798,6 @@ def train_config(args) -> TrainConfig:
     images, modality, pixel_sizes = _user_images(args, data)
     return TrainConfig(images=images, out=args.out, modality=modality,
                        min_tissue=0.5 if modality == "brightfield" else 0.1, pixel_sizes=pixel_sizes,
-                       layered=BRIGHTFIELD_LAYERED if modality == "brightfield" else FLUORESCENCE_LAYERED,
                        arch=dict(BRIGHTFIELD_ARCH) if modality == "brightfield" and preset == "fast" else {},
                        **{k: v for k, v in common.items() if v is not None})
 
