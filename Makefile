@@ -13,7 +13,7 @@ APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libdbus-1-3 \
 	libfontconfig1 libglib2.0-0
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install install-test sysdeps bench weights clean
+.PHONY: demo test install install-test sysdeps bench weights clean restamp-weights
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.testing: $(VENV)/.base
-	$(PY) -m pip install -q -e '.[all]'
+	$(PY) -m pip install -q -e '.[all,testing]'
 	touch $@
 
 install: $(VENV)/.base
@@ -51,3 +51,8 @@ weights: install
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+
+# Record a new digest (tensors + reading metadata) in the shipped weights after editing
+# their .json by hand; `focusq train` stamps what it writes itself.
+restamp-weights:
+	PYTHONPATH=src $(PYTHON) -m napari_focusq.models.restamp src/napari_focusq/weights/*.safetensors

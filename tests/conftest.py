@@ -75,3 +75,39 @@ def train_images(tmp_path_factory, slide_plane) -> tuple[list[str], dict]:
             tifffile.imwrite(p, crop, photometric="rgb")
         paths.append(str(p))
     return paths, {Path(p).name: SVS_PIXEL_UM for p in paths}
+
+
+class MadeStack:
+    """A fluorescence z-stack the project makes (the cells3d volume may not be redistributed).
+
+    Real widefield nuclei (DSB 2018, CC0) defocused plane by plane with the project's own
+    widefield PSF at 0.4 µm steps, sharpest at plane ``best`` (off-centre, so a method that
+    picks the middle plane fails), with seeded photon noise. Written as a plain ZYX uint16
+    TIFF without a pixel size, as cells3d is (tests pass ``pixel_um``).
+    """
+
+    planes, best, step_um, pixel_um, size = 41, 23, 0.4, 0.26, 256
+
+    def __init__(self, folder: Path):
+        import tifffile
+
+        from napari_focusq.optics import simulate_defocus
+
+        nuclei = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")[128:128 + self.size, 128:128 + self.size]
+        img = nuclei.astype(np.float32)
+        rng = np.random.default_rng(34)
+        scale = 4000.0 / np.percentile(img, 99.5)  # ~4000 photons at the bright end: a camera's noise
+        stack = []
+        for k in range(self.planes):
+            blurred = simulate_defocus(img, (k - self.best) * self.step_um, pixel_size_um=self.pixel_um,
+                                       modality="fluorescence")
+            stack.append(np.clip(rng.poisson(np.clip(blurred * scale, 0, None)) + 100, 0, 65535))
+        self.data = np.stack(stack).astype(np.uint16)
+        self.path = folder / "nuclei_zstack.tif"
+        tifffile.imwrite(self.path, self.data)
+
+
+@pytest.fixture(scope="session")
+def made_stack(tmp_path_factory) -> MadeStack:
+    """The made fluorescence z-stack (``.path``, ``.data``, ``.best``, ``.pixel_um``), built once."""
+    return MadeStack(tmp_path_factory.mktemp("stack"))

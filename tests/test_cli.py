@@ -21,7 +21,6 @@ from napari_focusq.outputs import RESULTS_COLUMNS, read_results
 
 DATA = Path(__file__).parents[1] / "data"
 SAMPLE = DATA / "brightfield" / "CMU-1-Small-Region.svs"
-STACK = DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"
 SUBCOMMANDS = ("score", "batch", "train", "evaluate", "simulate", "sharpest", "demo")
 
 
@@ -158,11 +157,12 @@ def test_ctrl_c_exits_130_without_half_written_files(tmp_path, model_path, monke
 
 
 # --------------------------------------------------------------------------- simulate
-def test_simulate_stack_middle_plane_keeps_dtype(tmp_path, capsys):
-    assert main(["simulate", str(STACK), "--z-um", "0,1,2.5", "--out", str(tmp_path), "--pixel-size", "0.26"]) == 0
-    stack = tifffile.imread(STACK)
+def test_simulate_stack_middle_plane_keeps_dtype(tmp_path, capsys, made_stack):
+    assert main(["simulate", str(made_stack.path), "--z-um", "0,1,2.5", "--out", str(tmp_path),
+                 "--pixel-size", "0.26"]) == 0
+    stack = made_stack.data
     for z in ("0", "1", "2.5"):
-        p = tmp_path / f"cells3d_nuclei_zstack_z{z}um.tif"
+        p = tmp_path / f"nuclei_zstack_z{z}um.tif"
         with open_image(p) as src:
             assert src.pixel_size_um == pytest.approx(0.26, rel=1e-6)
             a = src.read_plane()
@@ -170,9 +170,9 @@ def test_simulate_stack_middle_plane_keeps_dtype(tmp_path, capsys):
         prev = Image.open(p.with_suffix(".png"))
         assert prev.size == (256, 256) and prev.mode == "L"
         if z == "0":
-            np.testing.assert_array_equal(a, stack[30])
+            np.testing.assert_array_equal(a, stack[20])  # the middle plane
         else:
-            assert a.std() < stack[30].std()
+            assert a.std() < stack[20].std()
     assert "z2.5um" in capsys.readouterr().out
 
 
@@ -194,19 +194,19 @@ def test_simulate_rgb_png_and_its_errors(tmp_path, monkeypatch, capsys):
 
 
 # --------------------------------------------------------------------------- sharpest
-def test_sharpest_json_and_csv(tmp_path, capsys):
+def test_sharpest_json_and_csv(tmp_path, capsys, made_stack):
     out = tmp_path / "best.json"
-    assert main(["sharpest", str(STACK), "--out", str(out)]) == 0
+    assert main(["sharpest", str(made_stack.path), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert abs(res["index"] - 34) <= 3
-    assert res["measure"] == "std" and len(res["scores"]) == 60
+    assert abs(res["index"] - made_stack.best) <= 1  # 0.4 µm steps with photon noise
+    assert res["measure"] == "std" and len(res["scores"]) == made_stack.planes
     assert capsys.readouterr().out.strip() == str(res["index"])
     csv_out = tmp_path / "scores.csv"
-    assert main(["sharpest", str(STACK), "--out", str(csv_out), "--measure", "tenengrad"]) == 0
+    assert main(["sharpest", str(made_stack.path), "--out", str(csv_out), "--measure", "tenengrad"]) == 0
     rows = list(csv.DictReader(open(csv_out)))
-    assert len(rows) == 60 and sum(int(r["sharpest"]) for r in rows) == 1
+    assert len(rows) == made_stack.planes and sum(int(r["sharpest"]) for r in rows) == 1
     best = next(int(r["plane"]) for r in rows if r["sharpest"] == "1")
-    assert abs(best - 34) <= 3
+    assert abs(best - made_stack.best) <= 1
 
 
 def test_sharpest_of_a_2d_image_fails_cleanly(tmp_path, capsys):
@@ -309,13 +309,13 @@ def test_demo_without_a_model_still_writes_the_data(tmp_path, capsys, monkeypatc
 
 
 # --------------------------------------------------------------------- console script
-def test_console_script(tmp_path):
+def test_console_script(tmp_path, made_stack):
     exe = Path(sys.executable).parent / "focusq"
     assert exe.exists(), "install the package: pip install -e . --no-deps"
-    r = subprocess.run([str(exe), "sharpest", str(STACK), "--out", str(tmp_path / "s.json")],
+    r = subprocess.run([str(exe), "sharpest", str(made_stack.path), "--out", str(tmp_path / "s.json")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert abs(int(r.stdout.strip()) - 34) <= 3
+    assert abs(int(r.stdout.strip()) - made_stack.best) <= 1
     assert "sharpest" in r.stderr  # progress on stderr
     r = subprocess.run([str(exe), "score", "--out"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "usage" in r.stderr

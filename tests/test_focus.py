@@ -25,9 +25,9 @@ DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def nuclei_stack() -> np.ndarray:
-    stack = tifffile.imread(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif")
-    assert stack.shape == (60, 256, 256) and stack.dtype == np.uint16
+def nuclei_stack(made_stack) -> np.ndarray:
+    stack = tifffile.imread(made_stack.path)
+    assert stack.shape == (41, 256, 256) and stack.dtype == np.uint16 and made_stack.best == 23
     return stack
 
 
@@ -55,16 +55,18 @@ class PlaneOnly:
         raise AssertionError("the whole stack was materialised")
 
 
-def test_real_stack_sharpest_plane(nuclei_stack):
+def test_noisy_stack_sharpest_plane(nuclei_stack):
+    """Real nuclei defocused in 0.4 µm steps with photon noise: every measure finds plane 23
+    (one step either side: 0.4 µm is about a third of the depth of field, where noise can
+    tip two neighbouring planes)."""
     idx, scores = sharpest_slice(nuclei_stack, "std")
-    assert abs(idx - 34) <= 3
-    assert scores.dtype == np.float64 and scores.shape == (60,)
+    assert abs(idx - 23) <= 1
+    assert scores.dtype == np.float64 and scores.shape == (41,)
     assert idx == int(np.argmax(scores))
     for m in MEASURES:
         i, s = sharpest_slice(nuclei_stack, m)
-        assert 0 <= i < 60 and np.isfinite(s).all(), m
-        # Every measure puts the focus in the middle of the volume, far from the ends.
-        assert 20 <= i <= 45, (m, i)
+        assert np.isfinite(s).all(), m
+        assert abs(i - 23) <= 1, (m, i)
 
 
 @pytest.mark.parametrize("channels", [True, False])

@@ -52,17 +52,17 @@ def test_hamamatsu_ome_pixel_size(name):
                                       tifffile.imread(src.path)[100:164, 200:248])
 
 
-def test_cells3d_zstack():
-    path = DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"
-    ref = tifffile.imread(path)
+def test_zstack_planes_and_regions(made_stack):
+    path, ref = made_stack.path, made_stack.data
+    n = made_stack.planes
     with open_image(path) as src:
-        assert src.shape == (60, 256, 256) and src.axes == "ZYX" and src.n_z == 60
+        assert src.shape == (n, 256, 256) and src.axes == "ZYX" and src.n_z == n
         assert src.dtype == np.uint16
         np.testing.assert_array_equal(src.read_region(10, 20, 30, 40, z=34), ref[34, 10:40, 20:60])
         np.testing.assert_array_equal(src.read_region(10, 20, 30, 40), ref[:, 10:40, 20:60])
         np.testing.assert_array_equal(src.read_plane(z=-1), ref[-1])
-        with pytest.raises(ValueError, match="z=60"):
-            src.read_region(0, 0, 8, 8, z=60)
+        with pytest.raises(ValueError, match=f"z={n}"):
+            src.read_region(0, 0, 8, 8, z=n)
 
 
 def test_ndev_four_channel_ome_channels_last():
@@ -263,15 +263,16 @@ def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({limit_mb} << 20, {limit_mb} << 20))
         import numpy as np
+        from napari_focusq.budget import MemoryBudgetError
         from napari_focusq.io import open_image
         with open_image({str(path)!r}) as src:
             assert src.shape == ({H}, {W}, 3), src.shape
             assert abs(src.pixel_size_um - 0.5) < 1e-9, src.pixel_size_um
             r = src.read_region({y0}, {x0}, 320, 320)
             np.save(sys.argv[1], r)
-            try:  # the cap is real: the whole image does not fit under it
+            try:  # the whole image is refused by the memory budget before the cap is hit
                 src.read_plane()
-            except MemoryError:
+            except MemoryBudgetError:
                 print("full read refused")
     """)
     out = tmp_path / "region.npy"
@@ -301,8 +302,10 @@ def test_missing_directory_empty_and_unsupported(tmp_path):
     _expect_error(tmp_path, "directory")
     (tmp_path / "empty.tif").write_bytes(b"")
     _expect_error(tmp_path / "empty.tif", "empty")
-    (tmp_path / "slide.czi").write_bytes(b"ZISRAWFILE" + bytes(100))
-    _expect_error(tmp_path / "slide.czi", "unsupported format '.czi'")
+    (tmp_path / "slide.lif").write_bytes(b"\x70\x00\x00\x00" + bytes(100))  # Leica LIF: not read
+    _expect_error(tmp_path / "slide.lif", "unsupported format '.lif'")
+    (tmp_path / "slide.czi").write_bytes(b"ZISRAWFILE" + bytes(100))  # a CZI header cut short
+    _expect_error(tmp_path / "slide.czi", "not a readable CZI")
     (tmp_path / "notes.tif").write_text("hello, not an image")
     _expect_error(tmp_path / "notes.tif", "not a valid TIFF")
 

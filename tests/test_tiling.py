@@ -308,7 +308,7 @@ def test_fluorescence_nuclei_detected():
 
 
 # --------------------------------------------------------------------- modality
-def test_detect_modality_on_real_images(svs):
+def test_detect_modality_on_real_images(svs, made_stack):
     import skimage.io
     import tifffile
 
@@ -319,7 +319,7 @@ def test_detect_modality_on_real_images(svs):
     nuc = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")
     mod, why = detect_modality(nuc)
     assert mod == "fluorescence" and "single channel" in why
-    stack = tifffile.imread(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif")
+    stack = made_stack.data
     assert detect_modality(stack[stack.shape[0] // 2])[0] == "fluorescence"
     rgb_dark = skimage.io.imread(DATA / "fluorescence" / "mahotas_nuclear.png")
     mod, why = detect_modality(rgb_dark)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +18,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
+    except OSError as exc:  # name the output, not the hidden temporary name
+        raise _named(exc, path) from None
     os.close(fd)
     # mkstemp creates 0600 files; outputs should get the usual permissions (0666 - umask).
     umask = os.umask(0)
@@ -26,10 +30,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _named(exc, path) from None
         raise
+
+
+# Errors of the disk or folder rather than of the data: the message must say which output.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    new = type(exc)(f"cannot write {path}: {exc.strerror or exc}")  # one argument: str() is the message
+    new.errno = exc.errno
+    return new
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -78,13 +78,34 @@ def mask_downsample(image_shape, max_pixels: int = MAX_MASK_PIXELS) -> float:
     return float(max(1, math.ceil(math.sqrt(h * w / max_pixels))))
 
 
+#: metadata["focusq"] of the Focus QC widget's exclusion layer (see _qt/layers.py)
+EXCLUSION_LAYER_KIND = "excluded"
+
+
+def is_exclusion_layer(meta: dict) -> bool:
+    """True for the Focus QC exclusion layer: marked by the widget and carrying its FocusMap."""
+    from .focusmap import FocusMap
+
+    md = meta.get("metadata") or {}
+    return md.get("focusq") == EXCLUSION_LAYER_KIND and isinstance(md.get("focusmap"), FocusMap)
+
+
 def write_mask(path: str, data: Any, meta: dict) -> list[str]:
-    """npe2 writer: the usable-tissue mask (255 = scored and not excluded) as TIFF/PNG."""
-    fmap, excluded = focusmap_for_layer(data, meta)
-    if fmap.model == "":  # not a Focus QC layer: write its non-zero cells as they are
-        mask = excluded.astype(np.uint8) * 255
-        px = fmap.pixel_size_um if str((meta.get("units") or ["pixel"])[-1]) in ("micrometer", "µm") else None
-        return [str(save_mask(path, mask, px))]
+    """npe2 writer: the usable-tissue mask (255 = scored and not excluded) as TIFF/PNG.
+
+    Only the Focus QC exclusion layer is written: a user's own labels layer is refused
+    (napari's built-in writer saves it with its label values intact), never flattened to 0/255.
+    """
+    if not is_exclusion_layer(meta):
+        name = meta.get("name") or "this labels layer"
+        raise ExportError(f"{path}: {name!r} is not a Focus QC exclusion layer; the usable-tissue mask "
+                          "is written only from the 'Excluded tiles' layer that Focus QC makes "
+                          "(save other labels with napari's own TIFF writer)")
+    fmap = meta["metadata"]["focusmap"]
+    excluded = np.asarray(data) > 0
+    if tuple(fmap.defocus_um.shape) != excluded.shape:
+        raise ExportError(f"{path}: the exclusion layer's grid {excluded.shape} no longer matches its "
+                          f"focus map {tuple(fmap.defocus_um.shape)}; score the slide again")
     ds = mask_downsample(fmap.image_shape)
     mask = fmap.pixel_mask(excluded=excluded, downsample=ds)
     return [str(save_mask(path, mask, fmap.pixel_size_um * ds))]

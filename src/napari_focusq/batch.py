@@ -40,7 +40,9 @@ RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
 #: Files a folder argument contributes (anything else in it is ignored).
 SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
-                  ".png", ".jpg", ".jpeg"}
+                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi", ".vsi"}
+#: DICOM files: a folder holding them is one slide (its levels), never one input per file.
+DICOM_SUFFIXES = {".dcm"}
 #: A file argument with one of these suffixes is a list of inputs, one per line.
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: The manifest is rewritten at most this often while slides finish (and always at the end).
@@ -108,21 +110,30 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     missing: dict[str, Path] = {}
 
     def add(p: Path) -> None:
-        key = str(p.resolve())
+        key = os.path.realpath(p)  # realpath, unlike resolve(), never raises on a link loop
         found.setdefault(key, Path(key))
 
     def visit(spec: str, from_list: bool) -> None:
         p = Path(spec).expanduser()
         if p.is_dir():
+            from .io_dicom import is_dicom_folder
+
+            if is_dicom_folder(p):
+                add(p)
+                return
             for f in sorted(p.rglob("*")):
                 if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith("."):
                     add(f)
+                elif f.is_file() and f.suffix.lower() in DICOM_SUFFIXES and is_dicom_folder(f.parent):
+                    add(f.parent)
         elif p.is_file():
             if p.suffix.lower() in LIST_SUFFIXES and not from_list:
                 for item in _list_file(p):
                     visit(item, True)
             else:
                 add(p)
+        elif os.path.lexists(p) and not p.is_symlink():  # a FIFO, socket or device: let the reader say so
+            add(p)
         elif _has_magic(spec):
             for m in sorted(glob.glob(str(p), recursive=True)):
                 if Path(m).is_file():
@@ -231,21 +242,26 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
     except ValueError:  # not in a worker (called directly)
         pass
     result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
+    from .budget import max_memory_mb
+
     try:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
-                               level=opts["level"], slice=opts["slice"], threads=threads)
-        try:
-            fmap = drive(gen)
-        finally:
-            gen.close()
+        with max_memory_mb(opts.get("max_memory_mb")):  # a remote worker has not our environment
+            gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
+                                   level=opts["level"], slice=opts["slice"], threads=threads,
+                                   optics=opts.get("optics"))
+            try:
+                fmap = drive(gen)
+            finally:
+                gen.close()
         paths = write_outputs(fmap, out_dir, stem, threshold_um=opts["threshold_um"])
         result["row"] = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                                     threshold_um=opts["threshold_um"])
         result["outputs"] = sorted(p.name for p in paths.values())
         result["model_label"] = fmap.model
-    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, MemoryError) as exc:
+        # MemoryError: the slide is too big for this worker; retrying it elsewhere would fail alike
         result["row"] = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                                     status="error", error=error_reason(exc, path))
     result["peak_rss_mb"] = _peak_rss_mb()
@@ -357,7 +373,7 @@ def _open_client(workers: int | None, scheduler: str | None, retries: int):
 def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
                threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
                modality: str = "auto", level: int | None = None, slice="auto",
-               retries: int = 2) -> Generator[Progress, None, BatchSummary]:
+               retries: int = 2, optics: dict | None = None) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
@@ -373,16 +389,21 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         raise BatchUsageError(f"no inputs matched {' '.join(map(str, inputs))}")
     if modality not in ("auto", "brightfield", "fluorescence"):
         raise BatchUsageError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
+    from .preflight import OutputFolderError, check_output_folder
+
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BatchUsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    try:  # before the first slide: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise BatchUsageError(str(exc)) from exc
     model_fp = model_fingerprint(model, modality)
     tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
     manifest = Manifest(out / MANIFEST_NAME)
     options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
-               "level": level, "slice": slice}
+               "level": level, "slice": slice, "optics": optics or None}
+    from .budget import max_memory_bytes
+
+    max_memory_mb = max_memory_bytes() / 1e6
     stems = _assign_stems(paths, manifest)
     summary = BatchSummary(out_dir=out)
     total = len(paths) + len(missing)
@@ -407,12 +428,13 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         else:
             todo.append(p)
     for p in missing:
-        row = results_row(None, stem=Path(p).name, input_path=p, seconds=0.0, status="error",
-                          error="no such file")
+        why = ("a symbolic link that leads nowhere (broken, or a loop)" if os.path.islink(p)
+               else "no such file")
+        row = results_row(None, stem=Path(p).name, input_path=p, seconds=0.0, status="error", error=why)
         append_results(tsv, row)
         failed(p, row)
         done += 1
-        yield Progress("batch", done, total, f"{p.name}: no such file", data={"row": row, "skipped": False})
+        yield Progress("batch", done, total, f"{p.name}: {why}", data={"row": row, "skipped": False})
 
     if todo:
         from distributed import as_completed
@@ -423,7 +445,8 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
             client.register_plugin(ModelPlugin(model, modality), name=PLUGIN_NAME)
             for p in todo:
                 stem = stems[str(p)]
-                fut = client.submit(_score_task, str(p), str(out), stem, {**options, "model": str(model)},
+                fut = client.submit(_score_task, str(p), str(out), stem,
+                                    {**options, "model": str(model), "max_memory_mb": max_memory_mb},
                                     key=f"focusq-{stem}-{uuid.uuid4().hex[:8]}", retries=retries, pure=False)
                 futures[fut] = p
             yield Progress("batch", done, total, f"{len(todo)} slides on {len(client.scheduler_info()['workers'])} "
@@ -495,7 +518,7 @@ def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: 
 def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
               threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
               modality: str = "auto", progress=None, retries: int = 2, level: int | None = None,
-              slice="auto") -> BatchSummary:
+              slice="auto", optics: dict | None = None) -> BatchSummary:
     """Score many slides in parallel on dask.distributed and write their outputs to ``out_dir``.
 
     Parameters
@@ -514,6 +537,9 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
         a local cluster.
     threshold_um, pixel_size_um, modality, level, slice
         As for ``focusq score``.
+    optics
+        The objective: a dict with any of ``na``, ``immersion``, ``wavelength_um``
+        (``--na``, ``--immersion``, ``--wavelength``); the rest from each file or the model.
     progress
         Callable receiving Progress events; return False from it to cancel.
     retries
@@ -525,7 +551,13 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     """
     return drive(iter_batch(inputs, out_dir, model=model, workers=workers, scheduler=scheduler,
                             threshold_um=threshold_um, pixel_size_um=pixel_size_um, modality=modality,
-                            level=level, slice=slice, retries=retries), progress)
+                            level=level, slice=slice, retries=retries, optics=optics), progress)
+
+
+def _cli_optics(args) -> dict | None:
+    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
+         "wavelength_um": getattr(args, "wavelength", None)}
+    return {k: v for k, v in d.items() if v is not None} or None
 
 
 def main_batch(args) -> int:
@@ -538,7 +570,7 @@ def main_batch(args) -> int:
                       threshold_um=getattr(args, "threshold_um", DEFAULT_THRESHOLD_UM),
                       pixel_size_um=getattr(args, "pixel_size", None), modality=getattr(args, "modality", "auto"),
                       level=getattr(args, "level", None), slice=getattr(args, "slice", "auto"),
-                      progress=StderrBar())
+                      optics=_cli_optics(args), progress=StderrBar())
     except BatchUsageError as exc:
         print(f"focusq: {exc}", file=sys.stderr, flush=True)
         return 2

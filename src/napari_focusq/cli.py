@@ -6,6 +6,7 @@ Progress goes to stderr; stdout says where the outputs are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -120,6 +121,54 @@ def _score_options(p, *, threshold: bool = True) -> None:
                    help="z-stacks: the sharpest plane (auto), the sharpest per tile, or plane N")
     p.add_argument("--level", type=_nonneg_int, default=None, metavar="N",
                    help="pyramid level to read (default: the one nearest the 0.5 µm/px working resolution)")
+    _optics_options(p)
+    _memory_option(p)
+
+
+def _wavelengths(s: str):
+    vals = _z_list(s)
+    if any(not 0.2 <= v <= 2.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"wavelengths in µm (0.2-2), e.g. 0.52 or 0.61,0.54,0.47; got {s!r}")
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def _optics_options(p) -> None:
+    """--na / --immersion / --wavelength: the user's objective (user_optics.py)."""
+    g = p.add_argument_group("the objective (default: the file's OME metadata, else the model's 20x/0.75 dry)")
+    g.add_argument("--na", type=_positive_float, default=None, metavar="NA",
+                   help="numerical aperture of the objective the images were taken with; µm are then for it")
+    g.add_argument("--immersion", default=None, metavar="N|MEDIUM",
+                   help="immersion refractive index or medium: air, water, silicone, glycerol, oil (1.518)")
+    g.add_argument("--wavelength", type=_wavelengths, default=None, metavar="UM",
+                   help="emission wavelength (fluorescence) or the green channel's (brightfield), µm")
+
+
+def _check_optics(args) -> None:
+    """Bad --na / --immersion / --wavelength are usage errors, found before any input is read."""
+    if getattr(args, "na", None) is None and getattr(args, "immersion", None) is None \
+            and getattr(args, "wavelength", None) is None:
+        return
+    from .user_optics import OpticsOptionError, resolve_optics
+
+    for mod in (("brightfield", "fluorescence") if getattr(args, "modality", "auto") == "auto" else (args.modality,)):
+        try:
+            resolve_optics(mod, na=args.na, immersion=args.immersion, wavelength_um=args.wavelength)
+        except OpticsOptionError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+def _optics_dict(args) -> dict | None:
+    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
+         "wavelength_um": getattr(args, "wavelength", None)}
+    return {k: v for k, v in d.items() if v is not None} or None
+
+
+def _memory_option(p) -> None:
+    from .budget import DEFAULT_MAX_MEMORY_MB, ENV_VAR
+
+    p.add_argument("--max-memory", type=_positive_float, default=None, metavar="MB", dest="max_memory",
+                   help=f"memory budget per input: a file whose declared size needs more is refused "
+                        f"(default: ${ENV_VAR} or {DEFAULT_MAX_MEMORY_MB})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq score slide.svs --out qc/\n"
              "  focusq score scans/*.ome.tif --out qc/ --threshold-um 1.5\n"
              "  focusq score cells.tif --out qc/ --pixel-size 0.325 --modality fluorescence\n"
-             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n\n"
+             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n"
+             "  focusq score plate/*.tif --out qc/ --pixel-size 0.65 --na 0.45   # µm for a 20x/0.45\n\n"
              "writes per input <stem>.tiles.csv, .heatmap.tif, .mask.png, .geojson, .overlay.png,\n"
              "and one row per input in OUT/results.tsv")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="slides, z-stacks or images")
@@ -178,11 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
-    p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images",
+    p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images, "
+             "or on real pairs of captures (focusq pair)",
              "  focusq evaluate default data/heldout/*.tif --pixel-size 0.5\n"
-             "  focusq evaluate my_model.safetensors data/ --out report.json")
+             "  focusq evaluate my_model.safetensors data/ --out report.json\n"
+             "  focusq evaluate default --pairs scan1/a.tif:scan2/a.tif scan1/b.tif:scan2/b.tif --na 0.75\n"
+             "  focusq evaluate default --pairs-csv pairs.csv   # columns in,out")
     p.add_argument("model", metavar="MODEL", help="model name or .safetensors checkpoint")
-    p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("data", nargs="*", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("--pairs", nargs="+", metavar="IN:OUT", default=None,
+                   help="registered captures of one field, in focus and not: the model's reading of OUT is "
+                        "checked against the physical defocus fitted from the pair")
+    p.add_argument("--pairs-csv", metavar="CSV", default=None, dest="pairs_csv",
+                   help="the pairs as a CSV with columns in,out (paths relative to the CSV)")
+    _optics_options(p)
     p.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
     p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
@@ -210,6 +269,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "WEIGHT on its optical density (fluorescence: emission), from IMAGE's other region or "
                         "from another IMAGE of the same pixel size; --z-um is then signed, from the best plane "
                         "(the OD-weighted median depth of the layers)")
+    _memory_option(p)
+
+    p = _sub(subs, "pair", "physical defocus between two registered captures of one field",
+             "  focusq pair infocus.tif offset.tif\n"
+             "  focusq pair a.ome.tif b.ome.tif --na 0.75 --plot ab.png --json ab.json\n"
+             "  focusq pair cells.tif cells_dz.tif --pixel-size 0.325 --modality fluorescence --na 1.4 "
+             "--immersion oil\n\n"
+             "fits the transfer function between the captures (their cross-spectrum) with the PSF over z,\n"
+             "and over NA when neither --na nor the file states it; prints z, the fit residual, and\n"
+             "writes a plot. Misregistered pairs (shifted, rotated, another field) are refused.")
+    p.add_argument("input", metavar="IN", help="the in-focus capture")
+    p.add_argument("output", metavar="OUT", help="the out-of-focus capture of the same field, registered to IN")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
+    p.add_argument("--reference", choices=("capture", "image"), default="capture",
+                   help="capture: both taken through the objective (H = OTF(z)/OTF(0)); image: OUT was "
+                        "blurred from IN as `focusq simulate` does (H = OTF(z))")
+    p.add_argument("--max-shift", type=_positive_float, default=1.0, metavar="PX", dest="max_shift",
+                   help="larger shifts between the captures are refused as misregistered")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="where to write the plot (default: <OUT stem>.pair.png in the current folder)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the fit as JSON")
+    _optics_options(p)
 
     from .focus import MEASURES
 
@@ -219,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stack", metavar="STACK")
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
     p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
+    _memory_option(p)
 
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
@@ -241,7 +325,7 @@ def _check_model(name: str, modality: str) -> str:
     try:
         load_model(name, modality="brightfield" if modality == "auto" else modality)
     except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {exc}") from exc
+        raise UsageError(f"cannot load model {name!r}: {getattr(exc, 'reason', None) or exc}") from exc
     return name
 
 
@@ -250,12 +334,15 @@ def cmd_score(args) -> int:
 
     if importlib.util.find_spec(f"{__package__}.pipeline") is None:
         raise UsageError("scoring is not available: napari_focusq.pipeline is missing from this installation")
+    from .preflight import OutputFolderError, check_output_folder
+
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    try:  # before the first input: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise UsageError(str(exc)) from exc
     model = _check_model(args.model, args.modality)
+    _check_optics(args)
     tsv = out / "results.tsv"
     taken: set = set()
     failed = 0
@@ -266,10 +353,10 @@ def cmd_score(args) -> int:
             row, paths = score_to_outputs(
                 path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
                 level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
-                results_tsv=tsv)
-        except (KeyboardInterrupt, MemoryError):
+                results_tsv=tsv, optics=_optics_dict(args))
+        except KeyboardInterrupt:
             raise
-        except Exception as exc:  # a bug on one input should not lose the rest of a long run
+        except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on
             from .outputs import results_row
 
             row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
@@ -354,7 +441,7 @@ def _simulate_layers(args, plane, px):
 
 def cmd_simulate(args) -> int:
     from .config import Optics
-    from .demo import MAX_SIMULATE_SIDE, _modality, write_defocus_series
+    from .demo import MAX_SIMULATE_SIDE, _modality, check_simulate_budget, write_defocus_series
 
     plane, px, stem = _read_image_plane(args.image, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
     mod = _modality(plane, args.modality)
@@ -367,6 +454,7 @@ def cmd_simulate(args) -> int:
             optics = dataclasses.replace(base, **{k: v for k, v in (("na", args.na), ("n", args.n)) if v is not None})
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+    check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image)
     layers = _simulate_layers(args, plane, px) if args.layers else None
     paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
                                  optics=optics, method=args.method, progress=_bar(), layers=layers)
@@ -409,15 +497,55 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, model=args.model, progress=_bar())
 
 
+def _evaluate(args) -> int:
+    _check_optics(args)
+    if args.pairs or args.pairs_csv:
+        if args.data:
+            raise UsageError("give either DATA (simulated defocus) or --pairs/--pairs-csv (real pairs), not both")
+        return _delegate("pair_cli", "main_evaluate_pairs", args)
+    if not args.data:
+        raise UsageError("evaluate needs DATA (in-focus images) or --pairs IN:OUT / --pairs-csv CSV")
+    return _delegate("training", "main_evaluate", args)
+
+
+def _batch(args) -> int:
+    _check_optics(args)
+    return _delegate("batch", "main_batch", args)
+
+
 COMMANDS = {
     "score": cmd_score,
-    "batch": lambda a: _delegate("batch", "main_batch", a),
+    "batch": _batch,
     "train": lambda a: _delegate("training", "main_train", a),
-    "evaluate": lambda a: _delegate("training", "main_evaluate", a),
+    "evaluate": lambda a: _evaluate(a),
+    "pair": lambda a: (_check_optics(a), _delegate("pair_cli", "main_pair", a))[1],
     "simulate": cmd_simulate,
     "sharpest": cmd_sharpest,
     "demo": cmd_demo,
 }
+
+
+@contextlib.contextmanager
+def _memory_budget(mb: float | None):
+    """--max-memory for the command, in this process and in the child processes it starts
+    (batch workers read the environment); both restored after, for callers of main()."""
+    if mb is None:
+        yield
+        return
+    import os
+
+    from .budget import ENV_VAR, max_memory_mb
+
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = repr(mb)
+    try:
+        with max_memory_mb(mb):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -433,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FocusQError
 
     try:
-        return COMMANDS[args.command](args)
+        with _memory_budget(getattr(args, "max_memory", None)):
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -444,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FocusQError, ValueError, OSError) as exc:
         _err(str(exc))
+        return EXIT_FAILED
+    except MemoryError as exc:
+        from .budget import OPTION
+
+        _err(f"out of memory{f' ({exc})' if str(exc) else ''}: this machine cannot hold what "
+             f"'focusq {args.command}' needs here; lower the work or the budget ({OPTION})")
         return EXIT_FAILED
 
 

@@ -223,6 +223,7 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
 
     img = np.asarray(image)
     mod = _modality(img, modality)
+    check_simulate_budget(img, z_list, pixel_size_um, mod, optics, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     limits = None if img.dtype == np.uint8 else preview_limits(img)
@@ -249,6 +250,25 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
     if progress is not None:
         progress(Progress("simulate", len(z_list), len(z_list), "done"))
     return paths
+
+
+def check_simulate_budget(img, z_list, pixel_size_um, modality, optics=None, method="optical",
+                          name="image") -> None:
+    """Refuse, before the first z, a series whose PSF field or padded FFT would not fit the
+    memory budget (issue 19: --z-um 300 grew past 8 GB, 1e6 raised MemoryError)."""
+    from . import budget
+    from .optics import blur_radius_um
+
+    if method != "optical" or not len(z_list):
+        return
+    o = optics or Optics.for_modality(modality)
+    z = max(abs(float(v)) for v in z_list)
+    h, w = img.shape[:2]
+    need = budget.simulate_need(h, w, img.shape[2] if img.ndim == 3 else 1, z, pixel_size_um, o.na, o.n,
+                                min(o.wavelengths_um), o.oversample)
+    budget.require(name, f"simulating {z:g} µm of defocus on {h:,} x {w:,} px (a blur disc "
+                   f"{2 * blur_radius_um(z, o):.4g} µm wide)", need,
+                   hint="or simulate smaller defocus values (--z-um)")
 
 
 def tissue_map(image, *, pixel_size_um: float, modality: str = "auto", source: str | None = None):

@@ -161,6 +161,13 @@ def _stack_reader(stack) -> tuple[int, bool, Callable[[int], np.ndarray]]:
             raise FocusMeasureError(
                 f"{getattr(stack, 'path', 'image')}: not a z-stack (axes {axes}); "
                 "sharpest_slice expects (Z, Y, X[, C])")
+        from . import budget
+
+        h, w = stack.shape[axes.index("Y")], stack.shape[axes.index("X")]
+        c = stack.shape[-1] if "C" in axes else 1
+        # a plane at a time, and its float64 grey copies (_to_grey: one per channel, then two)
+        budget.require(getattr(stack, "path", "stack"), f"measuring focus on {h:,} x {w:,} px planes",
+                       budget.plane_need(h, w, c, np.dtype(stack.dtype).itemsize, copies=1 + 2 / c))
         return int(stack.shape[0]), "C" in axes, lambda z: np.asarray(stack.read_plane(z))
     shape = tuple(getattr(stack, "shape", ()))
     if not shape:

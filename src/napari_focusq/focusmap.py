@@ -16,7 +16,7 @@ from ._polygons import grid_polygons
 from .config import DEFAULT_THRESHOLD_UM
 
 CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
-               "certainty", "uncertain")
+               "certainty", "uncertain", "na", "immersion_n", "wavelength_um", "nonfinite_px")
 
 
 @dataclass
@@ -162,6 +162,16 @@ class FocusMap:
         cert, unc = self.extra.get("certainty"), self.extra.get("uncertain")
         if cert is not None and np.shape(cert) != self.shape:
             cert = unc = None
+        if unc is not None and np.shape(unc) != self.shape:
+            unc = None
+        # NaN/inf working pixels masked before scoring (pipeline); such a tile is uncertain
+        bad = self.extra.get("nonfinite_px")
+        if bad is not None and np.shape(bad) != self.shape:
+            bad = None
+        # The objective the µm are for (user_optics), on every row: a CSV has no header block.
+        o = self.extra.get("optics") or {}
+        w = o.get("wavelengths_um") or [""]
+        optics = {"na": o.get("na", ""), "immersion_n": o.get("immersion_n", ""), "wavelength_um": w[len(w) // 2]}
         for r in range(rows):
             for c in range(cols):
                 y0, x0, y1, x1 = self.tile_bounds(r, c)
@@ -173,7 +183,10 @@ class FocusMap:
                     "defocus_um": "" if not np.isfinite(d) else round(float(d), 4),
                     "excluded": int(bool(ex[r, c])),
                     "certainty": "" if not (np.isfinite(d) and np.isfinite(k)) else round(k, 4),
-                    "uncertain": "" if not (np.isfinite(d) and np.isfinite(k)) else int(bool(unc[r, c])),
+                    "uncertain": int(bool(unc[r, c])) if unc is not None and np.isfinite(d)
+                    and (np.isfinite(k) or (bad is not None and bad[r, c] > 0)) else "",
+                    **optics,
+                    "nonfinite_px": "" if bad is None else int(bad[r, c]),
                 }
 
     def to_csv(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:
@@ -208,7 +221,11 @@ class FocusMap:
                     "isLocked": False,
                 },
             })
-        return {"type": "FeatureCollection", "features": features}
+        out = {"type": "FeatureCollection", "features": features}
+        if self.extra.get("optics"):
+            # A GeoJSON foreign member: QuPath reads the features and ignores it.
+            out["focusq"] = {"optics": self.extra["optics"], "model": self.model, "units": "um"}
+        return out
 
     def to_geojson(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:
         """Write :meth:`geojson` to ``path`` atomically."""

@@ -22,10 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from . import budget
 from .errors import ImageReadError
+from .io_lazy import RegionLevel
 
 __all__ = ["ImageSource", "open_image", "sample_slide_path", "finite_fraction", "ImageReadError"]
 
+#: Suffixes of files only OpenSlide reads here (MIRAX, Hamamatsu VMS/VMU).
+OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu"}
+#: TIFF layouts (OpenSlide's vendor names) that tifffile reads but OpenSlide stitches right:
+#: Philips TIFF (sparse tiles), Leica SCN (several regions), Ventana BIF (overlapping tiles).
+OPENSLIDE_TIFF_VENDORS = {"philips", "leica", "ventana"}
+SUPPORTED_FORMATS = ("TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, DICOM WSI, CZI, and through "
+                     "OpenSlide MRXS, SCN, BIF, VMS/VMU and Philips TIFF, and VSI through slideio")
+#: Olympus/Evident cellSens VSI, read through slideio
+SLIDEIO_SUFFIXES = {".vsi"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff"}
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -71,13 +82,25 @@ class ImageSource:
         Distance between z planes in µm, when the file states it for a stack.
     is_rgb
         uint8 with three channels (an alpha channel is dropped).
+    backend
+        What reads the file: "tifffile", "pillow", "openslide", "wsidicom" or "pylibCZIrw".
+    icc_profile
+        The file's ICC colour profile (bytes) when it has one; pixels are returned as
+        stored, :func:`napari_focusq.io_icc.display_transform` converts them for display.
     """
 
     # raw_axes: one letter per axis of the stored arrays, "Y", "X", "Z", "C", or "-" for a
     # singleton axis that is indexed away.
     def __init__(self, path: Path, raw_levels: list, raw_axes: str, axes: str, *,
-                 drop_alpha: bool = False, tiff: Any = None):
+                 drop_alpha: bool = False, tiff: Any = None, backend: str = "tifffile",
+                 closer: Any = None, associated: Any = None):
         self.path = path
+        self.backend = backend
+        self.icc_profile: bytes | None = None
+        # closer: releases a non-tifffile handle; associated: () -> {name: lazy image getter}
+        self._closer = closer
+        self._associated = associated
+        self._is_closed = False
         self._raw = raw_levels
         self._raw_axes = raw_axes
         self.axes = axes
@@ -97,6 +120,8 @@ class ImageSource:
         self.pixel_size_um: float | None = None
         self.pixel_size_source = "unknown"
         self.z_spacing_um: float | None = None
+        # The objective from the file's metadata (user_optics.ome_objective: na, n, ...).
+        self.objective: dict | None = None
 
     # -- geometry -----------------------------------------------------------------------
     def _canonical_shape(self, raw_shape: tuple) -> tuple:
@@ -131,7 +156,7 @@ class ImageSource:
         """Lazy arrays in canonical axis order, largest first."""
         if self._levels is None:
             identity = self._raw_axes == self.axes and not self._drop_alpha
-            if identity:
+            if identity and all(not isinstance(a, RegionLevel) for a in self._raw):
                 self._levels = list(self._raw)
             else:
                 import dask.array as da
@@ -179,15 +204,36 @@ class ImageSource:
                 raise ValueError(f"{self.path}: z={z} out of range (stack has {self.n_z} planes)")
             zi %= self.n_z
         idx, letters = self._index(slice(ya, yb), slice(xa, xb), zi)
+        planes = self.n_z if "Z" in self.axes and zi is None else 1
+        channels = self.shape[-1] if "C" in self.axes else 1
+        # the backstop of every read: callers check their whole working set first (budget.py)
+        hy, wx = self._decoded_span(level, ya, yb, xa, xb)
+        budget.require(self.path, f"reading a {yb - ya:,} x {xb - xa:,} px region" +
+                       (f" of {planes} planes" if planes > 1 else "") +
+                       (f" (the file's chunks make it {hy:,} x {wx:,} px to decode)" if (hy, wx) != (yb - ya, xb - xa) else ""),
+                       budget.nbytes(planes, channels, hy * wx + (yb - ya) * (xb - xa), itemsize=self.dtype.itemsize))
         try:
             data = np.asarray(self._raw[level][idx])
         except MemoryError:
             raise  # asking for too much is the caller's problem, not the file's
         except Exception as exc:  # decoding errors surface from deep inside codecs
+            _settle_zarr_tasks()
             raise ImageReadError(self.path, f"cannot read pixels ({type(exc).__name__}: {exc}); "
                                             "the file may be truncated or corrupt") from exc
         order = [letters.index(c) for c in self.axes if c in letters]
         return np.ascontiguousarray(data.transpose(order))
+
+    def _decoded_span(self, level: int, ya: int, yb: int, xa: int, xb: int) -> tuple[int, int]:
+        """Rows and columns decoded to read [ya, yb) x [xa, xb): whole chunks (TIFF tiles or
+        strips), so a one-strip file decodes every row for a one-pixel read."""
+        chunks = getattr(self._raw[level], "chunks", None)
+        if yb <= ya or xb <= xa or not isinstance(chunks, tuple) or len(chunks) != len(self._raw_axes):
+            return yb - ya, xb - xa
+        span = []
+        for a, b, letter in ((ya, yb, "Y"), (xa, xb, "X")):
+            c = int(chunks[self._raw_axes.index(letter)]) or 1
+            span.append((((b - 1) // c) - (a // c) + 1) * c)
+        return span[0], span[1]
 
     def read_plane(self, z: int | None = None, level: int = 0) -> np.ndarray:
         """Read a whole level: one plane (or the whole stack when ``z`` is None on a stack)."""
@@ -223,6 +269,12 @@ class ImageSource:
         nc = self.shape[-1] if "C" in self.axes else 1
         # about 16 MB of source per strip (block averaging works in float64, 8x that)
         rows_per_strip = f * max(1, (16 << 20) // max(1, f * W * nc * self.dtype.itemsize))
+        # A level without a smaller one above it must still be read f full-width rows at a
+        # time: a header claiming 10^6 x 10^6 px makes that gigabytes, so check first.
+        budget.require(self.path, f"the overview of a {H:,} x {W:,} px level (strips of {f} full-width rows)",
+                       budget.overview_need(min(rows_per_strip, H), W, nc, self.dtype.itemsize,
+                                            math.ceil(H / f) * math.ceil(W / f)),
+                       hint="or save the slide with a pyramid (e.g. bfconvert -pyramid-resolutions)")
         strips = []
         for y in range(0, H, rows_per_strip):
             strip = self.read_region(y, 0, rows_per_strip, W, level=level, z=z)
@@ -230,11 +282,33 @@ class ImageSource:
         return np.concatenate(strips, axis=0)
 
     # -- lifetime -----------------------------------------------------------------------
+    def associated_images(self) -> dict[str, np.ndarray]:
+        """The slide's side pictures ("label", "macro", "thumbnail"...) as RGB arrays.
+
+        Read on demand (they are small); empty when the file has none.
+        """
+        if self._associated is None:
+            return {}
+        return {name: np.asarray(get()) for name, get in self._associated().items()}
+
+    @property
+    def associated_names(self) -> list[str]:
+        """Names of the side pictures the file holds, without reading them."""
+        return [] if self._associated is None else sorted(self._associated())
+
+    @property
+    def closed(self) -> bool:
+        return self._is_closed
+
     def close(self) -> None:
         """Release the file handle."""
+        self._is_closed = True
         if self._tiff is not None:
             self._tiff.close()
             self._tiff = None
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer()
 
     def __enter__(self) -> "ImageSource":
         return self
@@ -246,6 +320,33 @@ class ImageSource:
         px = f"{self.pixel_size_um:g} µm ({self.pixel_size_source})" if self.pixel_size_um else "unknown"
         return (f"ImageSource({self.path.name!r}, shape={self.shape}, axes={self.axes!r}, "
                 f"dtype={self.dtype}, levels={len(self.level_shapes)}, pixel_size={px})")
+
+
+def _settle_zarr_tasks(timeout_s: float = 60.0) -> None:
+    """Let the chunk reads a failed zarr read left behind finish, their errors retrieved.
+
+    zarr decodes a region's chunks as tasks gathered on its own event loop; when one chunk
+    fails, gather raises and its siblings run on unawaited. At exit asyncio then printed
+    dozens of "Task exception was never retrieved" tracebacks after our one-line message
+    (issue 19, a corrupt JPEG tile in sharpest/simulate).
+    """
+    import asyncio
+
+    try:
+        from zarr.core.sync import _get_loop
+
+        loop = _get_loop()
+    except Exception:  # another zarr version: nothing we can settle
+        return
+
+    async def settle():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout_s)
+    except Exception:
+        pass
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -311,31 +412,107 @@ def open_image(path: str | Path, *, pixel_size_um: float | None = None) -> Image
         raise ValueError(f"pixel_size_um must be a positive number of µm; got {pixel_size_um!r}")
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "a symbolic link that leads nowhere (broken, or a loop)")
         raise ImageReadError(path, "file not found")
     if path.is_dir():
-        raise ImageReadError(path, "is a directory, not an image file")
+        from .io_dicom import is_dicom_folder
+
+        if not is_dicom_folder(path):
+            raise ImageReadError(path, "is a directory, not an image file (a folder is read only "
+                                       "when it holds the .dcm files of one DICOM slide)")
+        src = _open_dicom(path)
+    else:
+        src = _open_file(path)
+    if pixel_size_um is not None:
+        src.pixel_size_um, src.pixel_size_source = float(pixel_size_um), "user"
+    return src
+
+
+def _open_file(path: Path) -> ImageSource:
+    """Pick the backend by what the file is (its first bytes), then by its suffix."""
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise ImageReadError(path, "is not a regular file (a FIFO, socket or device); focusq reads image files")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(132)
     except OSError as exc:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
     if not head:
         raise ImageReadError(path, "file is empty (0 bytes)")
     suffix = path.suffix.lower()
+    if suffix in SLIDEIO_SUFFIXES:  # a VSI is a TIFF holding only the overview; the scan is in .ets files
+        from .io_slideio import open_slideio
+
+        return open_slideio(path)
     if head[:4] in _TIFF_MAGIC:
-        src = _open_tiff(path)
-    elif head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-        src = _open_pillow(path)
-    elif suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES:
-        kind = "TIFF" if suffix in TIFF_SUFFIXES else suffix[1:].upper()
+        return _open_tiff_family(path)
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        return _open_pillow(path)
+    if head[128:132] == b"DICM":
+        return _open_dicom(path)
+    if head.startswith(b"ZISRAWFILE"):
+        from .io_czi import open_czi
+
+        return open_czi(path)
+    if suffix in OPENSLIDE_SUFFIXES:
+        from .io_openslide import open_openslide
+
+        return open_openslide(path)
+    if suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES | {".czi", ".dcm"}:
+        kind = {".czi": "CZI", ".dcm": "DICOM"}.get(suffix, "TIFF" if suffix in TIFF_SUFFIXES
+                                                       else suffix[1:].upper())
         raise ImageReadError(path, f"not a valid {kind} file (it starts with bytes {head[:4]!r})")
-    else:
-        raise ImageReadError(path, f"unsupported format {suffix or '(no extension)'!r}: focusq reads "
-                                   "TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG and JPEG; convert other "
-                                   "slide formats to OME-TIFF (e.g. with QuPath or bfconvert)")
-    if pixel_size_um is not None:
-        src.pixel_size_um, src.pixel_size_source = float(pixel_size_um), "user"
-    return src
+    raise ImageReadError(path, f"unsupported format {suffix or '(no extension)'!r}: focusq reads "
+                               f"{SUPPORTED_FORMATS}; convert other slide formats to OME-TIFF "
+                               "(e.g. with QuPath or bfconvert)")
+
+
+def _open_tiff_family(path: Path) -> ImageSource:
+    """tifffile (the fast path) unless the TIFF is a vendor layout only OpenSlide stitches right."""
+    vendor = _openslide_vendor(path)
+    if vendor in OPENSLIDE_TIFF_VENDORS:
+        from .io_openslide import open_openslide
+
+        return open_openslide(path)
+    return _open_tiff(path)
+
+
+def _openslide_vendor(path: Path) -> str | None:
+    """OpenSlide's name for a TIFF's layout ("philips", "leica", ...), None without OpenSlide."""
+    try:
+        import openslide
+    except ImportError:  # also a broken openslide-bin: tifffile still reads the file
+        return None
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # a TIFF OpenSlide cannot parse: leave it to tifffile's diagnostics
+        return None
+
+
+def _open_dicom(path: Path) -> ImageSource:
+    """wsidicom for DICOM WSI; OpenSlide when only that is installed."""
+    from .io_extras import MissingExtraError, require
+
+    try:
+        require("wsidicom", "dicom", "reading DICOM WSI")
+    except MissingExtraError as exc:
+        try:
+            import openslide  # noqa: F401  (OpenSlide 4 reads DICOM WSI too)
+        except ImportError:
+            raise ImageReadError(path, str(exc)) from exc
+        from .io_openslide import open_openslide
+
+        if path.is_dir():  # OpenSlide opens a DICOM slide by any one of its files
+            from .io_dicom import _is_dicom_file
+
+            path = next(f for f in sorted(path.iterdir()) if f.is_file() and _is_dicom_file(f))
+        return open_openslide(path)
+    from .io_dicom import open_dicom
+
+    return open_dicom(path)
+
+
 
 
 def _canonical_axes(path: Path, axes: str, shape: tuple) -> tuple[str, str]:
@@ -381,15 +558,13 @@ def _open_tiff(path: Path) -> ImageSource:
     try:
         try:
             series = _pick_series(path, tf)
+        except ImageReadError:
+            _raise_if_truncated(path, tf, warnings.messages)
+            raise
         finally:
             logging.getLogger("tifffile").removeHandler(warnings)
         # tifffile reads a broken chain of IFDs as a shorter file and only logs it
-        for msg in warnings.messages:
-            m = re.search(r"invalid page offset (\d+)", msg)
-            if m and int(m.group(1)) >= tf.filehandle.size:
-                raise ImageReadError(path, f"file is truncated: its next image directory is at byte "
-                                           f"{int(m.group(1)):,} but the file has only "
-                                           f"{tf.filehandle.size:,} bytes")
+        _raise_if_truncated(path, tf, warnings.messages)
         raw, canon = _canonical_axes(path, series.axes, series.shape)
         _check_not_truncated(path, tf, series)
         raw_levels = []
@@ -404,8 +579,15 @@ def _open_tiff(path: Path) -> ImageSource:
             and raw_levels[0].shape[series.axes.index("S")] == 4
             and page.photometric == tifffile.PHOTOMETRIC.RGB
         )
-        src = ImageSource(path, raw_levels, raw, canon, drop_alpha=drop_alpha, tiff=tf)
+        src = ImageSource(path, raw_levels, raw, canon, drop_alpha=drop_alpha, tiff=tf,
+                          associated=lambda: _tiff_associated(tf))
+        icc = page.tags.get(34675)  # InterColorProfile
+        src.icc_profile = bytes(icc.value) if icc is not None and icc.value else None
         src.pixel_size_um, src.pixel_size_source, src.z_spacing_um = _tiff_pixel_size(tf, series)
+        if tf.is_ome and tf.ome_metadata:
+            from .user_optics import ome_objective
+
+            src.objective = ome_objective(tf.ome_metadata, tf.series.index(series))
         if src.n_z == 1:
             src.z_spacing_um = None
         return src
@@ -415,6 +597,18 @@ def _open_tiff(path: Path) -> ImageSource:
     except Exception as exc:
         tf.close()
         raise ImageReadError(path, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+
+
+def _raise_if_truncated(path: Path, tf, messages: list[str]) -> None:
+    # tifffile logs "invalid page offset N" for a later directory and "invalid offset to
+    # first page N" when even the first lies past the end (a file cut before its IFDs, as
+    # writers that put the directories last leave it)
+    for msg in messages:
+        m = re.search(r"invalid (?:page offset|offset to first page) (\d+)", msg)
+        if m and int(m.group(1)) >= tf.filehandle.size:
+            raise ImageReadError(path, f"file is truncated: its {'first' if 'first' in msg else 'next'} "
+                                       f"image directory is at byte {int(m.group(1)):,} but the file "
+                                       f"has only {tf.filehandle.size:,} bytes")
 
 
 class _Collect(logging.Handler):
@@ -441,6 +635,16 @@ def _pick_series(path: Path, tf):
     if best is None:
         raise ImageReadError(path, "contains no image series")
     return best
+
+
+def _tiff_associated(tf) -> dict:
+    """{name: reader} for the label / macro / thumbnail series of a slide TIFF."""
+    out = {}
+    for s in tf.series:
+        name = (s.name or "").strip().lower()
+        if name in _SIDE_SERIES and name not in out:
+            out[name] = s.asarray
+    return out
 
 
 def _check_not_truncated(path: Path, tf, series) -> None:
@@ -483,6 +687,8 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
             return px, "OME", dz
     page = tf.pages[0]
     desc = page.description or ""
+    if tf.is_philips and (px := _philips_pixel_size(tf.philips_metadata)):
+        return px, "Philips DICOM_PIXEL_SPACING", None
     if tf.is_svs or desc.startswith("Aperio"):
         m = re.search(r"\bMPP\s*=\s*([0-9.eE+-]+)", desc)
         if m and (px := _um(m.group(1), "µm")):
@@ -496,6 +702,16 @@ def _tiff_pixel_size(tf, series) -> tuple[float | None, str, float | None]:
     if px is not None:
         return px, "TIFF resolution", dz
     return None, "unknown", dz
+
+
+def _philips_pixel_size(xml: str | None) -> float | None:
+    """Level-0 µm from a Philips TIFF's first DICOM_PIXEL_SPACING ('"row mm" "col mm"')."""
+    m = re.search(r'Name="DICOM_PIXEL_SPACING"[^>]*>([^<]+)<', xml or "")
+    if not m:
+        return None
+    vals = [_um(v.strip('"'), "mm") for v in m.group(1).replace("&quot;", '"').split()]
+    vals = [v for v in vals if v]
+    return float(np.mean(vals)) if vals else None
 
 
 def _ome_pixel_size(xml: str, index: int) -> tuple[float | None, float | None]:

@@ -29,6 +29,7 @@ RESULTS_COLUMNS = (
     "input", "stem", "status", "tissue_pct", "excluded_pct", "median_um", "p90_um", "mean_um",
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
     "pooled_um", "uncertain_pct", "tissue_tiles",
+    "na", "immersion_n", "wavelength_um", "optics_source", "field_um",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -65,7 +66,9 @@ def unique_stem(path: str | os.PathLike, taken: set) -> str:
         stem = p.stem if p.suffix else name
     stem = re.sub(r"[^\w.+-]+", "_", stem).strip("._") or "input"
     candidates = [stem]
-    parent = re.sub(r"[^\w.+-]+", "_", p.resolve().parent.name).strip("._")
+    # abspath, not resolve(): no symlink is followed, so a link loop among the inputs cannot
+    # raise here, outside the per-input error handling (issue 19)
+    parent = re.sub(r"[^\w.+-]+", "_", Path(os.path.abspath(p)).parent.name).strip("._")
     if parent:
         candidates.append(f"{parent}_{stem}")
     for cand in candidates:
@@ -97,6 +100,7 @@ def _describe(fmap: FocusMap, threshold_um: float) -> dict:
         "modality": fmap.modality,
         "threshold_um": threshold_um,
         "source": fmap.source,
+        "optics": fmap.extra.get("optics"),
     }
 
 
@@ -314,6 +318,13 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
             tissue_tiles=str(s["tissue_tiles"]),
         )
         row["pass"] = _fmt(bool(s["pass"]))
+        o = fmap.extra.get("optics")
+        if o:
+            w = o["wavelengths_um"]
+            row.update(na=_fmt(o["na"]), immersion_n=_fmt(o["immersion_n"]),
+                       wavelength_um=_fmt(w[len(w) // 2]), optics_source=o["source"]["na"])
+        if "field_um" in fmap.extra:  # fluorescence: the whole field's reading (sparse_scoring.py)
+            row["field_um"] = _fmt(fmap.extra["field_um"])
     return row
 
 
@@ -350,11 +361,23 @@ def append_results(tsv_path, row: dict) -> None:
             raise ValueError(f"{path}: not a focusq results table (header {header[:4]}...); "
                              "choose another output folder or move the file away")
         _upgrade_table(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    line = _line(row.get(c, "") for c in RESULTS_COLUMNS)
+    with open(path, "rb") as fh:  # a crash may have cut the last line: end it, not glue onto it
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
     try:
-        os.write(fd, _line(row.get(c, "") for c in RESULTS_COLUMNS))
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # disk full, read-only: say which file
+        from ._atomic import _named
+
+        raise _named(exc, path) from None
 
 
 def _is_older_header(header) -> bool:
@@ -421,7 +444,9 @@ def read_results(tsv_path) -> list[dict]:
     if not lines:
         return []
     header = lines[0].split("\t")
-    return [dict(zip(header, ln.split("\t"))) for ln in lines[1:] if ln.strip()]
+    # a row with fewer fields than the header is one a crash cut short: not a result
+    return [dict(zip(header, f)) for f in (ln.split("\t") for ln in lines[1:] if ln.strip())
+            if len(f) >= len(header)]
 
 
 # ------------------------------------------------------------------- one whole input
@@ -431,6 +456,12 @@ class MissingPixelSizeError(FocusQError, ValueError):
 
 def error_reason(exc: BaseException, path=None) -> str:
     """A one-line reason for a failed input, without repeating the path the message starts with."""
+    if isinstance(exc, MemoryError):  # numpy's message ("Unable to allocate 7 GiB ...") or none
+        from .budget import OPTION
+
+        detail = f" ({_clean(exc)})" if str(exc) else ""
+        return (f"out of memory while reading or scoring it{detail}; this machine cannot hold it "
+                f"(the budget, {OPTION}, may be set above what it has)")
     reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     if path is not None:
         for p in {str(path), str(Path(path))}:
@@ -444,7 +475,7 @@ def error_reason(exc: BaseException, path=None) -> str:
 def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = None, modality: str = "auto",
                      model=None, level: int | None = None, slice="auto",
                      threshold_um: float = DEFAULT_THRESHOLD_UM, progress=None,
-                     results_tsv=None) -> tuple[dict, dict[str, Path]]:
+                     results_tsv=None, optics=None) -> tuple[dict, dict[str, Path]]:
     """Score one slide, write its outputs and (optionally) append its ``results.tsv`` row.
 
     Expected failures (unreadable file, unknown pixel size, bad options: ``FocusQError``,
@@ -473,7 +504,7 @@ def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = 
         from .pipeline import iter_score_slide
 
         gen = iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                               level=level, slice=slice)
+                               level=level, slice=slice, optics=optics)
         try:
             fmap = drive(gen, progress)
         finally:

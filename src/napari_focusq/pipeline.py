@@ -17,6 +17,7 @@ from typing import Generator
 
 import numpy as np
 
+from . import budget
 from .config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
 from .errors import FocusQError
 from .focusmap import FocusMap
@@ -160,6 +161,7 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
     their information content (pooling weights) and, for certainty maps fitted on it, their
     noise ratio: all of it in a decode worker, off the thread that runs the model."""
     from .certainty import noise_ratio
+    from .models import mask_nonfinite, nonfinite_count
     from .pooling import tile_information
     from .tiling import tile_to_working
 
@@ -186,14 +188,22 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
         tiles.append(t)
         valid.append(v)
     tiles = np.stack(tiles)
+    # NaN/inf pixels: counted here, masked (tile median) before the measures and the model
+    bad = nonfinite_count(tiles)
+    if bad.any():
+        tiles = mask_nonfinite(tiles)
     nr = noise_ratio(tiles, modality) if noise else np.full(len(tiles), np.nan, np.float32)
-    return tiles, np.asarray(valid), tile_information(tiles, modality), nr
+    return tiles, np.asarray(valid), tile_information(tiles, modality), nr, bad
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
                       min_tissue: float | None = None, batch_size: int = 64,
-                      threads: int = 1) -> Generator[Progress, None, FocusMap]:
-    """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
+                      threads: int = 1, optics=None) -> Generator[Progress, None, FocusMap]:
+    """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles.
+
+    ``optics``: the user's objective (user_optics.parse_optics: an Optics or a dict of na,
+    immersion, wavelength_um); parts not given come from the file's OME metadata, then the
+    model's own optics. Readings are in µm of defocus through that objective."""
     from .certainty import model_certainty, uses_noise
     from .models import load_model, torch_threads
     from .tiling import TileGrid, estimate_white_level, tissue_mask
@@ -204,6 +214,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     H, W = src.shape[yax], src.shape[yax + 1]
     grid = TileGrid((H, W), px)
     rows, cols = grid.shape
+    budget.require(src.path, f"holding the results of its {rows:,} x {cols:,} tile grid ({H:,} x {W:,} px at {px:g} µm/px)",
+                   budget.grid_need(rows * cols), hint="check the pixel size (--pixel-size UM)")
     yield Progress("tissue", 0, 1, "finding tissue")
     thumb = np.asarray(_thumbnail(src, z, rows, cols))
     finite = np.isfinite(thumb) if thumb.dtype.kind == "f" else None
@@ -216,6 +228,9 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     tmask = tissue_mask(thumb, mod, white_level=white)
     tissue = _tile_tissue(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]))
     fm = load_model(model if model is not None else "default", modality=mod)
+    from .user_optics import scoring_optics
+
+    user_optics = scoring_optics(optics, mod, fm, getattr(src, "objective", None))
     notes = [f"modality {mod}: {why}"]
     if fm.modality != mod:
         notes.append(f"model {fm.label} was trained for {fm.modality}, the image looks {mod}")
@@ -224,16 +239,32 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     if px > WORKING_PIXEL_UM * 1.05:
         notes.append(f"pixel size {px:g} µm is coarser than {WORKING_PIXEL_UM} µm: sub-micrometre defocus is beyond it")
     yield Progress("tissue", 1, 1, f"{int((tissue >= min_tissue).sum())} of {rows * cols} tiles have tissue")
+    # (fluorescence tiles holding whole objects are added below, sparse_scoring.py)
 
     lvl = src.level_for(WORKING_PIXEL_UM) if level is None else int(level)
     if not 0 <= lvl < len(src.downsamples):
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
+    ch = src.shape[-1] if src.axes.endswith("C") else 1
+    budget.require(src.path, f"reading tiles of {grid.tile_size_px / src.downsamples[lvl]:,.0f} px at level {lvl}",
+                   budget.strips_need(grid.tile_size_px / src.downsamples[lvl], STRIP_TILES, ch,
+                                      src.dtype.itemsize, in_flight=max(1, threads) + 1,
+                                      queued_tiles=3 * batch_size, tile_px=TILE_PX),
+                   hint="check the pixel size (--pixel-size UM) or pick a coarser --level")
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
     information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
     noise = np.full((rows, cols), np.nan, np.float32)  # for certainty maps fitted on it (certainty.py)
+    nonfinite = np.zeros((rows, cols), np.int32)  # NaN/inf working pixels per tile, masked before scoring
     want_noise = uses_noise(model_certainty(fm))
-    todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
+    scorable = tissue >= min_tissue
+    objects = None
+    if mod == "fluorescence":
+        # Sparse fields: a tile holding a whole object is scored too (sparse_scoring.py).
+        from .sparse_scoring import object_counts
+
+        objects = object_counts(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]), px)
+        scorable |= objects >= 1
+    todo = [(r, [c for c in range(cols) if scorable[r, c]]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
     units = list(_strip_regions(todo))
@@ -246,13 +277,14 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
         pred, sd = fm.predict_with_spread(batch)
-        info = np.concatenate(pending_info)  # (n, 2): information, noise ratio
+        info = np.concatenate(pending_info)  # (n, 3): information, noise ratio, non-finite pixels
         out = []
-        for (r, c), p, q, (i, nr) in zip(idx, pred, sd, info):
+        for (r, c), p, q, (i, nr, nb) in zip(idx, pred, sd, info):
             defocus[r, c] = p
             spread[r, c] = q
             information[r, c] = i
             noise[r, c] = nr
+            nonfinite[r, c] = int(nb)
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
         pending_tiles.clear()
@@ -279,26 +311,58 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         top_up()
         while queue:
             (r, cs), future = queue.popleft()
-            tiles, _valid, info, nr = future.result()
+            tiles, _valid, info, nr, bad = future.result()
             queued -= len(cs)
             top_up()
             pending_tiles.append(tiles)
             pending_idx.append([(r, c) for c in cs])
-            pending_info.append(np.stack([info, nr], 1))
+            pending_info.append(np.stack([info, nr, bad], 1).astype(np.float64))
             if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
                 finished = flush()
                 yield Progress("score", done, total, f"{done}/{total} tiles",
                                data={"grid_shape": (rows, cols), "tiles": finished})
+    if objects is not None and not np.isfinite(defocus).any():
+        # Nothing passed either rule: one whole-field reading where the field holds weak signal.
+        from .sparse_scoring import whole_field_reading
+
+        got = whole_field_reading(src, grid, lvl, z, thumb, fm, mod, want_noise)
+        if got is not None:
+            rc, defocus[rc], spread[rc], information[rc], noise[rc] = got
+            objects[rc] = max(int(objects[rc]), 1)
+            notes.append("no tile held enough signal: one whole-field reading around the brightest region")
     fmap = FocusMap(
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
         extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "level": lvl,
-               "z": z, "spread_um": spread, "information": information,
+               "z": z, "spread_um": spread, "information": information, "nonfinite_px": nonfinite,
                **({"noise_ratio": noise} if want_noise else {})},
     )
     _add_certainty(fmap, fm)
+    if objects is not None:
+        from .sparse_scoring import mark_low_signal
+
+        mark_low_signal(fmap, objects)
+    from .user_optics import apply_optics
+
+    apply_optics(fmap, user_optics)
+    _flag_nonfinite(fmap)
     return fmap
+
+
+def _flag_nonfinite(fmap: FocusMap) -> None:
+    """Tiles whose reading rests on masked NaN/inf pixels are uncertain, whatever the model
+    says; a note counts them (issue 19: no silent wrong answer)."""
+    bad = np.asarray(fmap.extra.get("nonfinite_px", 0)) > 0
+    bad &= np.isfinite(fmap.defocus_um)
+    if not bad.any():
+        return
+    unc = fmap.extra.get("uncertain")
+    fmap.extra["uncertain"] = bad if unc is None or np.shape(unc) != bad.shape else (np.asarray(unc, bool) | bad)
+    n = int(bad.sum())
+    fmap.extra.setdefault("notes", []).append(
+        f"{n} scored tile{'s' if n != 1 else ''} hold NaN/inf pixels: masked before scoring, counted in the "
+        "tiles CSV (nonfinite_px) and marked uncertain")
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:
@@ -318,14 +382,15 @@ def _add_certainty(fmap: FocusMap, fm) -> None:
 
 
 def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=None,
-                     batch_size: int = 64) -> Generator[Progress, None, FocusMap]:
+                     batch_size: int = 64, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_image`."""
     src = _image_source(image, pixel_size_um)
     return (yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                         min_tissue=min_tissue, batch_size=batch_size))
+                                         min_tissue=min_tissue, batch_size=batch_size, optics=optics))
 
 
-def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=None, progress=None) -> FocusMap:
+def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=None, progress=None,
+                optics=None) -> FocusMap:
     """Predict the defocus (µm) of every tissue tile of an in-memory image.
 
     Parameters
@@ -342,22 +407,33 @@ def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=No
         for the modality when None.
     progress
         Callable receiving Progress events; return False from it to cancel.
+    optics
+        The objective the image was taken with: an ``Optics`` or a dict with any of
+        ``na``, ``immersion`` (index or medium name) and ``wavelength_um``; readings are
+        then µm of defocus through it (``fmap.extra["optics"]`` records it). Default:
+        the model's own optics (20x/0.75 dry).
     """
-    return drive(iter_score_image(image, pixel_size_um=pixel_size_um, modality=modality, model=model), progress)
+    return drive(iter_score_image(image, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                  optics=optics), progress)
 
 
 def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
                      min_tissue=None, batch_size: int = 64,
-                     threads: int = 2) -> Generator[Progress, None, FocusMap]:
+                     threads: int = 2, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_slide` (``threads``: decode threads feeding the model)."""
     from .io import open_image
 
     src = open_image(path, pixel_size_um=pixel_size_um) if not isinstance(path, ArraySource) else path
     try:
         z = None
+        if "Z" not in src.axes and isinstance(slice, int) and not isinstance(slice, bool) and slice != 0:
+            # a plane index on a 2-D image used to be ignored without a word
+            raise ScoringError(f"{src.path}: --slice {slice} asks for a plane of a z-stack, but this is a "
+                               "2-D image (one plane, index 0)")
         if src.n_z > 1 or "Z" in src.axes:
             if slice == "per-tile":
-                return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size))
+                return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size,
+                                                  optics))
             if slice == "auto":
                 from .focus import iter_sharpest_slice
 
@@ -369,7 +445,7 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
                 z %= src.n_z
         fmap = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                             level=level, z=z, min_tissue=min_tissue, batch_size=batch_size,
-                                            threads=threads)
+                                            threads=threads, optics=optics)
         return fmap
     finally:
         src.close()
@@ -390,14 +466,15 @@ def _overview(t: np.ndarray, max_size: int = 1024) -> np.ndarray:
     return t
 
 
-def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size):
+def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size, optics=None):
     """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
     from .models import load_model
 
-    maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": []}
+    maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": [], "nonfinite_px": []}
     for zi in range(src.n_z):
         m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                         level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size)
+                                         level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size,
+                                         optics=optics)
         maps.append(m.defocus_um)
         for key, planes in layers.items():
             if key in m.extra:
@@ -416,16 +493,19 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
     for key, planes in layers.items():
         if planes:
             m.extra[key] = np.where(valid, np.take_along_axis(np.stack(planes), pick, 0)[0], np.nan).astype(np.float32)
-    for key in ("expected_error_um", "certainty", "uncertain"):
+    # (field_um, low_signal and the unmapped readings were the last plane's: not this map's)
+    for key in ("expected_error_um", "certainty", "uncertain", "field_um", "low_signal",
+                "defocus_model_optics_um"):
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
+    _flag_nonfinite(m)
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
                     "thumbnail": _overview(np.asarray(_thumbnail(src, src.n_z // 2, 1, 1)))})
     return m
 
 
 def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "auto", model=None,
-                level: int | None = None, slice="auto", progress=None) -> FocusMap:
+                level: int | None = None, slice="auto", progress=None, optics=None) -> FocusMap:
     """Predict the defocus (µm) of every tissue tile of a slide or z-stack file, streaming tiles.
 
     Parameters
@@ -441,6 +521,9 @@ def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "au
         method), "per-tile" (best plane per tile) or a plane index.
     progress
         Callable receiving Progress events; return False from it to cancel.
+    optics
+        The objective (see :func:`score_image`); parts not given are read from the
+        file's OME ``Objective`` (LensNA, Immersion) where it has them.
     """
     return drive(iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                  level=level, slice=slice), progress)
+                                  level=level, slice=slice, optics=optics), progress)

@@ -45,6 +45,10 @@ DEFAULT_VAL = ("histolytics_hgsc_stroma_HE.jpg", "histoqc_template4.png")
 DEFAULT_EXCLUDE = ("liverquant_tile02_picrosiriusred.jpg", "torchstain_source_HE.png", "torchstain_target_HE.png")
 
 
+#: Least side (working px) of an image that training / evaluation samples tiles from.
+MIN_IMAGE_PX = TILE_PX // 4
+
+
 class TrainingError(FocusQError, ValueError):
     """Training that cannot start or go on, with the reason."""
 
@@ -228,6 +232,11 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = [(f, px, resample_to_working(p, px * f)) for f in scales for p in planes]
+    small = min(out[0][2].shape[:2])
+    if small < MIN_IMAGE_PX:  # a 1 x 1 image gave metrics for tiles mirrored from one pixel
+        raise TrainingError(f"{path}: {out[0][2].shape[0]} x {out[0][2].shape[1]} px at the working "
+                            f"{WORKING_PIXEL_UM} µm/px; training and evaluation need at least "
+                            f"{MIN_IMAGE_PX} x {MIN_IMAGE_PX} (a quarter tile) of real image")
     return out if with_scales else [p for _, _, p in out]
 
 
@@ -570,6 +579,10 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     from .models import choose_device, model_from_file, new_model
     from .models.calibration import apply_calibration, fit_isotonic
 
+    if cfg.preset == "inception":  # fail before minutes of data preparation, not after
+        from .io_extras import require
+
+        require("torchvision.models", "inception", "the inception model preset")
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -804,8 +817,10 @@ def train_config(args) -> TrainConfig:
 
 def main_train(args) -> int:
     """`focusq train`: argparse namespace -> checkpoint (see train_config). Returns an exit code."""
+    from .preflight import check_model_out
     from .progress import StderrBar, drive
 
+    check_model_out(args.out)  # before training, not after it
     path = drive(iter_fit(train_config(args)), StderrBar())
     meta = json.loads(path.with_suffix(".json").read_text())
     m = meta["metrics"]["validation_calibrated"]

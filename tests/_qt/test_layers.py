@@ -66,12 +66,12 @@ def test_manifest_is_valid():
     ids = {c.id for c in pm.contributions.commands}
     assert {"napari-focusq.focus_qc", "napari-focusq.train", "napari-focusq.get_reader"} <= ids
     measure = [m.command for m in pm.contributions.menus["napari/layers/measure"]]
-    assert measure == ["napari-focusq.focus_qc", "napari-focusq.train"]
+    assert measure == ["napari-focusq.focus_qc"]  # training is not a measurement
+    assert "napari-focusq.train" in {w.command for w in pm.contributions.widgets}  # Plugins menu
     assert {s.key for s in pm.contributions.sample_data} == {"cmu1", "defocus_demo"}
 
 
-def test_reader_gives_um_scale_rgb_and_z_axis():
-    DATA = Path(__file__).resolve().parents[2] / "data"
+def test_reader_gives_um_scale_rgb_and_z_axis(made_stack):
     from napari_focusq._reader import get_reader
     from napari_focusq.io import sample_slide_path
 
@@ -80,9 +80,9 @@ def test_reader_gives_um_scale_rgb_and_z_axis():
     (data, kw, kind), = get_reader(p)(p)
     assert kind == "image" and kw["rgb"] and kw["units"] == ["µm", "µm"]
     assert kw["scale"] == pytest.approx([0.499, 0.499]) and data.shape == (2967, 2220, 3)
-    z = str(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif")
+    z = str(made_stack.path)
     (data, kw, _), = get_reader(z)(z)
-    assert data.shape == (60, 256, 256) and kw["axis_labels"] == ["z", "y", "x"] and "rgb" not in kw
+    assert data.shape == made_stack.data.shape and kw["axis_labels"] == ["z", "y", "x"] and "rgb" not in kw
     assert kw["metadata"]["pixel_size_um"] is None and kw["units"][-1] == "pixel"
 
 
@@ -126,7 +126,7 @@ def test_mask_writer_records_scale(tmp_path, suffix):
 
     fmap = _fmap()
     ex = fmap.excluded(2.0).astype(np.uint8)
-    out = write_mask(str(tmp_path / f"m{suffix}"), ex, {"metadata": {"focusmap": fmap}})
+    out = write_mask(str(tmp_path / f"m{suffix}"), ex, {"metadata": {"focusq": "excluded", "focusmap": fmap}})
     assert out == [str(tmp_path / f"m{suffix}")]
     if suffix == ".png":
         from PIL import Image
@@ -157,5 +157,29 @@ def test_geojson_writer_and_read_only_folder(tmp_path, read_only_dir):
     assert np.array_equal(rasterize(feats, fmap.image_shape), excluded_pixels(fmap, fmap.excluded(2.0)))
     for writer, name in [(write_mask, "m.png"), (write_mask, "m.tif"), (write_geojson, "m.geojson")]:
         with pytest.raises(ExportError, match="read-only"):
-            writer(str(read_only_dir / name), ex, {"metadata": {"focusmap": fmap}})
+            writer(str(read_only_dir / name), ex, {"metadata": {"focusq": "excluded", "focusmap": fmap}})
     assert list(read_only_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("meta", [
+    {"name": "nuclei", "metadata": {}},                                   # a user's segmentation
+    {"name": "nuclei", "metadata": {"focusq": "excluded"}},               # marker without a result
+    {"name": "heatmap", "metadata": {"focusq": "heatmap", "focusmap": None}},
+])
+def test_mask_writer_refuses_labels_that_are_not_the_exclusion_layer(tmp_path, meta):
+    from napari_focusq._writer import ExportError, write_mask
+
+    labels = np.zeros((50, 60), np.uint16)
+    labels[10:20, 10:30] = 7  # label values a 0/255 mask would destroy
+    with pytest.raises(ExportError, match="not a Focus QC exclusion layer"):
+        write_mask(str(tmp_path / "m.tif"), labels, meta)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mask_writer_refuses_a_grid_that_no_longer_matches(tmp_path):
+    from napari_focusq._writer import ExportError, write_mask
+
+    fmap = _fmap()
+    with pytest.raises(ExportError, match="no longer matches"):
+        write_mask(str(tmp_path / "m.tif"), np.zeros((3, 3), np.uint8),
+                   {"metadata": {"focusq": "excluded", "focusmap": fmap}})

@@ -85,6 +85,9 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
     assert lab.data[r, c] == 0
     assert f"uncertain {100 / fmap.scored.sum():.1f} %" in w.summary.text()
     assert "(uncertain)" in w.tile_text(heat.data_to_world((r, c)))
+    fmap.extra["nonfinite_px"] = np.zeros(fmap.shape, np.int32)
+    fmap.extra["nonfinite_px"][r, c] = 7  # issue 19: masked NaN/inf pixels are shown, not hidden
+    assert "7 NaN/inf px masked (uncertain)" in w.tile_text(heat.data_to_world((r, c)))
 
     # --- de-blurring preview over the 3x3 tiles at the view's centre; the data stays as it was
     r, c = 5, 3

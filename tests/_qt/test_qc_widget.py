@@ -113,7 +113,7 @@ def test_cancel_leaves_no_partial_layer(qc, qtbot, notes):
     assert [ly.name for ly in viewer.layers] == ["Defocus demo (0, 1, 2, 4 µm)", "True defocus (µm)"]
 
 
-def test_bad_input_is_reported(make_napari_viewer_proxy, qtbot, notes, model_path):
+def test_bad_input_is_reported(make_napari_viewer_proxy, qtbot, notes, model_path, made_stack):
     viewer = make_napari_viewer_proxy()
     _, w = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
     assert w.score() is None and "choose an image layer" in notes["error"][-1]
@@ -121,14 +121,14 @@ def test_bad_input_is_reported(make_napari_viewer_proxy, qtbot, notes, model_pat
     assert w.layer_combo.count() == 0 and w.score() is None
 
     # a z-stack without pixel size, then the sharpest slice moves the slider
-    viewer.open(str(DATA / "fluorescence" / "cells3d_nuclei_zstack.tif"), plugin="napari-focusq")
-    stack = viewer.layers["cells3d_nuclei_zstack.tif"]
+    viewer.open(str(made_stack.path), plugin="napari-focusq")
+    stack = viewer.layers[made_stack.path.name]
     assert w.layer_combo.currentText() == stack.name and w.stack_box.isVisibleTo(w)
     assert w.pixel_size.value() == 0
     assert w.score() is None and "no pixel size" in notes["error"][-1]
     run(qtbot, w, w.sharpest_slice)
     z = viewer.dims.current_step[0]
-    assert 28 <= z <= 40, z  # the documented sharpest plane is about 34
+    assert abs(z - made_stack.best) <= 1, z  # 0.4 µm steps with photon noise
     assert "sharpest plane is z" in notes["info"][-1]
 
     viewer.add_image(np.zeros((1, 64, 64), np.uint16), name="one plane")
@@ -149,3 +149,28 @@ def test_trained_checkpoint_appears_in_list(qc, tmp_path):
     n = w.model_combo.count()
     w.add_model(str(bad))
     assert w.model_combo.count() == n
+
+
+def test_objective_fields_score_for_the_users_optics(qc, qtbot, notes, tmp_path):
+    viewer, w = qc
+    assert w.optics() is None  # the sample has no objective metadata: the model's optics
+    w.na.setValue(0.45)
+    w.immersion.setCurrentText("air")
+    assert w.optics() == {"na": 0.45, "immersion": "air"}
+    run(qtbot, w, w.score)
+    assert not notes["error"], notes["error"]
+    o = w.fmap.extra["optics"]
+    assert o["na"] == 0.45 and o["source"]["na"] == "user" and o["mapped_from_model_optics"]
+    assert viewer.layers["Defocus (µm)"].metadata["optics"]["na"] == 0.45
+    assert any("NA 0.45" in n for n in notes["info"])
+    assert w.na.value() == 0.45  # the result layers did not reset the entry
+    # The export records the objective too.
+    paths = w.export(tmp_path)
+    from napari_focusq.outputs import read_results
+
+    assert read_results(paths["results"])[-1]["na"] == "0.450"
+    assert json.loads(paths["geojson"].read_text())["focusq"]["optics"]["na"] == 0.45
+    viewer.screenshot(str(tmp_path / "objective.png"), canvas_only=False)
+    # An impossible objective is refused before any work starts.
+    w.na.setValue(1.3)
+    assert w.score() is None and "immersion" in notes["error"][-1]

@@ -178,6 +178,7 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
     t = np.asarray(tiles)
     if t.ndim == 4 and t.shape[-1] == 4:
         t = t[..., :3]
+    t = mask_nonfinite(t)
     if kind == "green+blue":
         # (N, 2, H, W): each channel as "intensity" would give it; a grey image (or any
         # other layout) is its own green and blue.
@@ -189,11 +190,11 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
             return out
         return np.stack([prepare_input(t[..., c], "intensity", modality) for c in (1, 2)], 1)
     if kind == "rgb01":
-        scale = _dtype_scale(t)
         if t.ndim == 3:
             t = np.repeat(t[..., None], 3, axis=-1)
         elif t.shape[-1] != 3:
             t = np.repeat(t.mean(-1, keepdims=True), 3, axis=-1)
+        scale = _dtype_scale(t)
         return np.ascontiguousarray((t.astype(np.float32) / scale).transpose(0, 3, 1, 2))
     # "intensity": one channel on a 0..255 scale.
     t = intensity_channel(t, modality)
@@ -206,7 +207,7 @@ def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
         hi = np.percentile(x, 99.5, axis=(1, 2), keepdims=True)
         x = (x - lo) * (255.0 / np.maximum(hi - lo, 1e-6))
     else:
-        x *= 255.0 / _dtype_scale(tiles)
+        x *= 255.0 / _dtype_scale(t)
     return np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
 
 
@@ -227,12 +228,51 @@ def intensity_channel(tiles: np.ndarray, modality: str) -> np.ndarray:
     return t
 
 
-def _dtype_scale(t: np.ndarray) -> float:
+def _dtype_scale(t: np.ndarray):
+    """Full scale of the data: the dtype's for integers; for float tiles 1.0 or 255.0 *per
+    tile* (shape (N, 1, ...)), from its finite pixels, so one tile cannot rescale another
+    (issue 19: a single +inf pixel took a whole batch from 0.33 to 4.70 µm)."""
     if t.dtype == np.uint8:
         return 255.0
     if np.issubdtype(t.dtype, np.integer):
         return float(np.iinfo(t.dtype).max)
-    return 1.0 if np.nanmax(t) <= 1.0 else 255.0
+    if t.ndim < 3:
+        fin = t[np.isfinite(t)]
+        return 1.0 if fin.size == 0 or fin.max() <= 1.0 else 255.0
+    peak = np.where(np.isfinite(t), t, -np.inf).reshape(len(t), -1).max(1)
+    return np.where(peak <= 1.0, 1.0, 255.0).astype(np.float32).reshape((-1,) + (1,) * (t.ndim - 1))
+
+
+def nonfinite_count(tiles: np.ndarray) -> np.ndarray:
+    """Pixels per tile (N, H, W[, C]) with a NaN or inf in any channel (0 for integer data)."""
+    t = np.asarray(tiles)
+    if not np.issubdtype(t.dtype, np.floating):
+        return np.zeros(len(t), np.int64)
+    bad = ~np.isfinite(t)
+    if t.ndim == 4:
+        bad = bad.any(-1)
+    return bad.reshape(len(t), -1).sum(1)
+
+
+def mask_nonfinite(tiles: np.ndarray) -> np.ndarray:
+    """Tiles with every NaN/inf pixel replaced by its tile's median of finite values (0 when
+    none): masked, so that the model sees flat neutral areas instead of 0 or 255 spikes
+    that read as sharp edges. Integer data and all-finite tiles are returned as they are."""
+    t = np.asarray(tiles)
+    if not np.issubdtype(t.dtype, np.floating) or t.ndim < 3:
+        return t
+    bad = ~np.isfinite(t)
+    if not bad.any():
+        return t
+    out = t.copy()
+    for i in np.flatnonzero(bad.reshape(len(t), -1).any(1)):
+        for c in range(t.shape[-1]) if t.ndim == 4 else (None,):  # per channel: colour stays neutral
+            sel = (i, Ellipsis) if c is None else (i, Ellipsis, c)
+            b, v = bad[sel], t[sel]
+            if b.any():
+                fin = v[~b]
+                out[sel][b] = np.median(fin) if fin.size else 0.0
+    return out
 
 
 def weights_dir() -> Path:
@@ -264,8 +304,17 @@ def model_from_file(path) -> FocusModel:
     if int(meta.get("tile_px", -1)) != TILE_PX or abs(float(meta.get("working_pixel_um", -1)) - WORKING_PIXEL_UM) > 1e-6:
         raise ModelFileError(path, f"made for {meta.get('tile_px')} px tiles at {meta.get('working_pixel_um')} µm/px; "
                                    f"this version scores {TILE_PX} px at {WORKING_PIXEL_UM} µm/px")
-    module = build_module(arch, meta.get("arch_config"))
-    result = module.load_state_dict(tensors, strict=False)
+    try:
+        module = build_module(arch, meta.get("arch_config"))
+    except (TypeError, ValueError, KeyError) as exc:  # arch_config the builder cannot take
+        raise ModelFileError(path, f"architecture settings {meta.get('arch_config')!r} do not build a "
+                                   f"{arch!r} model ({type(exc).__name__}: {exc})") from None
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # tensor shapes that do not fit the architecture
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
+        raise ModelFileError(path, f"weights do not fit architecture {arch!r} ({detail})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(path, f"weights do not fit architecture {arch!r} "
                                    f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")

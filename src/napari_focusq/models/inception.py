@@ -22,8 +22,10 @@ class InceptionFocusNet(nn.Module):
 
     def __init__(self, tile_px: int = 320, widths: tuple[int, ...] = (1024, 512, 256, 128, 64)):
         super().__init__()
-        from torchvision.models import inception_v3
+        from ..io_extras import require
 
+        # torchvision is an extra: only this preset needs it
+        inception_v3 = require("torchvision.models", "inception", "the inception model preset").inception_v3
         net = inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=False)
         net.fc = nn.Identity()
         self.backbone = net
