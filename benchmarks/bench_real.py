@@ -38,8 +38,8 @@ from napari_focusq.metrics import regression_metrics
 from napari_focusq.models import load_model
 from napari_focusq.progress import drive
 from napari_focusq.tiling import estimate_white_level, tissue_fraction
-from napari_focusq.training import (DEFAULT_TEST, DEFAULT_VAL, TrainConfig, _jpeg, iter_dataset,
-                                    load_training_image, project_data_dir)
+from napari_focusq.training import (DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, TrainConfig,
+                                    _jpeg, data_image, iter_dataset, load_training_image, project_data_dir)
 
 STACKS = {"smear_through_focus_19planes.tif": 9, "urjc_tissue_S1_17planes.tif": 9}
 MAIN_Z = (1.5, 2.5, 4.0)
@@ -78,40 +78,50 @@ def through_focus(readers: dict) -> dict:
 
 
 # ----------------------------------------------------------------------- thick sections
-def _crops(img, n, rng, min_tissue=0.5):
-    white = estimate_white_level(img)
+def _crops(img, n, rng, modality):
+    white = estimate_white_level(img) if modality == "brightfield" else None
+    min_tissue = 0.5 if modality == "brightfield" else 0.1
     H, W = img.shape[:2]
     out, tries = [], 0
     while len(out) < n and tries < 200 * n:
         tries += 1
         y, x = rng.integers(0, H - TILE_PX + 1), rng.integers(0, W - TILE_PX + 1)
         c = img[y:y + TILE_PX, x:x + TILE_PX]
-        if tissue_fraction(c, "brightfield", white_level=white) >= min_tissue:
+        if tissue_fraction(c, modality, white_level=white) >= min_tissue:
             out.append(np.array(c))
     return out
 
 
-def layered_set(names, per_image: int = 12, seed: int = 2027):
-    """(tiles, truth, weight, kind) of thick-section cases from the named images; a bulk crop of
-    one image, its faint layer a crop of the next image (of another tissue)."""
+def _finish(img, modality, rng):
+    """What a scan adds: JPEG 85 (brightfield); photon noise at 2000 photons at the bright end."""
+    if modality == "brightfield":
+        return _jpeg(img, 85)
+    scale = 2000.0 / max(float(np.percentile(img, 99.5)), 1e-6)
+    return (rng.poisson(np.clip(img * scale, 0, None)) / scale).astype(np.float32)
+
+
+def layered_set(paths, per_image: int = 12, seed: int = 2027, modality: str = "brightfield"):
+    """(tiles, truth, weight, kind) of thick-section cases from the images at ``paths``; a bulk
+    crop of one image, its faint layer a crop of the next image (of another tissue);
+    fluorescence: the faint layer first scaled to the bulk's bright end."""
     rng = np.random.default_rng(seed)
-    folder = project_data_dir() / "brightfield"
-    crops = [_crops(load_training_image(folder / n, "brightfield"), per_image, rng) for n in names]
+    crops = [_crops(load_training_image(p, modality), per_image, rng, modality) for p in paths]
     X, T, Wt, K = [], [], [], []
     for i, bulks in enumerate(crops):
         others = crops[(i + 1) % len(crops)]
         for j, bulk in enumerate(bulks):
             faint = others[j % len(others)]
+            if modality == "fluorescence":
+                faint = faint * np.float32(np.percentile(bulk, 99.5) / max(np.percentile(faint, 99.5), 1e-6))
             for w in WEIGHTS:
-                for z in MAIN_Z:
-                    for off in FAINT_OFFSET:
-                        # Bulk at depth z below the focal plane (0); the faint layer at `off`.
-                        img, truth = simulate_layered([Layer(bulk, z), Layer(faint, off, w)], 0.0, pixel_size_um=0.5)
-                        X.append(_jpeg(img, 85)), T.append(truth), Wt.append(w), K.append("defocused")
-                # In focus: the bulk on the focal plane, the faint layer 1.5-4 µm off.
-                for far in (1.5, 4.0):
-                    img, truth = simulate_layered([Layer(bulk, 0.0), Layer(faint, far, w)], 0.0, pixel_size_um=0.5)
-                    X.append(_jpeg(img, 85)), T.append(truth), Wt.append(w), K.append("in focus")
+                cases = [(z, off, "defocused") for z in MAIN_Z for off in FAINT_OFFSET]
+                # In focus: the bulk on the focal plane, the faint layer 1.5 or 4 µm off.
+                cases += [(0.0, far, "in focus") for far in (1.5, 4.0)]
+                for z, off, kind in cases:
+                    # Bulk at depth z below the focal plane (0); the faint layer at `off`.
+                    img, truth = simulate_layered([Layer(bulk, z), Layer(faint, off, w)], 0.0, pixel_size_um=0.5,
+                                                  modality=modality)
+                    X.append(_finish(img, modality, rng)), T.append(truth), Wt.append(w), K.append(kind)
     return np.stack(X), np.array(T), np.array(Wt), np.array(K)
 
 
@@ -127,18 +137,28 @@ def layered_report(readings: np.ndarray, T, Wt, K) -> dict:
     return rows
 
 
+def _print_layered(models, readers, X, T, Wt, K) -> dict:
+    out = {}
+    print(f"{'model':<28}{'weight':>7}{'read/true med':>15}{'p10':>7}{'in-focus med µm':>17}")
+    for k in models:
+        rep = out[k] = layered_report(readers[k](X), T, Wt, K)
+        for w, r in rep.items():
+            print(f"{k:<28}{w:>7}{r['ratio_median']:>15.2f}{r['ratio_p10']:>7.2f}{r['in_focus_median_um']:>17.2f}")
+    return out
+
+
 # ------------------------------------------------------------------------------- main
-def previous_weights(rev: str, tmp: Path) -> Path | None:
-    """The shipped fast weights at git revision ``rev`` (None without git or that revision)."""
+def previous_weights(rev: str, tmp: Path, name: str = "fast") -> Path | None:
+    """The shipped weights ``name`` at git revision ``rev`` (None without git or that revision)."""
     root = Path(__file__).resolve().parents[1]
     try:
         for ext in (".safetensors", ".json"):
-            data = subprocess.run(["git", "-C", str(root), "show", f"{rev}:src/napari_focusq/weights/fast{ext}"],
+            data = subprocess.run(["git", "-C", str(root), "show", f"{rev}:src/napari_focusq/weights/{name}{ext}"],
                                   capture_output=True, check=True).stdout
-            (tmp / f"fast-{rev}{ext}").write_bytes(data)
+            (tmp / f"{name}-{rev}{ext}").write_bytes(data)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return tmp / f"fast-{rev}.safetensors"
+    return tmp / f"{name}-{rev}.safetensors"
 
 
 def main(argv=None):
@@ -148,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--previous", default=PREVIOUS, help="git revision of the previous weights ('' = none)")
     ap.add_argument("--per-image", type=int, default=12, help="bulk crops per image for the layered set")
     ap.add_argument("--thin-per-image", type=int, default=150)
+    ap.add_argument("--fluorescence", action="append", metavar="MODEL",
+                    help="also the fluorescence layered set, read by MODEL (repeatable; e.g. fast-fluorescence)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="focusq-bench-real-"))
@@ -179,17 +201,24 @@ def main(argv=None):
 
     print(f"\n== thick sections from {', '.join(names)} ({a.split}; targets: median reading/truth >= 0.8 "
           "for weight <= 0.35, in-focus <= 0.6 µm) ==")
-    X, T, Wt, K = layered_set(names, a.per_image)
-    res["layered"] = {}
-    print(f"{'model':<28}{'weight':>7}{'read/true med':>15}{'p10':>7}{'in-focus med µm':>17}")
-    for k, fm in models.items():
-        rep = res["layered"][k] = layered_report(readers[k](X), T, Wt, K)
-        for w, r in rep.items():
-            print(f"{k:<28}{w:>7}{r['ratio_median']:>15.2f}{r['ratio_p10']:>7.2f}{r['in_focus_median_um']:>17.2f}")
+    folder = project_data_dir() / "brightfield"
+    X, T, Wt, K = layered_set([folder / n for n in names], a.per_image)
+    res["layered"] = _print_layered(models, readers, X, T, Wt, K)
+    if a.fluorescence:
+        fnames = FLUORESCENCE_TEST if a.split == "test" else FLUORESCENCE_VAL
+        paths = [data_image(n, "fluorescence") for n in fnames]
+        paths = [p for p in paths if p.exists()]
+        print(f"\n== fluorescence thick sections from {', '.join(p.name for p in paths)} ({a.split}; 2000 photons) ==")
+        fl = {Path(m).stem: load_model(m) for m in a.fluorescence}
+        if a.previous:
+            prev = previous_weights(a.previous, tmp, "fast-fluorescence")
+            if prev is not None:
+                fl[f"previous ({a.previous})"] = load_model(prev)
+        Xf, Tf, Wf, Kf = layered_set(paths, a.per_image, modality="fluorescence")
+        res["layered_fluorescence"] = _print_layered(fl, {k: reader(m) for k, m in fl.items()}, Xf, Tf, Wf, Kf)
 
     print(f"\n== simulated thin tiles of the same images, |z| 0-6 µm (targets: R² >= 0.99, slope 0.95-1.05, "
           "MAE0-4 <= 0.2 µm) ==")
-    folder = project_data_dir() / "brightfield"
     cfg = TrainConfig(images=[str(folder / n) for n in names], z_max_um=6.0, jpeg=(70, 95))
     Xs, Zs, _ = drive(iter_dataset(cfg.images, a.thin_per_image, cfg, 2026, "test data"))
     res["simulated"] = {}
