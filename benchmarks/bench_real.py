@@ -87,7 +87,8 @@ def _crops(img, n, rng, modality):
         tries += 1
         y, x = rng.integers(0, H - TILE_PX + 1), rng.integers(0, W - TILE_PX + 1)
         c = img[y:y + TILE_PX, x:x + TILE_PX]
-        if tissue_fraction(c, modality, white_level=white) >= min_tissue:
+        # As the training sampler: past 100 tries a tile, take what comes (small, sparse images).
+        if tries > 100 * n or tissue_fraction(c, modality, white_level=white) >= min_tissue:
             out.append(np.array(c))
     return out
 
