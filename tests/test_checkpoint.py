@@ -240,6 +240,7 @@ def test_refuses_directory_and_missing(tmp_path):
 
 def test_shipped_names_without_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "weights_dir", lambda: tmp_path)
+    monkeypatch.setenv("FOCUSQ_DATA", str(tmp_path / "data"))  # no data/models/ either
     assert models.available_models() == []
     for name in ("inception", "fast", "default"):
         with pytest.raises(ModelFileError, match="no shipped weights") as e:

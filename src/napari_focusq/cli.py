@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "train", "train a model on simulated defocus of in-focus images",
              "  focusq train --recipe default --out weights/   # reproduces the shipped fast weights\n"
              "  focusq train data/brightfield/*.svs --out my_model.safetensors --preset fast --epochs 20\n"
-             "  focusq train data/ --out inc.safetensors --preset inception --seed 1")
+             "  focusq train data/ --out inc.safetensors --preset inception --seed 1\n"
+             "  focusq train --preset inception --device cuda --minutes 9 --out data/models/  # the paper's recipe")
     p.add_argument("data", nargs="*", metavar="DATA",
                    help="in-focus images or folders of them (default with --recipe: the project's real images)")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
@@ -225,8 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixel size of DATA without one in the metadata")
     p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
                    help="auto guesses from the data (RGB on a bright background = brightfield)")
-    p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning; inception: resume)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="inception: where tiles are made and the model trains (auto: CUDA if torch sees a GPU)")
+    p.add_argument("--minutes", type=_positive_float, metavar="M",
+                   help="inception: time budget; the run ends with a finished checkpoint (resume with --init)")
+    p.add_argument("--checkpoint-minutes", type=_positive_float, metavar="M", dest="checkpoint_minutes",
+                   help="inception: write the checkpoint this often (default 3)")
+    p.add_argument("--tiles-per-epoch", type=_nonneg_int, metavar="N", dest="tiles_per_epoch",
+                   help="inception: tiles per epoch (default 33000, the paper's)")
 
     p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images, "
              "or on real pairs of captures (focusq pair)",

@@ -9,9 +9,11 @@ in slide size and decoding overlaps inference.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Generator
 
@@ -65,9 +67,11 @@ class ArraySource:
         return 0
 
     def thumbnail(self, max_size=1024, z=None):
-        a = self.read_plane(z if z is not None else (self.n_z // 2 if "Z" in self.axes else None))
+        z = z if z is not None else (self.n_z // 2 if "Z" in self.axes else None)
+        a = self.array if z is None or "Z" not in self.axes else self.array[z]
         f = max(1, math.ceil(max(a.shape[:2]) / max_size))
-        return a[::f, ::f]
+        # Strided before it is converted: a lazy (dask, zarr) array is never read whole for it.
+        return np.asarray(a[::f, ::f])
 
     def close(self):
         pass
@@ -210,6 +214,10 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
 
     t0 = time.perf_counter()
     px = _check_pixel_size(src, pixel_size_um)
+    if "torch" not in sys.modules:
+        from .models import preload
+
+        preload(())  # torch imports (seconds, cold) while tissue is found, not after
     yax = src.axes.index("Y")
     H, W = src.shape[yax], src.shape[yax + 1]
     grid = TileGrid((H, W), px)
@@ -296,10 +304,11 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     # torch release the GIL in their heavy parts). The model's own threads are what the
     # decoders leave of the budget: on 2 cores, 2 torch threads beside 2 decoders
     # oversubscribe, and whole-slide scoring took ~15 % longer (DESIGN-NOTES, round 6).
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads):
+    queue = deque()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads), _dropping(queue):
         # Two batches of tiles in flight, counted in tiles (strips vary from 1 to
         # STRIP_TILES): fewer, and the decoders idle while the model scores a batch.
-        queue, later = deque(), iter(units)
+        later = iter(units)
         queued = 0
 
         def top_up():
@@ -363,6 +372,17 @@ def _flag_nonfinite(fmap: FocusMap) -> None:
     fmap.extra.setdefault("notes", []).append(
         f"{n} scored tile{'s' if n != 1 else ''} hold NaN/inf pixels: masked before scoring, counted in the "
         "tiles CSV (nonfinite_px) and marked uncertain")
+
+
+@contextmanager
+def _dropping(queue):
+    """On leaving (closed early by a cancel, or an error), cancel the queued strips that no
+    decode worker has started: decoding stops with the strips in hand, not two batches on."""
+    try:
+        yield
+    finally:
+        for _unit, future in queue:
+            future.cancel()
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:

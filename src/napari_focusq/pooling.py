@@ -74,6 +74,15 @@ def tile_information(tiles: np.ndarray, modality: str = "brightfield") -> np.nda
     if modality != "fluorescence" and t.ndim == 4 and t.shape[-1] in (3, 4):
         # Brightfield: only the green channel is used below; drop the rest before any work.
         t = t[..., 1]
+    if t.dtype == np.uint8 and t.ndim == 3 and h % b == 0 and w % b == 0 and b * 255 < 2**16:
+        # The common case (8-bit brightfield, whole tiles), in integer block sums: exact, so
+        # the same figures as the float path below, at a quarter of its cost (decode workers).
+        s = t.reshape(n, h // b, b, w).sum(2, dtype=np.uint16)
+        s = s.reshape(n, h // b, w // b, b).sum(3, dtype=np.uint32)
+        x = s.astype(np.float32) * np.float32(1.0 / (b * b))
+        if modality == "fluorescence":
+            x = prepare_input(x, "intensity", modality)
+        return np.log1p(x.reshape(n, -1).std(1)).astype(np.float32)
     blocks = t[:, :hh, :ww].astype(np.float32).reshape(n, hh // b, b, ww // b, b, *t.shape[3:])
     if t.dtype.kind == "f":
         # NaN/inf pixels (masked data) must not make a whole tile's information NaN.

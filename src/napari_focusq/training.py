@@ -821,7 +821,12 @@ def main_train(args) -> int:
     from .progress import StderrBar, drive
 
     check_model_out(args.out)  # before training, not after it
-    path = drive(iter_fit(train_config(args)), StderrBar())
+    cfg = train_config(args)
+    if cfg.preset == "inception" and cfg.modality == "brightfield":
+        from .inception_training import main  # tiles made on the training device, time budget
+
+        return main(args, cfg)
+    path = drive(iter_fit(cfg), StderrBar())
     meta = json.loads(path.with_suffix(".json").read_text())
     m = meta["metrics"]["validation_calibrated"]
     print(f"wrote {path}\nvalidation (held-out images {', '.join(meta['training']['val_images'])}): "

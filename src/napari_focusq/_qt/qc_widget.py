@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
+from .redraw import Throttle
 from .workers import ActivityBar, model_registry, progress_worker, settings
 
 HELP = ("Cyan tiles are excluded. Select the heatmap or “Excluded tiles” layer, then click a tile to "
@@ -43,6 +44,7 @@ class FocusQCWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._worker = None
+        self._job = None  # the running ScoringJob, whose cancel reaches the decode threads
         self._task_id = None
         self._pbar = None
         self._run: dict | None = None
@@ -56,6 +58,9 @@ class FocusQCWidget(QWidget):
         self._restore()
         self._refresh_layers()
         self._refresh_models()
+        from ..models import preload
+
+        preload()  # torch and the default models load in the background, not after Score
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -380,7 +385,7 @@ class FocusQCWidget(QWidget):
         if checked is None:
             return None
         layer, plane, z, px = checked
-        from ..pipeline import iter_score_image
+        from ..layer_scoring import ScoringJob
         from ..tiling import TileGrid
 
         h, w = plane.shape[:2]
@@ -407,7 +412,10 @@ class FocusQCWidget(QWidget):
         if per_tile:
             gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
         else:
-            gen = iter_score_image(plane, pixel_size_um=px, **kw)
+            # The slide pipeline: the file behind the layer, or the layer's own levels.
+            self._job = ScoringJob(layer.data, dict(layer.metadata), multiscale=bool(layer.multiscale),
+                                   pixel_size_um=px, name=layer.name, z=z, **kw)
+            gen = self._job.events()
         self._start(gen, f"Focus QC: scoring {layer.name}" + (" (best plane per tile)" if per_tile else ""))
         return self._worker
 
@@ -441,6 +449,8 @@ class FocusQCWidget(QWidget):
 
     def cancel(self, *_):
         """Ask the running job to stop at its next progress event."""
+        if self._job is not None:
+            self._job.cancel()  # stops the decoders now, not after the batch in hand
         if self._worker is not None:
             self._worker.quit()
 
@@ -499,8 +509,10 @@ class FocusQCWidget(QWidget):
             kw["name"] = f"{L.HEATMAP_NAME} [scoring]"
             layer = self.viewer.add_image(data, **kw)
             run["layer_obj"] = layer
+            run["redraw"] = Throttle(lambda: layer.refresh() if layer in self.viewer.layers else None)
         if L.fill_tiles(layer.data, tiles) is not None:
-            layer.refresh()
+            # Redraws are throttled: each one re-renders the canvas on the cores scoring uses.
+            run["redraw"].request()
 
     def _on_result(self, result):
         run = self._run or {}
@@ -529,7 +541,11 @@ class FocusQCWidget(QWidget):
         """Replace the previous heatmap/exclusion layers by this run's."""
         scale, translate = run["scale"], run["translate"]
         running = run.get("layer_obj")
-        for ly in (self.heatmap, self.excluded, running, *self.extras.values()):
+        # The running heatmap becomes the result's (the all-in-focus composite must go under
+        # it, so a per-tile run adds a new one): napari runs a full gc.collect() for every
+        # layer it removes, seconds of GUI time with torch loaded.
+        reuse = running is not None and running in self.viewer.layers and run.get("composite") is None
+        for ly in (self.heatmap, self.excluded, None if reuse else running, *self.extras.values()):
             if ly is not None and ly in self.viewer.layers:
                 self.viewer.layers.remove(ly)
         self.extras = {}
@@ -538,7 +554,16 @@ class FocusQCWidget(QWidget):
         self._add_extras(fmap, run)
         kw = L.heatmap_kwargs(scale, translate)
         kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap, "optics": fmap.extra.get("optics")}
-        self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
+        if reuse:
+            run["layer_obj"] = None  # kept: _on_finished removes only a partial layer
+            if run.get("redraw") is not None:
+                run["redraw"].cancel()
+            running.data = fmap.defocus_um.copy()
+            running.name = kw["name"]
+            running.metadata.update(kw["metadata"])
+            self.heatmap = running
+        else:
+            self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
         self.heatmap.colorbar.visible = True
         kw = L.excluded_kwargs(scale, translate)
         kw["metadata"] = {"focusq": "excluded", "focusmap": fmap}
@@ -663,15 +688,21 @@ class FocusQCWidget(QWidget):
 
     def _on_error(self, exc):
         from ..errors import FocusQError
+        from ..progress import Cancelled
 
+        if isinstance(exc, Cancelled) or (self._job is not None and self._job.cancelled):
+            return  # the user's cancel, surfacing from a decode thread; _on_finished reports it
         msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
         _notify_error(f"Focus QC failed: {msg}")
         self._end_task("FAILED")
 
     def _on_finished(self):
         run = self._run or {}
-        aborted = self._worker is not None and self._worker.abort_requested
+        aborted = (self._worker is not None and self._worker.abort_requested) or (
+            self._job is not None and self._job.cancelled)
         running = run.get("layer_obj")
+        if run.get("redraw") is not None:
+            run["redraw"].cancel()
         if running is not None and running in self.viewer.layers:
             self.viewer.layers.remove(running)  # a cancelled or failed run leaves no partial layer
         if aborted:
@@ -681,6 +712,7 @@ class FocusQCWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self._worker = None
+        self._job = None
         self._run = None
         self.score_btn.setEnabled(True)
         self.sharpest_btn.setEnabled(True)

@@ -7,6 +7,7 @@ widget, batch, benchmarks) feeds it the same raw tiles.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -279,9 +280,25 @@ def weights_dir() -> Path:
     return Path(str(resources.files("napari_focusq") / "weights"))
 
 
+def data_models_dir() -> Path:
+    """Checkpoints too large for the wheel (the trained `inception`, 49 MB): the repository's
+    data/models/ ($FOCUSQ_DATA/models for an installed package)."""
+    from ..training import project_data_dir
+
+    return project_data_dir() / "models"
+
+
+def _shipped_path(name: str) -> Path:
+    """The package's weights for ``name``, else data/models/'s, else the package path (missing)."""
+    path = weights_dir() / _SHIPPED[name]
+    if not path.exists() and (data_models_dir() / _SHIPPED[name]).exists():
+        return data_models_dir() / _SHIPPED[name]
+    return path
+
+
 def available_models() -> list[str]:
-    """Names load_model accepts without a path: presets with shipped weights."""
-    return [name for name, f in _SHIPPED.items() if (weights_dir() / f).exists()]
+    """Names load_model accepts without a path: presets with shipped weights (or in data/models/)."""
+    return [name for name in _SHIPPED if _shipped_path(name).exists()]
 
 
 def new_model(architecture: str = "fast", *, modality: str = "brightfield", config: dict | None = None,
@@ -322,10 +339,14 @@ def model_from_file(path) -> FocusModel:
 
 
 _cache: dict = {}
+# One load at a time: a background preload and a scoring job asking for the same model
+# share one instance instead of building it twice.
+_lock = threading.RLock()
 
 
 def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, modality: str = "brightfield") -> FocusModel:
-    """Load a model: "default"/"fast" (shipped), "inception", another shipped name, or a checkpoint path.
+    """Load a model: "default"/"fast" (shipped), "inception" (data/models/, once trained), another
+    shipped name, or a checkpoint path.
 
     "default" picks the shipped model for ``modality``. Models from files are
     cached by path and modification time, so repeated calls are cheap.
@@ -336,19 +357,43 @@ def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, moda
     if name == "default":
         name = "fast-fluorescence" if modality == "fluorescence" and "fast-fluorescence" in available_models() else "fast"
     if name in _SHIPPED:
-        path = weights_dir() / _SHIPPED[name]
+        path = _shipped_path(name)
         if not path.exists():
-            raise ModelFileError(path, f"no shipped weights for {name!r}; train them with "
-                                       f"`focusq train --preset {name.split('-')[0]}` and pass the file with --model")
+            raise ModelFileError(path, f"no shipped weights for {name!r} (nor {data_models_dir() / _SHIPPED[name]}); "
+                                       f"train them with `focusq train --preset {name.split('-')[0]}` "
+                                       "and pass the file with --model")
     else:
         path = Path(name).expanduser()
         if not path.exists():
             raise ModelFileError(path, f"no such model file (known names: {', '.join(['default', *_SHIPPED])})")
     key = (str(path.resolve()), path.stat().st_mtime_ns)
-    if key not in _cache:
-        _cache[key] = model_from_file(path)
-    return _cache[key]
+    with _lock:
+        if key not in _cache:
+            _cache[key] = model_from_file(path)
+        return _cache[key]
 
 
-__all__ = ["FocusModel", "load_model", "new_model", "available_models", "build_module", "ModelFileError",
+def preload(names=("fast", "fast-fluorescence")) -> threading.Thread:
+    """Import torch and load shipped models in a background (daemon) thread; returns it.
+
+    Importing torch is most of a first ``load_model`` (1.5-4 s; the model itself ~50 ms), so
+    front ends start this before the user asks for a score. Failures are left for the real
+    load to report.
+    """
+    def work():
+        try:
+            import torch  # noqa: F401
+
+            for name in names:
+                if name in available_models():
+                    load_model(name)
+        except Exception:  # noqa: BLE001 - the scoring job's own load reports it
+            pass
+
+    t = threading.Thread(target=work, name="focusq-preload", daemon=True)
+    t.start()
+    return t
+
+
+__all__ = ["FocusModel", "load_model", "preload", "new_model", "available_models", "build_module", "ModelFileError",
            "save_checkpoint", "load_checkpoint", "choose_device", "prepare_input"]
