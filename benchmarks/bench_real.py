@@ -159,7 +159,15 @@ def previous_weights(rev: str, tmp: Path, name: str = "fast") -> Path | None:
             (tmp / f"{name}-{rev}{ext}").write_bytes(data)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return tmp / f"{name}-{rev}.safetensors"
+    path = tmp / f"{name}-{rev}.safetensors"
+    from napari_focusq.models.checkpoint import ModelFileError, restamp_checkpoint
+
+    try:
+        # The project's own history is trusted; older files' digests covered the tensors only.
+        restamp_checkpoint(path)
+    except ModelFileError:
+        pass  # already in the current format
+    return path
 
 
 def main(argv=None):
