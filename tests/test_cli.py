@@ -348,3 +348,33 @@ def test_console_script(tmp_path, made_stack):
     r = subprocess.run([str(exe), "score", "--out"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "usage" in r.stderr
     assert cli.EXIT_USAGE == 2
+
+
+def test_simulate_layered_thick_section(tmp_path, capsys):
+    png = DATA / "brightfield" / "ihc_skimage.png"
+    other = DATA / "brightfield" / "histoqc_template1.png"
+    assert main(["simulate", str(png), "--z-um", "0,2.5,-2.5", "--out", str(tmp_path), "--pixel-size", "0.5",
+                 "--layers", f"2.5:0.3,4:0.2:{other}"]) == 0
+    out = capsys.readouterr().out
+    assert "ihc_skimage_layered_z+2.5um.tif" in out and "ihc_skimage_layered_z-2.5um.tif" in out
+    src = np.asarray(Image.open(png))[..., :3]
+    at0 = tifffile.imread(tmp_path / "ihc_skimage_layered_z+0um.tif")
+    at25 = tifffile.imread(tmp_path / "ihc_skimage_layered_z+2.5um.tif")
+    assert at0.shape == src.shape and at0.dtype == np.uint8
+    # At the best plane (the bulk's) the image is sharper than 2.5 µm off it, and darker than
+    # the bulk alone: the faint layers add optical density.
+    lap = lambda a: np.abs(np.diff(a[..., 1].astype(float), axis=1)).mean()
+    assert lap(at0) > 1.5 * lap(at25)
+    assert at0.mean() < src.mean()
+    with tifffile.TiffFile(tmp_path / "ihc_skimage_layered_z+2.5um.tif") as tf:
+        desc = json.loads(tf.pages[0].description)
+    assert desc["best_plane_um"] == 0.0 and desc["focal_plane_um"] == 2.5
+    assert [L["depth_um"] for L in desc["layers"]] == [0.0, 2.5, 4.0]
+    # Bad layer lists and layer images are clear errors.
+    assert main(["simulate", str(png), "--z-um", "1", "--out", str(tmp_path), "--pixel-size", "0.5",
+                 "--layers", "2.5"]) == 2
+    assert "DEPTH:WEIGHT" in capsys.readouterr().err
+    fl = DATA / "fluorescence" / "oiffile_mitoEGFP_ch1.tif"  # grey uint16: not a layer of an RGB image
+    assert main(["simulate", str(png), "--z-um", "1", "--out", str(tmp_path), "--pixel-size", "0.5",
+                 "--layers", f"1:0.2:{fl}"]) != 0
+    assert "oiffile_mitoEGFP_ch1.tif" in capsys.readouterr().err

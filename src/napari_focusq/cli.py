@@ -72,6 +72,24 @@ def _z_list(s: str) -> list[float]:
     return zs
 
 
+def _layer_list(s: str) -> list[tuple[float, float, str | None]]:
+    out = []
+    for part in (v.strip() for v in s.split(",")):
+        if not part:
+            continue
+        bits = part.split(":", 2)
+        try:
+            depth, weight = float(bits[0]), float(bits[1])
+        except (ValueError, IndexError):
+            raise argparse.ArgumentTypeError(f"expected DEPTH:WEIGHT[:IMAGE],... like 2:0.3,4:0.2; got {s!r}") from None
+        if not (abs(depth) < float("inf") and 0 <= weight < float("inf")):
+            raise argparse.ArgumentTypeError(f"layer depth must be finite and weight non-negative; got {part!r}")
+        out.append((depth, weight, bits[2] if len(bits) > 2 and bits[2] else None))
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected DEPTH:WEIGHT[:IMAGE],... like 2:0.3,4:0.2; got {s!r}")
+    return out
+
+
 # -------------------------------------------------------------------------- parser
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks; shows defaults that are not None."""
@@ -254,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="widefield PSF, or the founding paper's Gaussian blur")
     p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
     p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
+    p.add_argument("--layers", type=_layer_list, default=None, metavar="DEPTH:WEIGHT[:IMAGE],...",
+                   help="thick section: layers beside IMAGE (the bulk, depth 0, weight 1), each at DEPTH µm with "
+                        "WEIGHT on its optical density (fluorescence: emission), from IMAGE's other region or "
+                        "from another IMAGE of the same pixel size; --z-um is then signed, from the best plane "
+                        "(the OD-weighted median depth of the layers)")
     _memory_option(p)
 
     p = _sub(subs, "pair", "physical defocus between two registered captures of one field",
@@ -393,6 +416,37 @@ def _read_image_plane(path, pixel_size_um, *, max_side: int):
     return plane, px, unique_stem(path, set())
 
 
+def _simulate_layers(args, plane, px):
+    """--layers -> Layer objects of IMAGE's shape: another image (same pixel size; centre crop,
+    mirrored where smaller), or IMAGE's own content from another region (rolled half-way
+    and turned), so a layer is other tissue of the same specimen."""
+    import numpy as np
+
+    from .demo import MAX_SIMULATE_SIDE
+    from .layered import Layer
+
+    layers = []
+    for k, (depth, weight, path) in enumerate(args.layers):
+        if path is None:
+            img = np.roll(plane, (plane.shape[0] * (k + 1) // (len(args.layers) + 1),
+                                  plane.shape[1] * (k + 1) // (len(args.layers) + 1)), axis=(0, 1))
+            img = img[::-1, ::-1] if k % 2 == 0 else img[:, ::-1]  # turned or mirrored: keeps the shape
+        else:
+            img, opx, _ = _read_image_plane(path, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
+            if abs(opx - px) > 0.01 * px:
+                raise UsageError(f"{path}: layer images must share IMAGE's pixel size ({px:g} µm); "
+                                 f"this one is {opx:g} µm")
+            if img.ndim != plane.ndim or img.shape[2:] != plane.shape[2:] or img.dtype != plane.dtype:
+                raise UsageError(f"{path}: layer images must have IMAGE's channels and dtype "
+                                 f"({plane.shape[2:]} {plane.dtype}); got {img.shape[2:]} {img.dtype}")
+            pad = [(0, max(0, plane.shape[i] - img.shape[i])) for i in (0, 1)] + [(0, 0)] * (img.ndim - 2)
+            img = np.pad(img, pad, mode="symmetric")
+            y0, x0 = (img.shape[0] - plane.shape[0]) // 2, (img.shape[1] - plane.shape[1]) // 2
+            img = img[y0:y0 + plane.shape[0], x0:x0 + plane.shape[1]]
+        layers.append(Layer(np.ascontiguousarray(img), depth, weight))
+    return layers
+
+
 def cmd_simulate(args) -> int:
     from .config import Optics
     from .demo import MAX_SIMULATE_SIDE, _modality, check_simulate_budget, write_defocus_series
@@ -409,8 +463,9 @@ def cmd_simulate(args) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image)
+    layers = _simulate_layers(args, plane, px) if args.layers else None
     paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
-                                 optics=optics, method=args.method, progress=_bar())
+                                 optics=optics, method=args.method, progress=_bar(), layers=layers)
     print(f"wrote {len(paths)} images ({mod}, {px:g} µm/px, {plane.dtype}) to {args.out}/:")
     for p in paths:
         print(f"  {p.name} (+ {p.with_suffix('.png').name})")

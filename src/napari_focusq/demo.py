@@ -207,10 +207,12 @@ def z_label(z: float) -> str:
 
 def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, pixel_size_um: float,
                          modality: str = "auto", optics: Optics | None = None, method: str = "optical",
-                         progress: Callable[[Progress], object] | None = None) -> list[Path]:
+                         progress: Callable[[Progress], object] | None = None, layers=None) -> list[Path]:
     """Write ``<stem>_z<z>um.tif`` (same dtype, pixel size in the tags) and a ``.png`` preview per z.
 
     Previews share one display range (from the input) so blur, not contrast, differs.
+    With ``layers`` (thick section, see :func:`~napari_focusq.optics.simulate_defocus`) z is
+    signed, from the specimen's best plane, and the files are ``<stem>_layered_z<+z>um``.
 
     Returns
     -------
@@ -229,12 +231,20 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
     for i, z in enumerate(z_list):
         if progress is not None:
             progress(Progress("simulate", i, len(z_list), f"z = {z:g} µm"))
-        sim = img if z == 0 else simulate_defocus(img, float(z), pixel_size_um=pixel_size_um, modality=mod,
-                                                  optics=optics, method=method)
-        name = f"{stem}_z{z_label(z)}um"
+        sim = img if z == 0 and not layers else simulate_defocus(
+            img, float(z), pixel_size_um=pixel_size_um, modality=mod, optics=optics, method=method, layers=layers)
+        name = f"{stem}_layered_z{float(z):+g}um" if layers else f"{stem}_z{z_label(z)}um"
         desc = {"software": "napari-focusq", "simulated_defocus_um": abs(float(z)), "modality": mod,
                 "method": method, "pixel_size_um": pixel_size_um,
                 "optics": (optics or Optics.for_modality(mod)).to_dict()}
+        if layers:
+            from .layered import Layer, _content, best_plane
+
+            every = [Layer(img, 0.0, 1.0), *layers]
+            best = best_plane([L.depth_um for L in every], _content(every, mod, 255.0))
+            desc["layers"] = [{"depth_um": L.depth_um, "weight": L.weight} for L in every]
+            desc["best_plane_um"] = best
+            desc["focal_plane_um"] = best + float(z)
         paths.append(write_tif(out / f"{name}.tif", sim, pixel_size_um=pixel_size_um, description=desc))
         write_png(out / f"{name}.png", preview_u8(sim, limits), {"simulated_defocus_um": f"{abs(z):g}"})
     if progress is not None:

@@ -285,6 +285,7 @@ def simulate_defocus(
     optics: Optics | None = None,
     method: str = "optical",
     rng=None,
+    layers=None,
 ) -> np.ndarray:
     """Blur an in-focus image as a widefield microscope defocused by ``z_um`` would.
 
@@ -308,6 +309,13 @@ def simulate_defocus(
         sigma from :func:`gaussian_sigma_px`).
     rng
         Unused (the blur is deterministic); accepted so callers can pass one through.
+    layers
+        Thick-section mode (:mod:`napari_focusq.layered`): further
+        :class:`~napari_focusq.layered.Layer` s (images of ``image``'s shape, depth in µm,
+        weight on their optical density or emission) beside ``image``, which is the bulk
+        at depth 0 with weight 1. ``z_um`` is then the focal plane's signed distance from
+        the specimen's best plane (positive: towards greater depths), and every layer is
+        blurred by its own distance to the focal plane.
 
     Returns
     -------
@@ -315,6 +323,11 @@ def simulate_defocus(
         Same shape and dtype as ``image`` (integers rounded and clipped).
     """
     del rng
+    if layers:
+        from .layered import thick_section
+
+        return thick_section(image, z_um, layers, pixel_size_um=pixel_size_um, modality=modality, optics=optics,
+                             method=method)
     if method not in METHODS:
         raise OpticsError(f"method must be one of {METHODS}; got {method!r}")
     img = _validate_image(image)

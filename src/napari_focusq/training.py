@@ -100,6 +100,9 @@ class TrainConfig:
     photons: tuple[float, float] = (20.0, 20000.0)
     #: Fluorescence: share of tiles left without noise (denoised, deconvolved, heavily averaged data).
     noise_free: float = 0.0
+    #: Share of tiles simulated as thick sections (layered.random_specimen): the tile is the
+    #: bulk, 1-3 in-focus crops of the same split's images are faint layers at other depths.
+    layered: float = 0.0
 
     def __post_init__(self):
         if self.preset not in ("fast", "inception"):
@@ -119,6 +122,8 @@ class TrainConfig:
         if not (0 < self.photons[0] <= self.photons[1]) or not 0 <= self.noise_free <= 1:
             raise TrainingError(f"photons must be a range of positive counts and noise_free a share in [0, 1]; "
                                 f"got {tuple(self.photons)} and {self.noise_free}")
+        if not 0 <= self.layered <= 1:
+            raise TrainingError(f"layered must be a share in [0, 1]; got {self.layered}")
         if not 0 < self.z_max_um <= 30:
             raise TrainingError(f"z_max_um must be in (0, 30]; got {self.z_max_um}")
         self.images = [str(p) for p in self.images]
@@ -253,9 +258,12 @@ def _shrink_to_tile(crop: np.ndarray, tile_px: int) -> np.ndarray:
 
 
 def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: TrainConfig,
-                 tile_px: int = TILE_PX, *, z_min: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 tile_px: int = TILE_PX, *, z_min: float = 0.0, pool=None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` defocused, degraded tiles of one in-focus image, with their |z| (µm) in
-    [z_min, cfg.z_max_um] (z_min: see :func:`magnified_min_z`)."""
+    [z_min, cfg.z_max_um] (z_min: see :func:`magnified_min_z`). With ``cfg.layered`` and a
+    ``pool`` of in-focus crops (:func:`layer_pool`), that share of tiles are thick sections:
+    |z| is then the focal plane's distance to the specimen's best plane."""
+    from .layered import random_specimen, simulate_layered
     from .optics import simulate_defocus
     from .tiling import estimate_white_level, tissue_fraction
 
@@ -323,12 +331,47 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
         if z_min:
             z = z_min + z * (1 - z_min / cfg.z_max_um)  # the same shape of draw, squeezed above z_min
         z = round(z / 0.05) * 0.05
-        b = simulate_defocus(np.ascontiguousarray(t), z, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
-                             optics=optics, method=cfg.blur).astype(np.float32)
+        if cfg.layered and pool is not None and len(pool) and rng.random() < cfg.layered:
+            extras = [_orient(pool[j], rng) for j in rng.integers(0, len(pool), rng.integers(1, 4))]
+            layers, focus = random_specimen(np.ascontiguousarray(t), extras, z, rng, modality=cfg.modality)
+            b = simulate_layered(layers, focus, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
+                                 optics=optics, method=cfg.blur)[0].astype(np.float32)
+        else:
+            b = simulate_defocus(np.ascontiguousarray(t), z, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
+                                 optics=optics, method=cfg.blur).astype(np.float32)
         tiles[i] = _degrade(b, rng, cfg)
         zs[i] = z
         i += 1
     return tiles, zs
+
+
+def _orient(t: np.ndarray, rng) -> np.ndarray:
+    t = np.rot90(t, rng.integers(4))
+    return np.ascontiguousarray(t[::-1] if rng.random() < 0.5 else t)
+
+
+def layer_pool(planes, rng: np.random.Generator, cfg: TrainConfig, per_plane: int = 48,
+               tile_px: int = TILE_PX) -> np.ndarray:
+    """In-focus crops (tiles with at least cfg.min_tissue of tissue) of every plane: the faint
+    layers of thick-section tiles, drawn from the same split's images (never across it)."""
+    from .tiling import estimate_white_level, tissue_fraction
+
+    crops = []
+    for img in planes:
+        H, W = img.shape[:2]
+        if H < tile_px or W < tile_px:
+            continue
+        white = estimate_white_level(img) if cfg.modality == "brightfield" else None
+        got = 0
+        for _ in range(per_plane * 10):
+            y, x = rng.integers(0, H - tile_px + 1), rng.integers(0, W - tile_px + 1)
+            c = img[y:y + tile_px, x:x + tile_px]
+            if tissue_fraction(c, cfg.modality, white_level=white) >= cfg.min_tissue:
+                crops.append(np.array(c))
+                got += 1
+                if got == per_plane:
+                    break
+    return np.stack(crops) if crops else None
 
 
 def _degrade(b: np.ndarray, rng, cfg) -> np.ndarray:
@@ -380,11 +423,21 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
     optics = Optics.for_modality(cfg.modality)
     xs, zs, src = [], [], []
     plane = 0
+    split = cfg.split_channels and cfg.modality == "fluorescence"
+    pool = None
+    if cfg.layered:
+        # Thick-section layers come from every image of this split: one pass first.
+        prng = np.random.default_rng(rng.integers(2**32))
+        planes_all = []
+        for k, p in enumerate(paths):
+            yield Progress(stage, k, len(paths), f"layers from {Path(p).name}")
+            planes_all += load_training_planes(p, cfg.modality, cfg.pixel_sizes, split_channels=split)
+        pool = layer_pool(planes_all, prng, cfg)
+        del planes_all
     for k, p in enumerate(paths):
         yield Progress(stage, k, len(paths), f"tiles from {Path(p).name}")
         # With split_channels each channel is a specimen of its own (nuclei, actin,
         # neurites...); a multichannel image gets up to twice the tiles of a single-channel one.
-        split = cfg.split_channels and cfg.modality == "fluorescence"
         planes = load_training_planes(p, cfg.modality, cfg.pixel_sizes, split_channels=split,
                                       zoom_in=cfg.zoom_in if magnify else 0.0, with_scales=True)
         # Split channels share one image's budget; a magnified copy (zoom_in) is a source with
@@ -394,7 +447,7 @@ def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str,
         for i, (f, px, img) in enumerate(planes):
             n = n_tiles if f == 1.0 else max(1, int(n_tiles * cfg.zoom_in_share))
             t, z = sample_tiles(img, n, np.random.default_rng(rng.integers(2**32)), cfg,
-                                z_min=magnified_min_z(f, optics, px))
+                                z_min=magnified_min_z(f, optics, px), pool=pool)
             xs.append(t)
             zs.append(z)
             # The source index is the image's, or the channel's when channels are split; a
