@@ -197,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
     p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
 
+    p = _sub(subs, "collect", "score slides and add chosen tiles to a tile collection (for focusq train --collection)",
+             "  focusq collect slide.svs --out my_tiles --label in-focus --where 'defocus_um<0.5' --max 50\n"
+             "  focusq collect bad.svs --out my_tiles --label out-of-focus --where 'defocus_um>2'\n"
+             "  focusq collect pair.svs --out my_tiles --label 2.5 --tiles 3,4 3,5")
+    p.add_argument("inputs", nargs="+", metavar="SLIDE")
+    p.add_argument("--out", required=True, metavar="COLLECTION", help="collection folder (created if missing)")
+    p.add_argument("--label", required=True, metavar="in-focus|out-of-focus|UM",
+                   help="what the tiles are: in focus, really out of focus, or a known defocus in µm")
+    p.add_argument("--where", metavar="COND", help="e.g. 'defocus_um<0.5' or 'defocus_um>2 and certainty>=0.8'")
+    p.add_argument("--tiles", nargs="+", metavar="ROW,COL", help="only these grid tiles")
+    p.add_argument("--max", type=_nonneg_int, metavar="N", help="at most N tiles per slide (a seeded random sample)")
+    _score_options(p, threshold=False)
+
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -359,6 +372,7 @@ COMMANDS = {
     "batch": lambda a: _delegate("batch", "main_batch", a),
     "train": lambda a: _delegate("training", "main_train", a),
     "evaluate": lambda a: _delegate("training", "main_evaluate", a),
+    "collect": lambda a: _delegate("collect", "main_collect", a),
     "simulate": cmd_simulate,
     "sharpest": cmd_sharpest,
     "demo": cmd_demo,
