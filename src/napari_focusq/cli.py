@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "train", "train a model on simulated defocus of in-focus images",
              "  focusq train --recipe default --out weights/   # reproduces the shipped fast weights\n"
              "  focusq train data/brightfield/*.svs --out my_model.safetensors --preset fast --epochs 20\n"
-             "  focusq train data/ --out inc.safetensors --preset inception --seed 1")
+             "  focusq train data/ --out inc.safetensors --preset inception --seed 1\n"
+             "  focusq train --collection my_tiles --init default --out lab.safetensors")
     p.add_argument("data", nargs="*", metavar="DATA",
                    help="in-focus images or folders of them (default with --recipe: the project's real images)")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto guesses from the data (RGB on a bright background = brightfield)")
     p.add_argument("--init", metavar="MODEL", help="start from this checkpoint (fine-tuning)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--collection", metavar="COLLECTION",
+                   help="fine-tune on a tile collection (focusq collect) instead of DATA; --init defaults to default")
+    p.add_argument("--threshold-um", type=_positive_float, default=2.0, metavar="UM",
+                   help="with --collection: real out-of-focus tiles must read above it")
+    p.add_argument("--keep-worse", action="store_true",
+                   help="with --collection: write the fine-tuned model even if it does worse than its start")
 
     p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images",
              "  focusq evaluate default data/heldout/*.tif --pixel-size 0.5\n"
@@ -370,7 +377,8 @@ def cmd_demo(args) -> int:
 COMMANDS = {
     "score": cmd_score,
     "batch": lambda a: _delegate("batch", "main_batch", a),
-    "train": lambda a: _delegate("training", "main_train", a),
+    "train": lambda a: (_delegate("collection_train", "main_train_collection", a) if a.collection
+                        else _delegate("training", "main_train", a)),
     "evaluate": lambda a: _delegate("training", "main_evaluate", a),
     "collect": lambda a: _delegate("collect", "main_collect", a),
     "simulate": cmd_simulate,
