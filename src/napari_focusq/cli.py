@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune on a tile collection (focusq collect) instead of DATA; --init defaults to default")
     p.add_argument("--threshold-um", type=_positive_float, default=2.0, metavar="UM",
                    help="with --collection: real out-of-focus tiles must read above it")
+    p.add_argument("--heldout", nargs="+", metavar="SLIDE",
+                   help="with --collection: the slides held out to judge the result (default: a seeded third)")
     p.add_argument("--keep-worse", action="store_true",
                    help="with --collection: write the fine-tuned model even if it does worse than its start")
 

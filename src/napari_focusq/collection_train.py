@@ -32,13 +32,24 @@ from .progress import Progress
 MARGIN_UM = 0.5
 
 
-def split_slides(coll: Collection, seed: int = 0, heldout_fraction: float = 0.34) -> tuple[list, list]:
+def split_slides(coll: Collection, seed: int = 0, heldout_fraction: float = 0.34,
+                 heldout=None) -> tuple[list, list]:
     """(training slides, held-out slides): the held-out ones hold both kinds of tile, the
-    training ones some in-focus tiles (the simulation's material). Seeded."""
+    training ones some in-focus tiles (the simulation's material). Seeded; ``heldout``
+    (slide file names) chooses them instead."""
     kinds: dict = {}
     for r in coll:
         kinds.setdefault(Path(r.slide).name, set()).add(r.kind)
     slides = sorted(kinds)
+    if heldout:
+        held = sorted({Path(h).name for h in heldout})
+        unknown = [h for h in held if h not in kinds]
+        if unknown:
+            raise CollectionError(f"{coll.folder}: no tiles of held-out slide(s) {', '.join(unknown)}")
+        train = [s for s in slides if s not in held]
+        if not any(IN_FOCUS in kinds[s] for s in train):
+            raise CollectionError(f"{coll.folder}: no in-focus tiles left to train on besides the held-out slides")
+        return train, held
     if len(slides) < 2:
         raise CollectionError(f"{coll.folder}: tiles from {len(slides)} slide(s); training on a collection needs at "
                               "least two slides (one to train on, one held out to judge the result)")
@@ -77,18 +88,20 @@ def _not_worse(after: dict, before: dict) -> bool:
 
 def iter_train_collection(collection, out, *, init="default", threshold_um: float = 2.0, epochs: int = 40,
                           lr: float = 5e-4, batch_size: int = 256, seed: int = 0, sim_per_tile: int = 12,
-                          keep_worse: bool = False, heldout_fraction: float = 0.34) -> Generator[Progress, None, Path]:
+                          keep_worse: bool = False, heldout_fraction: float = 0.34,
+                          heldout=None) -> Generator[Progress, None, Path]:
     """Fine-tune ``init`` on ``collection``; yields Progress, returns the checkpoint path (see module doc)."""
     from .models import torch_threads
 
     with torch_threads():
         return (yield from _iter_train(collection, out, init=init, threshold_um=threshold_um, epochs=epochs, lr=lr,
                                        batch_size=batch_size, seed=seed, sim_per_tile=sim_per_tile,
-                                       keep_worse=keep_worse, heldout_fraction=heldout_fraction))
+                                       keep_worse=keep_worse, heldout_fraction=heldout_fraction,
+                                       heldout=heldout))
 
 
 def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, seed, sim_per_tile, keep_worse,
-                heldout_fraction):
+                heldout_fraction, heldout):
     import torch
 
     from . import __version__
@@ -114,7 +127,7 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
     model.device = torch.device("cpu")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    train_slides, held_slides = split_slides(coll, seed, heldout_fraction)
+    train_slides, held_slides = split_slides(coll, seed, heldout_fraction, heldout)
     digest = coll.digest()
 
     out = Path(out)
@@ -270,7 +283,7 @@ def main_train_collection(args) -> int:
     path = drive(iter_train_collection(
         args.collection, args.out, init=args.init or "default", threshold_um=args.threshold_um,
         epochs=args.epochs or 40, lr=args.lr or 5e-4, batch_size=args.batch_size or 256, seed=args.seed or 0,
-        keep_worse=args.keep_worse), StderrBar())
+        keep_worse=args.keep_worse, heldout=args.heldout), StderrBar())
     rep = json.loads(path.with_suffix(".json").read_text())["collection"]
     t = rep["tiles"]
     print(f"wrote {path}\ncollection {rep['folder']} ({rep['digest'][:19]}…): {t['in-focus']} in-focus, "
