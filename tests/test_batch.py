@@ -244,3 +244,16 @@ def test_manifest_skips_only_complete_matching_entries(tmp_path):
     assert not m.is_complete(str(slide), "fast 0.1.0", opts, out)  # the slide changed
     (out / "manifest.json").write_text("{not json")
     assert Manifest(out / "manifest.json").slides == {}  # unreadable: redo everything
+
+
+def test_batch_scores_for_the_users_objective(cluster, slides, tmp_path, fast_model_file):
+    # --na / --immersion reach the workers and every row records them (user_optics.py).
+    _, client = cluster
+    good, _ = slides
+    out = tmp_path / "out"
+    assert main_batch(_args(good, out, client.scheduler.address, fast_model_file, na=0.45, immersion="air",
+                            wavelength=None)) == 0
+    rows = read_results(out / "results.tsv")
+    assert len(rows) == 2 and all(r["na"] == "0.450" and r["optics_source"] == "user" for r in rows)
+    with open(out / f"{good[0].stem}.tiles.csv") as fh:
+        assert "0.45" in fh.read().splitlines()[1].split(",")

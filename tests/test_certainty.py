@@ -61,7 +61,7 @@ def test_fallback_without_calibration_and_bad_input():
 def test_tiles_csv_has_trailing_certainty_columns(tmp_path):
     assert CSV_COLUMNS[:9] == ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um",
                                "excluded")
-    assert CSV_COLUMNS[9:] == ("certainty", "uncertain")
+    assert CSV_COLUMNS[9:11] == ("certainty", "uncertain")
     d = np.array([[0.5, np.nan], [3.0, 1.0]], np.float32)
     lay = certainty_layers(np.array([[0.05, np.nan], [0.6, 0.1]]), d, None)
     fm = FocusMap(defocus_um=d, tissue_fraction=np.ones((2, 2)), tile_size_px=10, image_shape=(20, 20),

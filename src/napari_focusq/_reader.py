@@ -95,6 +95,7 @@ def layer_tuple(path: str | Path, pixel_size_um: float | None = None) -> tuple:
         "multiscale": len(levels) > 1,
         "metadata": {
             "pixel_size_um": px,
+            "objective": getattr(src, "objective", None),
             "pixel_size_source": src.pixel_size_source,
             "z_spacing_um": src.z_spacing_um,
             "path": str(src.path),

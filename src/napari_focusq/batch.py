@@ -244,7 +244,8 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
-                               level=opts["level"], slice=opts["slice"], threads=threads)
+                               level=opts["level"], slice=opts["slice"], threads=threads,
+                               optics=opts.get("optics"))
         try:
             fmap = drive(gen)
         finally:
@@ -366,7 +367,7 @@ def _open_client(workers: int | None, scheduler: str | None, retries: int):
 def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
                threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
                modality: str = "auto", level: int | None = None, slice="auto",
-               retries: int = 2) -> Generator[Progress, None, BatchSummary]:
+               retries: int = 2, optics: dict | None = None) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
@@ -391,7 +392,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
     manifest = Manifest(out / MANIFEST_NAME)
     options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
-               "level": level, "slice": slice}
+               "level": level, "slice": slice, "optics": optics or None}
     stems = _assign_stems(paths, manifest)
     summary = BatchSummary(out_dir=out)
     total = len(paths) + len(missing)
@@ -504,7 +505,7 @@ def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: 
 def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
               threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
               modality: str = "auto", progress=None, retries: int = 2, level: int | None = None,
-              slice="auto") -> BatchSummary:
+              slice="auto", optics: dict | None = None) -> BatchSummary:
     """Score many slides in parallel on dask.distributed and write their outputs to ``out_dir``.
 
     Parameters
@@ -523,6 +524,9 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
         a local cluster.
     threshold_um, pixel_size_um, modality, level, slice
         As for ``focusq score``.
+    optics
+        The objective: a dict with any of ``na``, ``immersion``, ``wavelength_um``
+        (``--na``, ``--immersion``, ``--wavelength``); the rest from each file or the model.
     progress
         Callable receiving Progress events; return False from it to cancel.
     retries
@@ -534,7 +538,13 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     """
     return drive(iter_batch(inputs, out_dir, model=model, workers=workers, scheduler=scheduler,
                             threshold_um=threshold_um, pixel_size_um=pixel_size_um, modality=modality,
-                            level=level, slice=slice, retries=retries), progress)
+                            level=level, slice=slice, retries=retries, optics=optics), progress)
+
+
+def _cli_optics(args) -> dict | None:
+    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
+         "wavelength_um": getattr(args, "wavelength", None)}
+    return {k: v for k, v in d.items() if v is not None} or None
 
 
 def main_batch(args) -> int:
@@ -547,7 +557,7 @@ def main_batch(args) -> int:
                       threshold_um=getattr(args, "threshold_um", DEFAULT_THRESHOLD_UM),
                       pixel_size_um=getattr(args, "pixel_size", None), modality=getattr(args, "modality", "auto"),
                       level=getattr(args, "level", None), slice=getattr(args, "slice", "auto"),
-                      progress=StderrBar())
+                      optics=_cli_optics(args), progress=StderrBar())
     except BatchUsageError as exc:
         print(f"focusq: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -102,6 +102,45 @@ def _score_options(p, *, threshold: bool = True) -> None:
                    help="z-stacks: the sharpest plane (auto), the sharpest per tile, or plane N")
     p.add_argument("--level", type=_nonneg_int, default=None, metavar="N",
                    help="pyramid level to read (default: the one nearest the 0.5 µm/px working resolution)")
+    _optics_options(p)
+
+
+def _wavelengths(s: str):
+    vals = _z_list(s)
+    if any(not 0.2 <= v <= 2.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"wavelengths in µm (0.2-2), e.g. 0.52 or 0.61,0.54,0.47; got {s!r}")
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def _optics_options(p) -> None:
+    """--na / --immersion / --wavelength: the user's objective (user_optics.py)."""
+    g = p.add_argument_group("the objective (default: the file's OME metadata, else the model's 20x/0.75 dry)")
+    g.add_argument("--na", type=_positive_float, default=None, metavar="NA",
+                   help="numerical aperture of the objective the images were taken with; µm are then for it")
+    g.add_argument("--immersion", default=None, metavar="N|MEDIUM",
+                   help="immersion refractive index or medium: air, water, silicone, glycerol, oil (1.518)")
+    g.add_argument("--wavelength", type=_wavelengths, default=None, metavar="UM",
+                   help="emission wavelength (fluorescence) or the green channel's (brightfield), µm")
+
+
+def _check_optics(args) -> None:
+    """Bad --na / --immersion / --wavelength are usage errors, found before any input is read."""
+    if getattr(args, "na", None) is None and getattr(args, "immersion", None) is None \
+            and getattr(args, "wavelength", None) is None:
+        return
+    from .user_optics import OpticsOptionError, resolve_optics
+
+    for mod in (("brightfield", "fluorescence") if getattr(args, "modality", "auto") == "auto" else (args.modality,)):
+        try:
+            resolve_optics(mod, na=args.na, immersion=args.immersion, wavelength_um=args.wavelength)
+        except OpticsOptionError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+def _optics_dict(args) -> dict | None:
+    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
+         "wavelength_um": getattr(args, "wavelength", None)}
+    return {k: v for k, v in d.items() if v is not None} or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq score slide.svs --out qc/\n"
              "  focusq score scans/*.ome.tif --out qc/ --threshold-um 1.5\n"
              "  focusq score cells.tif --out qc/ --pixel-size 0.325 --modality fluorescence\n"
-             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n\n"
+             "  focusq score stack.tif --out qc/ --slice per-tile --model my_model.safetensors\n"
+             "  focusq score plate/*.tif --out qc/ --pixel-size 0.65 --na 0.45   # µm for a 20x/0.45\n\n"
              "writes per input <stem>.tiles.csv, .heatmap.tif, .mask.png, .geojson, .overlay.png,\n"
              "and one row per input in OUT/results.tsv")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="slides, z-stacks or images")
@@ -169,11 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-worse", action="store_true",
                    help="with --collection: write the fine-tuned model even if it does worse than its start")
 
-    p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images",
+    p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images, "
+             "or on real pairs of captures (focusq pair)",
              "  focusq evaluate default data/heldout/*.tif --pixel-size 0.5\n"
-             "  focusq evaluate my_model.safetensors data/ --out report.json")
+             "  focusq evaluate my_model.safetensors data/ --out report.json\n"
+             "  focusq evaluate default --pairs scan1/a.tif:scan2/a.tif scan1/b.tif:scan2/b.tif --na 0.75\n"
+             "  focusq evaluate default --pairs-csv pairs.csv   # columns in,out")
     p.add_argument("model", metavar="MODEL", help="model name or .safetensors checkpoint")
-    p.add_argument("data", nargs="+", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("data", nargs="*", metavar="DATA", help="in-focus images or folders of them")
+    p.add_argument("--pairs", nargs="+", metavar="IN:OUT", default=None,
+                   help="registered captures of one field, in focus and not: the model's reading of OUT is "
+                        "checked against the physical defocus fitted from the pair")
+    p.add_argument("--pairs-csv", metavar="CSV", default=None, dest="pairs_csv",
+                   help="the pairs as a CSV with columns in,out (paths relative to the CSV)")
+    _optics_options(p)
     p.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
     p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
@@ -196,6 +245,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="widefield PSF, or the founding paper's Gaussian blur")
     p.add_argument("--na", type=_positive_float, default=None, help="numerical aperture (default 0.75)")
     p.add_argument("--n", type=_positive_float, default=None, help="immersion refractive index (default 1.0)")
+
+    p = _sub(subs, "pair", "physical defocus between two registered captures of one field",
+             "  focusq pair infocus.tif offset.tif\n"
+             "  focusq pair a.ome.tif b.ome.tif --na 0.75 --plot ab.png --json ab.json\n"
+             "  focusq pair cells.tif cells_dz.tif --pixel-size 0.325 --modality fluorescence --na 1.4 "
+             "--immersion oil\n\n"
+             "fits the transfer function between the captures (their cross-spectrum) with the PSF over z,\n"
+             "and over NA when neither --na nor the file states it; prints z, the fit residual, and\n"
+             "writes a plot. Misregistered pairs (shifted, rotated, another field) are refused.")
+    p.add_argument("input", metavar="IN", help="the in-focus capture")
+    p.add_argument("output", metavar="OUT", help="the out-of-focus capture of the same field, registered to IN")
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM", dest="pixel_size")
+    p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
+                   help="auto guesses from the data (RGB on a bright background = brightfield)")
+    p.add_argument("--reference", choices=("capture", "image"), default="capture",
+                   help="capture: both taken through the objective (H = OTF(z)/OTF(0)); image: OUT was "
+                        "blurred from IN as `focusq simulate` does (H = OTF(z))")
+    p.add_argument("--max-shift", type=_positive_float, default=1.0, metavar="PX", dest="max_shift",
+                   help="larger shifts between the captures are refused as misregistered")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="where to write the plot (default: <OUT stem>.pair.png in the current folder)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the fit as JSON")
+    _optics_options(p)
 
     from .focus import MEASURES
 
@@ -255,6 +327,7 @@ def cmd_score(args) -> int:
     except OSError as exc:
         raise UsageError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
     model = _check_model(args.model, args.modality)
+    _check_optics(args)
     tsv = out / "results.tsv"
     taken: set = set()
     failed = 0
@@ -265,7 +338,7 @@ def cmd_score(args) -> int:
             row, paths = score_to_outputs(
                 path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
                 level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
-                results_tsv=tsv)
+                results_tsv=tsv, optics=_optics_dict(args))
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # a bug on one input should not lose the rest of a long run
@@ -376,12 +449,29 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, model=args.model, progress=_bar())
 
 
+def _evaluate(args) -> int:
+    _check_optics(args)
+    if args.pairs or args.pairs_csv:
+        if args.data:
+            raise UsageError("give either DATA (simulated defocus) or --pairs/--pairs-csv (real pairs), not both")
+        return _delegate("pair_cli", "main_evaluate_pairs", args)
+    if not args.data:
+        raise UsageError("evaluate needs DATA (in-focus images) or --pairs IN:OUT / --pairs-csv CSV")
+    return _delegate("training", "main_evaluate", args)
+
+
+def _batch(args) -> int:
+    _check_optics(args)
+    return _delegate("batch", "main_batch", args)
+
+
 COMMANDS = {
     "score": cmd_score,
-    "batch": lambda a: _delegate("batch", "main_batch", a),
+    "batch": _batch,
     "train": lambda a: (_delegate("collection_train", "main_train_collection", a) if a.collection
                         else _delegate("training", "main_train", a)),
-    "evaluate": lambda a: _delegate("training", "main_evaluate", a),
+    "evaluate": lambda a: _evaluate(a),
+    "pair": lambda a: (_check_optics(a), _delegate("pair_cli", "main_pair", a))[1],
     "collect": lambda a: _delegate("collect", "main_collect", a),
     "simulate": cmd_simulate,
     "sharpest": cmd_sharpest,

@@ -16,7 +16,7 @@ from ._polygons import grid_polygons
 from .config import DEFAULT_THRESHOLD_UM
 
 CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
-               "certainty", "uncertain")
+               "certainty", "uncertain", "na", "immersion_n", "wavelength_um")
 
 
 @dataclass
@@ -162,6 +162,10 @@ class FocusMap:
         cert, unc = self.extra.get("certainty"), self.extra.get("uncertain")
         if cert is not None and np.shape(cert) != self.shape:
             cert = unc = None
+        # The objective the µm are for (user_optics), on every row: a CSV has no header block.
+        o = self.extra.get("optics") or {}
+        w = o.get("wavelengths_um") or [""]
+        optics = {"na": o.get("na", ""), "immersion_n": o.get("immersion_n", ""), "wavelength_um": w[len(w) // 2]}
         for r in range(rows):
             for c in range(cols):
                 y0, x0, y1, x1 = self.tile_bounds(r, c)
@@ -174,6 +178,7 @@ class FocusMap:
                     "excluded": int(bool(ex[r, c])),
                     "certainty": "" if not (np.isfinite(d) and np.isfinite(k)) else round(k, 4),
                     "uncertain": "" if not (np.isfinite(d) and np.isfinite(k)) else int(bool(unc[r, c])),
+                    **optics,
                 }
 
     def to_csv(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:
@@ -208,7 +213,11 @@ class FocusMap:
                     "isLocked": False,
                 },
             })
-        return {"type": "FeatureCollection", "features": features}
+        out = {"type": "FeatureCollection", "features": features}
+        if self.extra.get("optics"):
+            # A GeoJSON foreign member: QuPath reads the features and ignores it.
+            out["focusq"] = {"optics": self.extra["optics"], "model": self.model, "units": "um"}
+        return out
 
     def to_geojson(self, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None) -> Path:
         """Write :meth:`geojson` to ``path`` atomically."""

@@ -119,6 +119,8 @@ class ImageSource:
         self.pixel_size_um: float | None = None
         self.pixel_size_source = "unknown"
         self.z_spacing_um: float | None = None
+        # The objective from the file's metadata (user_optics.ome_objective: na, n, ...).
+        self.objective: dict | None = None
 
     # -- geometry -----------------------------------------------------------------------
     def _canonical_shape(self, raw_shape: tuple) -> tuple:
@@ -525,6 +527,10 @@ def _open_tiff(path: Path) -> ImageSource:
         icc = page.tags.get(34675)  # InterColorProfile
         src.icc_profile = bytes(icc.value) if icc is not None and icc.value else None
         src.pixel_size_um, src.pixel_size_source, src.z_spacing_um = _tiff_pixel_size(tf, series)
+        if tf.is_ome and tf.ome_metadata:
+            from .user_optics import ome_objective
+
+            src.objective = ome_objective(tf.ome_metadata, tf.series.index(series))
         if src.n_z == 1:
             src.z_spacing_um = None
         return src

@@ -29,6 +29,7 @@ RESULTS_COLUMNS = (
     "input", "stem", "status", "tissue_pct", "excluded_pct", "median_um", "p90_um", "mean_um",
     "pass", "model", "modality", "pixel_size_um", "tiles", "seconds", "error",
     "pooled_um", "uncertain_pct", "tissue_tiles",
+    "na", "immersion_n", "wavelength_um", "optics_source", "field_um",
 )
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -97,6 +98,7 @@ def _describe(fmap: FocusMap, threshold_um: float) -> dict:
         "modality": fmap.modality,
         "threshold_um": threshold_um,
         "source": fmap.source,
+        "optics": fmap.extra.get("optics"),
     }
 
 
@@ -314,6 +316,13 @@ def results_row(fmap: FocusMap | None, *, stem: str, input_path, seconds: float,
             tissue_tiles=str(s["tissue_tiles"]),
         )
         row["pass"] = _fmt(bool(s["pass"]))
+        o = fmap.extra.get("optics")
+        if o:
+            w = o["wavelengths_um"]
+            row.update(na=_fmt(o["na"]), immersion_n=_fmt(o["immersion_n"]),
+                       wavelength_um=_fmt(w[len(w) // 2]), optics_source=o["source"]["na"])
+        if "field_um" in fmap.extra:  # fluorescence: the whole field's reading (sparse_scoring.py)
+            row["field_um"] = _fmt(fmap.extra["field_um"])
     return row
 
 
@@ -444,7 +453,7 @@ def error_reason(exc: BaseException, path=None) -> str:
 def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = None, modality: str = "auto",
                      model=None, level: int | None = None, slice="auto",
                      threshold_um: float = DEFAULT_THRESHOLD_UM, progress=None,
-                     results_tsv=None) -> tuple[dict, dict[str, Path]]:
+                     results_tsv=None, optics=None) -> tuple[dict, dict[str, Path]]:
     """Score one slide, write its outputs and (optionally) append its ``results.tsv`` row.
 
     Expected failures (unreadable file, unknown pixel size, bad options: ``FocusQError``,
@@ -473,7 +482,7 @@ def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = 
         from .pipeline import iter_score_slide
 
         gen = iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                               level=level, slice=slice)
+                               level=level, slice=slice, optics=optics)
         try:
             fmap = drive(gen, progress)
         finally:

@@ -192,8 +192,12 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
                       min_tissue: float | None = None, batch_size: int = 64,
-                      threads: int = 1) -> Generator[Progress, None, FocusMap]:
-    """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles."""
+                      threads: int = 1, optics=None) -> Generator[Progress, None, FocusMap]:
+    """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles.
+
+    ``optics``: the user's objective (user_optics.parse_optics: an Optics or a dict of na,
+    immersion, wavelength_um); parts not given come from the file's OME metadata, then the
+    model's own optics. Readings are in µm of defocus through that objective."""
     from .certainty import model_certainty, uses_noise
     from .models import load_model, torch_threads
     from .tiling import TileGrid, estimate_white_level, tissue_mask
@@ -216,6 +220,9 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     tmask = tissue_mask(thumb, mod, white_level=white)
     tissue = _tile_tissue(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]))
     fm = load_model(model if model is not None else "default", modality=mod)
+    from .user_optics import scoring_optics
+
+    user_optics = scoring_optics(optics, mod, fm, getattr(src, "objective", None))
     notes = [f"modality {mod}: {why}"]
     if fm.modality != mod:
         notes.append(f"model {fm.label} was trained for {fm.modality}, the image looks {mod}")
@@ -224,6 +231,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     if px > WORKING_PIXEL_UM * 1.05:
         notes.append(f"pixel size {px:g} µm is coarser than {WORKING_PIXEL_UM} µm: sub-micrometre defocus is beyond it")
     yield Progress("tissue", 1, 1, f"{int((tissue >= min_tissue).sum())} of {rows * cols} tiles have tissue")
+    # (fluorescence tiles holding whole objects are added below, sparse_scoring.py)
 
     lvl = src.level_for(WORKING_PIXEL_UM) if level is None else int(level)
     if not 0 <= lvl < len(src.downsamples):
@@ -233,7 +241,15 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     information = np.full((rows, cols), np.nan, np.float32)  # for pooling (see pooling.py)
     noise = np.full((rows, cols), np.nan, np.float32)  # for certainty maps fitted on it (certainty.py)
     want_noise = uses_noise(model_certainty(fm))
-    todo = [(r, [c for c in range(cols) if tissue[r, c] >= min_tissue]) for r in range(rows)]
+    scorable = tissue >= min_tissue
+    objects = None
+    if mod == "fluorescence":
+        # Sparse fields: a tile holding a whole object is scored too (sparse_scoring.py).
+        from .sparse_scoring import object_counts
+
+        objects = object_counts(tmask, grid, (H / thumb.shape[0], W / thumb.shape[1]), px)
+        scorable |= objects >= 1
+    todo = [(r, [c for c in range(cols) if scorable[r, c]]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
     units = list(_strip_regions(todo))
@@ -289,6 +305,15 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                 finished = flush()
                 yield Progress("score", done, total, f"{done}/{total} tiles",
                                data={"grid_shape": (rows, cols), "tiles": finished})
+    if objects is not None and not np.isfinite(defocus).any():
+        # Nothing passed either rule: one whole-field reading where the field holds weak signal.
+        from .sparse_scoring import whole_field_reading
+
+        got = whole_field_reading(src, grid, lvl, z, thumb, fm, mod, want_noise)
+        if got is not None:
+            rc, defocus[rc], spread[rc], information[rc], noise[rc] = got
+            objects[rc] = max(int(objects[rc]), 1)
+            notes.append("no tile held enough signal: one whole-field reading around the brightest region")
     fmap = FocusMap(
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
@@ -298,6 +323,13 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
                **({"noise_ratio": noise} if want_noise else {})},
     )
     _add_certainty(fmap, fm)
+    if objects is not None:
+        from .sparse_scoring import mark_low_signal
+
+        mark_low_signal(fmap, objects)
+    from .user_optics import apply_optics
+
+    apply_optics(fmap, user_optics)
     return fmap
 
 
@@ -318,14 +350,15 @@ def _add_certainty(fmap: FocusMap, fm) -> None:
 
 
 def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=None,
-                     batch_size: int = 64) -> Generator[Progress, None, FocusMap]:
+                     batch_size: int = 64, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_image`."""
     src = _image_source(image, pixel_size_um)
     return (yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                         min_tissue=min_tissue, batch_size=batch_size))
+                                         min_tissue=min_tissue, batch_size=batch_size, optics=optics))
 
 
-def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=None, progress=None) -> FocusMap:
+def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=None, progress=None,
+                optics=None) -> FocusMap:
     """Predict the defocus (µm) of every tissue tile of an in-memory image.
 
     Parameters
@@ -342,13 +375,19 @@ def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=No
         for the modality when None.
     progress
         Callable receiving Progress events; return False from it to cancel.
+    optics
+        The objective the image was taken with: an ``Optics`` or a dict with any of
+        ``na``, ``immersion`` (index or medium name) and ``wavelength_um``; readings are
+        then µm of defocus through it (``fmap.extra["optics"]`` records it). Default:
+        the model's own optics (20x/0.75 dry).
     """
-    return drive(iter_score_image(image, pixel_size_um=pixel_size_um, modality=modality, model=model), progress)
+    return drive(iter_score_image(image, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                  optics=optics), progress)
 
 
 def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
                      min_tissue=None, batch_size: int = 64,
-                     threads: int = 2) -> Generator[Progress, None, FocusMap]:
+                     threads: int = 2, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_slide` (``threads``: decode threads feeding the model)."""
     from .io import open_image
 
@@ -357,7 +396,8 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
         z = None
         if src.n_z > 1 or "Z" in src.axes:
             if slice == "per-tile":
-                return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size))
+                return (yield from _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size,
+                                                  optics))
             if slice == "auto":
                 from .focus import iter_sharpest_slice
 
@@ -369,7 +409,7 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
                 z %= src.n_z
         fmap = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
                                             level=level, z=z, min_tissue=min_tissue, batch_size=batch_size,
-                                            threads=threads)
+                                            threads=threads, optics=optics)
         return fmap
     finally:
         src.close()
@@ -390,14 +430,15 @@ def _overview(t: np.ndarray, max_size: int = 1024) -> np.ndarray:
     return t
 
 
-def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size):
+def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch_size, optics=None):
     """Score every plane; per tile keep the plane with the least defocus (DESIGN: slice="per-tile")."""
     from .models import load_model
 
     maps, layers = [], {"spread_um": [], "information": [], "noise_ratio": []}
     for zi in range(src.n_z):
         m = yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                         level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size)
+                                         level=level, z=zi, min_tissue=min_tissue, batch_size=batch_size,
+                                         optics=optics)
         maps.append(m.defocus_um)
         for key, planes in layers.items():
             if key in m.extra:
@@ -416,7 +457,9 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
     for key, planes in layers.items():
         if planes:
             m.extra[key] = np.where(valid, np.take_along_axis(np.stack(planes), pick, 0)[0], np.nan).astype(np.float32)
-    for key in ("expected_error_um", "certainty", "uncertain"):
+    # (field_um, low_signal and the unmapped readings were the last plane's: not this map's)
+    for key in ("expected_error_um", "certainty", "uncertain", "field_um", "low_signal",
+                "defocus_model_optics_um"):
         m.extra.pop(key, None)
     _add_certainty(m, load_model(model if model is not None else "default", modality=m.modality))
     m.extra.update({"best_plane": best.astype(np.int32), "defocus_per_plane": stack, "z": "per-tile",
@@ -425,7 +468,7 @@ def _iter_per_tile(src, pixel_size_um, modality, model, level, min_tissue, batch
 
 
 def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "auto", model=None,
-                level: int | None = None, slice="auto", progress=None) -> FocusMap:
+                level: int | None = None, slice="auto", progress=None, optics=None) -> FocusMap:
     """Predict the defocus (µm) of every tissue tile of a slide or z-stack file, streaming tiles.
 
     Parameters
@@ -441,6 +484,9 @@ def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "au
         method), "per-tile" (best plane per tile) or a plane index.
     progress
         Callable receiving Progress events; return False from it to cancel.
+    optics
+        The objective (see :func:`score_image`); parts not given are read from the
+        file's OME ``Objective`` (LensNA, Immersion) where it has them.
     """
     return drive(iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                  level=level, slice=slice), progress)
+                                  level=level, slice=slice, optics=optics), progress)

@@ -149,3 +149,28 @@ def test_trained_checkpoint_appears_in_list(qc, tmp_path):
     n = w.model_combo.count()
     w.add_model(str(bad))
     assert w.model_combo.count() == n
+
+
+def test_objective_fields_score_for_the_users_optics(qc, qtbot, notes, tmp_path):
+    viewer, w = qc
+    assert w.optics() is None  # the sample has no objective metadata: the model's optics
+    w.na.setValue(0.45)
+    w.immersion.setCurrentText("air")
+    assert w.optics() == {"na": 0.45, "immersion": "air"}
+    run(qtbot, w, w.score)
+    assert not notes["error"], notes["error"]
+    o = w.fmap.extra["optics"]
+    assert o["na"] == 0.45 and o["source"]["na"] == "user" and o["mapped_from_model_optics"]
+    assert viewer.layers["Defocus (µm)"].metadata["optics"]["na"] == 0.45
+    assert any("NA 0.45" in n for n in notes["info"])
+    assert w.na.value() == 0.45  # the result layers did not reset the entry
+    # The export records the objective too.
+    paths = w.export(tmp_path)
+    from napari_focusq.outputs import read_results
+
+    assert read_results(paths["results"])[-1]["na"] == "0.450"
+    assert json.loads(paths["geojson"].read_text())["focusq"]["optics"]["na"] == 0.45
+    viewer.screenshot(str(tmp_path / "objective.png"), canvas_only=False)
+    # An impossible objective is refused before any work starts.
+    w.na.setValue(1.3)
+    assert w.score() is None and "immersion" in notes["error"][-1]

@@ -78,6 +78,7 @@ class FocusQCWidget(QWidget):
         self.modality.setToolTip("auto decides from the image; brightfield for stained slides, fluorescence "
                                  "for dark-background images.")
         form.addRow("Modality", self.modality)
+        form.addRow("Objective", self._objective_row())
         row = QHBoxLayout()
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Model: the shipped ones, plus any checkpoint you trained or browsed to.")
@@ -175,6 +176,45 @@ class FocusQCWidget(QWidget):
         lay.addWidget(ex)
         lay.addStretch(1)
 
+    def _objective_row(self) -> QHBoxLayout:
+        """NA, immersion and wavelength of the objective the image was taken with (user_optics.py)."""
+        from ..user_optics import IMMERSION_INDEX
+
+        row = QHBoxLayout()
+        self.na = QDoubleSpinBox()
+        self.na.setRange(0.0, 1.7)
+        self.na.setDecimals(2)
+        self.na.setSingleStep(0.05)
+        self.na.setPrefix("NA ")
+        self.na.setSpecialValueText("NA auto")
+        self.na.setToolTip("Numerical aperture of the objective (filled from the file's OME metadata when it has "
+                           "it). Readings are then µm of defocus through it; empty: the model's 20x/0.75 dry.")
+        self.immersion = QComboBox()
+        self.immersion.addItems(["auto"] + [k for k in IMMERSION_INDEX if k not in ("dry", "glycerin")])
+        self.immersion.setToolTip("Immersion medium of the objective (air = dry); auto: the file's, else air.")
+        self.wavelength = QDoubleSpinBox()
+        self.wavelength.setRange(0.0, 2.0)
+        self.wavelength.setDecimals(3)
+        self.wavelength.setSingleStep(0.01)
+        self.wavelength.setSuffix(" µm")
+        self.wavelength.setSpecialValueText("λ auto")
+        self.wavelength.setToolTip("Emission wavelength (fluorescence) or the green channel's (brightfield), µm; "
+                                   "default 0.52 / 0.54.")
+        for w in (self.na, self.immersion, self.wavelength):
+            row.addWidget(w)
+        return row
+
+    def optics(self) -> dict | None:
+        """The objective fields as score_image's ``optics`` (None: the file's, else the model's)."""
+        d = {}
+        if self.na.value() > 0:
+            d["na"] = self.na.value()
+        if self.immersion.currentIndex() > 0:
+            d["immersion"] = self.immersion.currentText()
+        if self.wavelength.value() > 0:
+            d["wavelength_um"] = self.wavelength.value()
+        return d or None
+
     def _wire(self) -> None:
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered):
@@ -243,6 +283,13 @@ class FocusQCWidget(QWidget):
             self.stack_box.setVisible(False)
             return
         self.pixel_size.setValue(L.layer_pixel_size_um(layer) or 0.0)
+        if getattr(self, "_objective_of", None) != layer.name:
+            # Only when another image is chosen: adding result layers must not undo the user's entry.
+            self._objective_of = layer.name
+            obj = (layer.metadata or {}).get("objective") or {}
+            self.na.setValue(float(obj.get("na", 0.0)))
+            imm = obj.get("immersion", "auto")
+            self.immersion.setCurrentText("air" if imm == "dry" else imm)
         self.stack_box.setVisible(L.is_stack(layer))
 
     def _refresh_models(self):
@@ -344,7 +391,19 @@ class FocusQCWidget(QWidget):
                      "translate": translate, "t0": time.perf_counter(), "layer_obj": None, "kind": "score",
                      "source": layer.metadata.get("path") or layer.name}
         self._save()
-        kw = {"modality": self.modality.currentText(), "model": self.model_combo.currentData()}
+        try:
+            from ..user_optics import OpticsOptionError, resolve_optics
+
+            o = self.optics() or {}
+            for mod in (("brightfield", "fluorescence") if self.modality.currentText() == "auto"
+                        else (self.modality.currentText(),)):
+                resolve_optics(mod, na=o.get("na"), immersion=o.get("immersion"),
+                               wavelength_um=o.get("wavelength_um"))
+        except OpticsOptionError as exc:
+            _notify_error(f"Focus QC: {exc}")
+            return None
+        kw = {"modality": self.modality.currentText(), "model": self.model_combo.currentData(),
+              "optics": self.optics()}
         if per_tile:
             gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
         else:
@@ -478,7 +537,7 @@ class FocusQCWidget(QWidget):
         self._scored = {"layer": run["layer"], "z": run["z"]}
         self._add_extras(fmap, run)
         kw = L.heatmap_kwargs(scale, translate)
-        kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap}
+        kw["metadata"] = {"focusq": "heatmap", "focusmap": fmap, "optics": fmap.extra.get("optics")}
         self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
         self.heatmap.colorbar.visible = True
         kw = L.excluded_kwargs(scale, translate)
@@ -762,14 +821,15 @@ class FocusQCWidget(QWidget):
         return paths
 
 
-def _iter_per_tile(stack, px: float, name: str, *, modality: str, model):
+def _iter_per_tile(stack, px: float, name: str, *, modality: str, model, optics=None):
     """Score every plane, keep each tile's best; return (FocusMap, all-in-focus composite)."""
     from ..pipeline import ArraySource, iter_score_slide
     from ..progress import Progress
     from ..zstack import all_in_focus
 
     src = ArraySource(stack, px, name=name, stack=True)
-    fmap = yield from iter_score_slide(src, pixel_size_um=px, modality=modality, model=model, slice="per-tile")
+    fmap = yield from iter_score_slide(src, pixel_size_um=px, modality=modality, model=model, slice="per-tile",
+                                       optics=optics)
     yield Progress("all in focus", 0, 1, "composing the best planes")
     return fmap, all_in_focus(stack, fmap)
 
