@@ -35,7 +35,8 @@ def build(folder: Path, z_lo: float, z_hi: float, per_slide: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     coll = Collection(folder)
     for p in sorted((project_data_dir() / "brightfield").iterdir()):
-        if p.name in DEFAULT_EXCLUDE or p.name.startswith(".") or p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".svs"):
+        if p.name in DEFAULT_EXCLUDE or p.name.startswith(".") \
+                or p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".svs"):
             continue
         img = load_training_image(p, "brightfield", KNOWN_PIXEL_UM)
         H, W = img.shape[:2]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from pathlib import Path
 from typing import Generator
@@ -76,7 +75,8 @@ def separation(pred_in, pred_out, threshold_um: float) -> dict:
     over_out = float((po > threshold_um).mean()) if len(po) else float("nan")
     over_in = float((pi > threshold_um).mean()) if len(pi) else float("nan")
     return {"auc": auc(po, pi), "out_of_focus_over_threshold": over_out, "in_focus_over_threshold": over_in,
-            "balanced_accuracy": (over_out + 1 - over_in) / 2, "n_in_focus": int(len(pi)), "n_out_of_focus": int(len(po))}
+            "balanced_accuracy": (over_out + 1 - over_in) / 2,
+            "n_in_focus": int(len(pi)), "n_out_of_focus": int(len(po))}
 
 
 def _not_worse(after: dict, before: dict) -> bool:
