@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  focusq train --recipe default --out weights/   # reproduces the shipped fast weights\n"
              "  focusq train data/brightfield/*.svs --out my_model.safetensors --preset fast --epochs 20\n"
              "  focusq train data/ --out inc.safetensors --preset inception --seed 1\n"
-             "  focusq train --preset inception --device cuda --minutes 9 --out data/models/  # the paper's recipe")
+             "  focusq train --preset inception --device cuda --minutes 9 --out data/models/  # the paper's recipe\n"
+             "  focusq train --collection my_tiles --init default --out lab.safetensors")
     p.add_argument("data", nargs="*", metavar="DATA",
                    help="in-focus images or folders of them (default with --recipe: the project's real images)")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
@@ -235,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inception: write the checkpoint this often (default 3)")
     p.add_argument("--tiles-per-epoch", type=_nonneg_int, metavar="N", dest="tiles_per_epoch",
                    help="inception: tiles per epoch (default 33000, the paper's)")
+    p.add_argument("--collection", metavar="COLLECTION",
+                   help="fine-tune on a tile collection (focusq collect) instead of DATA; --init defaults to default")
+    p.add_argument("--threshold-um", type=_positive_float, default=2.0, metavar="UM",
+                   help="with --collection: real out-of-focus tiles must read above it")
+    p.add_argument("--heldout", nargs="+", metavar="SLIDE",
+                   help="with --collection: the slides held out to judge the result (default: a seeded third)")
+    p.add_argument("--keep-worse", action="store_true",
+                   help="with --collection: write the fine-tuned model even if it does worse than its start")
 
     p = _sub(subs, "evaluate", "measure a model's error on simulated defocus of held-out images, "
              "or on real pairs of captures (focusq pair)",
@@ -311,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help=".json, or .csv for one row per plane")
     p.add_argument("--measure", choices=MEASURES, default="std", help="focus measure per plane")
     _memory_option(p)
+
+    p = _sub(subs, "collect", "score slides and add chosen tiles to a tile collection (for focusq train --collection)",
+             "  focusq collect slide.svs --out my_tiles --label in-focus --where 'defocus_um<0.5' --max 50\n"
+             "  focusq collect bad.svs --out my_tiles --label out-of-focus --where 'defocus_um>2'\n"
+             "  focusq collect pair.svs --out my_tiles --label 2.5 --tiles 3,4 3,5")
+    p.add_argument("inputs", nargs="+", metavar="SLIDE")
+    p.add_argument("--out", required=True, metavar="COLLECTION", help="collection folder (created if missing)")
+    p.add_argument("--label", required=True, metavar="in-focus|out-of-focus|UM",
+                   help="what the tiles are: in focus, really out of focus, or a known defocus in µm")
+    p.add_argument("--where", metavar="COND", help="e.g. 'defocus_um<0.5' or 'defocus_um>2 and certainty>=0.8'")
+    p.add_argument("--tiles", nargs="+", metavar="ROW,COL", help="only these grid tiles")
+    p.add_argument("--max", type=_nonneg_int, metavar="N", help="at most N tiles per slide (a seeded random sample)")
+    _score_options(p, threshold=False)
 
     p = _sub(subs, "demo", "make demo data from the bundled sample slide and score it",
              "  focusq demo --out demo/")
@@ -524,9 +546,11 @@ def _batch(args) -> int:
 COMMANDS = {
     "score": cmd_score,
     "batch": _batch,
-    "train": lambda a: _delegate("training", "main_train", a),
+    "train": lambda a: (_delegate("collection_train", "main_train_collection", a) if a.collection
+                        else _delegate("training", "main_train", a)),
     "evaluate": lambda a: _evaluate(a),
     "pair": lambda a: (_check_optics(a), _delegate("pair_cli", "main_pair", a))[1],
+    "collect": lambda a: _delegate("collect", "main_collect", a),
     "simulate": cmd_simulate,
     "sharpest": cmd_sharpest,
     "demo": cmd_demo,
