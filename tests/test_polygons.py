@@ -88,3 +88,33 @@ def test_pocket_touching_the_outside_at_a_corner():
     (rings,) = grid_polygons(mask)
     poly = Polygon(rings[0], rings[1:])
     assert poly.is_valid and poly.area == 7.0 and len(rings) == 2
+
+
+@settings(max_examples=100)
+@given(masks, st.sampled_from([1.0, 7.0, 63.5, 256.0]), st.integers(0, 5), st.integers(0, 5),
+       st.floats(0.0, 0.9), st.floats(0.0, 0.9))
+def test_qupath_tile_objects_valid_and_exact(tmp_path_factory, mask, tile, oy, ox, cut_y, cut_x):
+    """<stem>.tiles.geojson.gz: every tile object a valid polygon, tiles never overlapping,
+    together covering exactly the image's part of the grid, and the excluded ones exactly
+    the excluded tiles' area."""
+    import gzip
+    import json
+
+    from napari_focusq.qupath import EXCLUDED, write_tiles_geojson
+
+    fm = _fmap(mask, tile, float(oy), float(ox), cut_y, cut_x)
+    path = write_tiles_geojson(fm, tmp_path_factory.mktemp("qp") / "s.tiles.geojson.gz", 2.0)
+    features = [f for f in json.loads(gzip.decompress(path.read_bytes()))["features"]
+                if f["properties"]["objectType"] == "tile"]
+    polys = [shape(f["geometry"]) for f in features]
+    for poly in polys:
+        assert poly.is_valid and not poly.interiors, explain_validity(poly)
+    boxes = [box(x0, y0, x1, y1) for r in range(fm.shape[0]) for c in range(fm.shape[1])
+             for y0, x0, y1, x1 in [fm.tile_bounds(r, c)] if y1 > y0 and x1 > x0]
+    # Pixel areas are integers: equality up to float summation error (~1e-9 of the area).
+    assert sum(p.area for p in polys) == pytest.approx(sum(b.area for b in boxes), rel=1e-9)
+    assert unary_union(polys).area == pytest.approx(sum(p.area for p in polys), rel=1e-9)  # no overlap
+    excluded = [p for p, f in zip(polys, features) if f["properties"]["measurements"].get(EXCLUDED)]
+    want = [box(x0, y0, x1, y1) for r, c in zip(*np.nonzero(fm.excluded(2.0)))
+            for y0, x0, y1, x1 in [fm.tile_bounds(r, c)] if y1 > y0 and x1 > x0]
+    assert sum(p.area for p in excluded) == pytest.approx(sum(b.area for b in want), rel=1e-9, abs=1e-9)
