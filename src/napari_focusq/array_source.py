@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .io import level_for
 from .pipeline import ArraySource, ScoringError
 
 
@@ -55,13 +56,7 @@ class LevelsSource(ArraySource):
 
     def level_for(self, pixel_size_um):
         """Coarsest level whose pixel size is at most ``pixel_size_um`` (as ImageSource.level_for)."""
-        if self.pixel_size_um is None:
-            return 0
-        best = 0
-        for i, d in enumerate(self.downsamples):
-            if self.pixel_size_um * d <= pixel_size_um * (1 + 1e-3):
-                best = i
-        return best
+        return level_for(self.pixel_size_um, self.downsamples, pixel_size_um)
 
     def thumbnail(self, max_size=1024, z=None):
         """The coarsest level at least ``max_size`` px long, strided down to about that size."""

@@ -56,6 +56,21 @@ _MAX_TAG_PIXEL_UM = 20.0
 _MIN_TAG_PIXEL_UM = 0.01
 
 
+def level_for(pixel_size_um: float | None, downsamples, target_um: float) -> int:
+    """Index of the coarsest level (of ``downsamples``) whose pixel size is at most ``target_um``.
+
+    0 when the pixel size is unknown. Shared by every source (ImageSource, LevelsSource).
+    """
+    if pixel_size_um is None:
+        return 0
+    best = 0
+    for i, d in enumerate(downsamples):
+        # tolerance: pyramid sizes are rounded, so a 2x level is rarely exactly 2.000x
+        if pixel_size_um * d <= target_um * (1 + 1e-3):
+            best = i
+    return best
+
+
 class ImageSource:
     """An opened image: lazy pyramid levels plus what is known of its geometry.
 
@@ -243,14 +258,7 @@ class ImageSource:
 
     def level_for(self, pixel_size_um: float) -> int:
         """Coarsest level whose pixel size is at most ``pixel_size_um`` (0 if unknown)."""
-        if self.pixel_size_um is None:
-            return 0
-        best = 0
-        for i, d in enumerate(self.downsamples):
-            # tolerance: pyramid sizes are rounded, so a 2x level is rarely exactly 2.000x
-            if self.pixel_size_um * d <= pixel_size_um * (1 + 1e-3):
-                best = i
-        return best
+        return level_for(self.pixel_size_um, self.downsamples, pixel_size_um)
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """A small overview (longest side <= ``max_size``) read from the smallest adequate level.

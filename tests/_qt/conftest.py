@@ -32,6 +32,16 @@ def model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def qc(make_napari_viewer_proxy, model_path):
+    """A viewer with the defocus demo open and Focus QC docked, the session's model added."""
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("napari-focusq", "defocus_demo")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    widget.add_model(str(model_path))
+    return viewer, widget
+
+
+@pytest.fixture
 def notes(monkeypatch):
     """Messages the widgets sent to napari's notifications, as {"error": [...], "info": [...]}."""
     import napari_focusq._qt.qc_widget as qc

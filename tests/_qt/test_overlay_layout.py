@@ -43,15 +43,6 @@ def test_hatch_outlines_regions_and_stays_on_the_slide():
     assert not on[25:, :].any() and not on[20:30, 33:].any() and on[20:25, 30:33].any()
 
 
-@pytest.fixture
-def qc(make_napari_viewer_proxy, model_path):
-    viewer = make_napari_viewer_proxy()
-    viewer.open_sample("napari-focusq", "defocus_demo")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
-    widget.add_model(str(model_path))
-    return viewer, widget
-
-
 def test_overlay_layers_toggle_and_deblur_progress(qc, qtbot, notes):
     from napari_focusq.progress import Progress
 

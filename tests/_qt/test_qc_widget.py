@@ -13,15 +13,6 @@ from test_layers import excluded_pixels, rasterize
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def qc(make_napari_viewer_proxy, model_path):
-    viewer = make_napari_viewer_proxy()
-    viewer.open_sample("napari-focusq", "defocus_demo")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
-    widget.add_model(str(model_path))
-    return viewer, widget
-
-
 def run(qtbot, widget, start):
     """Start a job with ``start()`` and wait (no sleeping) for the worker to finish."""
     worker = start()

@@ -10,15 +10,6 @@ import pytest
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def qc(make_napari_viewer_proxy, model_path):
-    viewer = make_napari_viewer_proxy()
-    viewer.open_sample("napari-focusq", "defocus_demo")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
-    widget.add_model(str(model_path))
-    return viewer, widget
-
-
 def score(qtbot, w):
     """Score and wait until the widget's job is over (a tiny job may finish before a signal could be awaited)."""
     assert w.score() is not None

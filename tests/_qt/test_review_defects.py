@@ -9,15 +9,6 @@ DEMO = "Defocus demo (0, 1, 2, 4 µm)"
 
 
 @pytest.fixture
-def qc(make_napari_viewer_proxy, model_path):
-    viewer = make_napari_viewer_proxy()
-    viewer.open_sample("napari-focusq", "defocus_demo")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
-    widget.add_model(str(model_path))
-    return viewer, widget
-
-
-@pytest.fixture
 def answers(monkeypatch):
     """Answers to the widget's yes/no questions, given in order; records the questions asked."""
     import napari_focusq._qt.qc_widget as qcw
