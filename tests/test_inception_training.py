@@ -19,6 +19,7 @@ import torch
 from napari_focusq.device_tiles import DeviceTileMaker, jpeg_torch, quant_tables
 from napari_focusq.inception_training import (InceptionRun, iter_train_inception, paper_recipe, resolve_device,
                                               run_from_args, speed_habits)
+from napari_focusq.progress import drive
 from napari_focusq.training import TrainingError, load_training_image, project_data_dir
 
 BF = project_data_dir() / "brightfield"
@@ -36,12 +37,9 @@ def maker(template1) -> DeviceTileMaker:
 
 
 def _drain(gen):
+    """(the generator's result, its progress events)."""
     events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return stop.value, events
+    return drive(gen, events.append), events
 
 
 # ---------------------------------------------------------------------------- data on the device
