@@ -2,15 +2,17 @@
 
 A benchmark figure from one draw of tiles moves by ~0.001-0.005 in R² from seed to seed,
 as much as most recipe differences; so every accuracy table is printed as the mean over
->= 3 seeds of tiles with a 95 % bootstrap interval (napari_focusq.metrics.seed_intervals).
+>= 3 seeds of tiles with a 95 % bootstrap interval (napari_focusq.training.metrics.seed_intervals).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from napari_focusq.metrics import format_interval, ranking_metrics, regression_metrics, seed_intervals
+from napari_focusq.training.metrics import (
+    format_interval, ranking_metrics, regression_metrics, seed_intervals,
+)
 from napari_focusq.progress import drive
-from napari_focusq.training import iter_dataset
+from napari_focusq.training.core import iter_dataset
 
 SEEDS = (2026, 2027, 2028)
 

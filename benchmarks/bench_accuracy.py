@@ -25,11 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.certainty import certainty_report, format_certainty_report, model_certainty, noise_ratio
-from napari_focusq.focus import variance_of_laplacian_batch
+from napari_focusq.scoring.certainty import (
+    certainty_report, format_certainty_report, model_certainty, noise_ratio,
+)
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.models import available_models, load_model
-from napari_focusq.optics import simulate_defocus
-from napari_focusq.training import DEFAULT_TEST, TrainConfig, _jpeg, load_training_image, project_data_dir
+from napari_focusq.optics.psf import simulate_defocus
+from napari_focusq.training.core import (
+    DEFAULT_TEST, TrainConfig, _jpeg, load_training_image, project_data_dir,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, predict, print_table, seeded_tiles  # noqa: E402

@@ -28,7 +28,7 @@ TILE = 512
 
 
 def _sample_rgb() -> np.ndarray:
-    from napari_focusq.io import open_image, sample_slide_path
+    from napari_focusq.io.source import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as s:
         return np.asarray(s.read_plane())
@@ -150,7 +150,7 @@ def _peak_of_run(slide: Path, out: Path, model) -> tuple[float, float, int]:
 
     t = time.perf_counter()
     drive(iter_batch([str(slide)], out, model=model, workers=1), grab)
-    from napari_focusq.outputs import read_results
+    from napari_focusq.export.outputs import read_results
 
     import csv
 

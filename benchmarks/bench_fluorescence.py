@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.training import FLUORESCENCE_TEST, TrainConfig, data_image, load_training_image
+from napari_focusq.training.core import FLUORESCENCE_TEST, TrainConfig, data_image, load_training_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, print_table, seeded_tiles  # noqa: E402
@@ -39,8 +39,10 @@ PIXEL_UM = {"cells3d_nuclei_zstack.tif": 0.26, CROP: 0.656}
 
 
 def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
-    from napari_focusq.certainty import certainty_report, format_certainty_report, model_certainty, noise_ratio
-    from napari_focusq.focus import variance_of_laplacian_batch
+    from napari_focusq.scoring.certainty import (
+        certainty_report, format_certainty_report, model_certainty, noise_ratio,
+    )
+    from napari_focusq.scoring.focus import variance_of_laplacian_batch
 
     cfg = TrainConfig(images=images, modality="fluorescence", z_max_um=6.0, min_tissue=0.1,
                       pixel_sizes=pixel_um or PIXEL_UM)
@@ -71,9 +73,9 @@ def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
 
 def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-    from napari_focusq.pipeline import ArraySource, score_slide
-    from napari_focusq.zstack import all_in_focus, tilted_stack
-    from napari_focusq.focus import variance_of_laplacian
+    from napari_focusq.scoring.pipeline import ArraySource, score_slide
+    from napari_focusq.scoring.zstack import all_in_focus, tilted_stack
+    from napari_focusq.scoring.focus import variance_of_laplacian
 
     print("\n== tilted specimen: in-focus plane k0(c) = 1 + c per tile column, 9 planes, 4 x 6 tiles ==")
     results = []
@@ -108,7 +110,7 @@ def exposure(fm, images, pixel_um=None, zs=(0.0, 1.0, 2.0, 3.0, 4.0, 6.0)):
     """MAE against the simulated z at exposures from dim to cleaner than any camera (denoised,
     deconvolved or heavily averaged data): one tile per image, photons at its bright end."""
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-    from napari_focusq.optics import simulate_defocus
+    from napari_focusq.optics.psf import simulate_defocus
 
     levels = (100, 1000, 10000, 100000, None)
     print("\n== exposure: MAE (µm) over z " + ", ".join(f"{z:g}" for z in zs) + " µm, one tile per image ==")
@@ -135,7 +137,7 @@ CELLS3D_MISSING = ("cells3d_nuclei_zstack.tif is not in the repository (its lice
 
 
 def cells3d_auto():
-    from napari_focusq.pipeline import score_slide
+    from napari_focusq.scoring.pipeline import score_slide
 
     p = data_image("cells3d_nuclei_zstack.tif", "fluorescence")
     if not p.is_file():

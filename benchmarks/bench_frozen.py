@@ -2,7 +2,7 @@
 
 Run it ONCE per round, at the end, after the round's recipes and weights are final; its
 figures go into the README's accuracy table and decide nothing in that round (decisions
-use validation; DESIGN-NOTES "Evidence"). The set is data/frozen_test (napari_focusq.heldout):
+use validation; DESIGN-NOTES "Evidence"). The set is data/frozen_test (napari_focusq.training.heldout):
 the script refuses to run if its files differ from the frozen digest.
 
 Tiles are defocused 0-6 µm with the optical model, as in bench_accuracy.py (brightfield:
@@ -23,10 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, predict, print_table, seeded_tiles  # noqa: E402
 
-from napari_focusq.focus import variance_of_laplacian_batch  # noqa: E402
-from napari_focusq.heldout import check_frozen_set, frozen_images, frozen_pixel_sizes  # noqa: E402
+from napari_focusq.scoring.focus import variance_of_laplacian_batch  # noqa: E402
+from napari_focusq.training.heldout import check_frozen_set, frozen_images, frozen_pixel_sizes  # noqa: E402
 from napari_focusq.models import load_model  # noqa: E402
-from napari_focusq.training import TrainConfig  # noqa: E402
+from napari_focusq.training.core import TrainConfig  # noqa: E402
 
 
 def run(modality: str, per_image: int) -> dict:

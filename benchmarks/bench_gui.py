@@ -28,7 +28,7 @@ from slides import write_pyramid  # noqa: E402
 def headless(path: Path, repeats: int) -> dict:
     """Fastest of ``repeats`` runs of the slide pipeline: first batch and done, seconds."""
     from napari_focusq.models import load_model
-    from napari_focusq.pipeline import iter_score_slide
+    from napari_focusq.scoring.pipeline import iter_score_slide
 
     load_model("default")  # the GUI preloads it too: both sides time scoring, not torch's import
     best = None

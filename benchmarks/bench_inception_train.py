@@ -64,10 +64,10 @@ def main(argv=None) -> int:
     import torch
 
     from napari_focusq.config import Optics
-    from napari_focusq.device_tiles import DeviceTileMaker
-    from napari_focusq.inception_training import speed_habits
+    from napari_focusq.training.device_tiles import DeviceTileMaker
+    from napari_focusq.training.inception import speed_habits
     from napari_focusq.models.inception import InceptionFocusNet
-    from napari_focusq.training import TrainConfig, load_training_image, project_data_dir, sample_tiles
+    from napari_focusq.training.core import TrainConfig, load_training_image, project_data_dir, sample_tiles
 
     cuda = args.device == "cuda"
     batch = args.batch or (200 if cuda else 8)

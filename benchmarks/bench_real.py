@@ -32,14 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq.config import TILE_PX
-from napari_focusq.focus import variance_of_laplacian_batch
-from napari_focusq.layered import Layer, simulate_layered
-from napari_focusq.metrics import regression_metrics
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
+from napari_focusq.optics.layered import Layer, simulate_layered
+from napari_focusq.training.metrics import regression_metrics
 from napari_focusq.models import load_model
 from napari_focusq.progress import drive
-from napari_focusq.tiling import estimate_white_level, tissue_fraction
-from napari_focusq.training import (DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, TrainConfig,
-                                    _jpeg, data_image, iter_dataset, load_training_image, project_data_dir)
+from napari_focusq.scoring.tiling import estimate_white_level, tissue_fraction
+from napari_focusq.training.core import (
+    DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, TrainConfig, _jpeg, data_image,
+    iter_dataset, load_training_image, project_data_dir,
+)
 
 STACKS = {"smear_through_focus_19planes.tif": 9, "urjc_tissue_S1_17planes.tif": 9}
 MAIN_Z = (1.5, 2.5, 4.0)

@@ -27,8 +27,8 @@ import numpy as np
 
 from napari_focusq import score_image
 from napari_focusq.config import Optics
-from napari_focusq.sparse_field import capture_field, make_sparse_field, nuclei_crops
-from napari_focusq.training import project_data_dir
+from napari_focusq.training.sparse_field import capture_field, make_sparse_field, nuclei_crops
+from napari_focusq.training.core import project_data_dir
 
 SOURCES = (  # file, µm/px (data/README.md), held out of the shipped model's training
     ("bbbc007_A9_p10d.tif", 0.36, True), ("bbbc007_20P1_POS0007_D_1UL.tif", 0.36, True),
@@ -83,7 +83,7 @@ def main(argv=None):
                 raw = fm.extra.get("defocus_model_optics_um", fm.defocus_um)
                 raw = raw[np.isfinite(raw)]
                 unmapped = fm.extra.get("defocus_model_optics_um")
-                from napari_focusq.sparse_scoring import field_reading
+                from napari_focusq.scoring.sparse import field_reading
 
                 rows.append((name, held, z, fm.extra.get("field_um", np.nan),
                              field_reading(unmapped, fm.extra["objects"]) if unmapped is not None else np.nan,

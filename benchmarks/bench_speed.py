@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.focus import variance_of_laplacian_batch
-from napari_focusq.io import open_image, sample_slide_path
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
+from napari_focusq.io.source import open_image, sample_slide_path
 from napari_focusq.models import load_model, new_model
-from napari_focusq.pipeline import score_slide
+from napari_focusq.scoring.pipeline import score_slide
 
 
 def real_tiles(n: int) -> np.ndarray:
@@ -94,7 +94,7 @@ def in_memory(model, repeats: int = 3) -> dict:
     """score_image end to end on a 6400 x 6400 RGB mosaic at 0.5 µm/px, against the model
     alone (predict_with_spread, batch 64, as the pipeline calls it) on the same tiles,
     alternating, fastest of each."""
-    from napari_focusq.pipeline import score_image
+    from napari_focusq.scoring.pipeline import score_image
 
     with open_image(sample_slide_path()) as src:
         img = src.read_plane()
@@ -121,7 +121,7 @@ def in_memory(model, repeats: int = 3) -> dict:
 def resample_ms(repeats: int = 7) -> dict:
     """Best-of time of resample_to_working on a 1000² RGB region (was a timed test; ~15 ms
     on an idle laptop core)."""
-    from napari_focusq.tiling import resample_to_working
+    from napari_focusq.scoring.tiling import resample_to_working
 
     img = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
     out = {}

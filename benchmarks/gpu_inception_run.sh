@@ -21,7 +21,7 @@ mkdir -p "$OUT" work
 timeout 75 python3 benchmarks/bench_inception_train.py --device cuda --repeats 10 2>&1 | tee -a "$OUT/bench.log"
 # The trainer ends itself within MINUTES; the timeout only guards the command's limit. Its
 # checkpoint file is written atomically every 2 minutes, so whatever stops it, the last one is whole.
-timeout $((MINUTES * 60 + 60)) python3 -c 'from napari_focusq.cli import main; raise SystemExit(main())' \
+timeout $((MINUTES * 60 + 60)) python3 -c 'from napari_focusq.cli.app import main; raise SystemExit(main())' \
     train --preset inception --device cuda --minutes "$MINUTES" --checkpoint-minutes 2 \
     --out work/inception.safetensors ${RESUME:+--init "$RESUME"} 2>&1 | tr '\r' '\n' | grep -v '^$' | tee "$OUT/train.log"
 if [ -f work/inception.safetensors ]; then

@@ -30,13 +30,13 @@ def needs_rewrite(path: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    from napari_focusq.io import open_image
+    from napari_focusq.io.source import open_image
 
     out = Path((argv or sys.argv[1:] or [".gpu_data"])[0]).resolve()
     src_dir = ROOT / "data" / "brightfield"
     dst = out / "brightfield"
     dst.mkdir(parents=True, exist_ok=True)
-    from napari_focusq.training import DEFAULT_EXCLUDE, DEFAULT_TEST
+    from napari_focusq.training.core import DEFAULT_EXCLUDE, DEFAULT_TEST
 
     pixel_sizes = {}
     for p in sorted(src_dir.iterdir()):

@@ -42,7 +42,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def slide_plane() -> np.ndarray:
     """The whole level 0 of the bundled sample slide, (2967, 2220, 3) uint8, read once."""
-    from napari_focusq.io import open_image
+    from napari_focusq.io.source import open_image
 
     with open_image(SVS) as src:
         plane = np.asarray(src.read_plane())
@@ -107,7 +107,7 @@ class MadeStack:
     def __init__(self, folder: Path):
         import tifffile
 
-        from napari_focusq.optics import simulate_defocus
+        from napari_focusq.optics.psf import simulate_defocus
 
         nuclei = tifffile.imread(DATA / "fluorescence" / "nuclei_dsb2018.tif")[128:128 + self.size, 128:128 + self.size]
         img = nuclei.astype(np.float32)

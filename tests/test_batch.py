@@ -17,7 +17,7 @@ import pytest
 from distributed import WorkerPlugin
 
 from napari_focusq.batch import expand_inputs, main_batch, run_batch
-from napari_focusq.outputs import read_results
+from napari_focusq.export.outputs import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 PX = 0.499
@@ -131,7 +131,7 @@ class KillOnce(WorkerPlugin):
         self.marker = marker
 
     def setup(self, worker):
-        import napari_focusq.pipeline as pl
+        import napari_focusq.scoring.pipeline as pl
 
         orig = self.orig = pl.iter_score_slide
         marker = self.marker
@@ -146,7 +146,7 @@ class KillOnce(WorkerPlugin):
         pl.iter_score_slide = iter_score_slide
 
     def teardown(self, worker):
-        import napari_focusq.pipeline as pl
+        import napari_focusq.scoring.pipeline as pl
 
         pl.iter_score_slide = self.orig
 

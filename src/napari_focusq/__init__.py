@@ -10,17 +10,17 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "score_image": "pipeline",
-    "score_slide": "pipeline",
-    "sharpest_slice": "focus",
-    "simulate_defocus": "optics",
+    "score_image": "scoring.pipeline",
+    "score_slide": "scoring.pipeline",
+    "sharpest_slice": "scoring.focus",
+    "simulate_defocus": "optics.psf",
     "load_model": "models",
     "FocusModel": "models",
-    "FocusMap": "focusmap",
+    "FocusMap": "scoring.focusmap",
     "Optics": "config",
     "ScoreConfig": "config",
     "Progress": "progress",
-    "open_image": "io",
+    "open_image": "io.source",
 }
 
 __all__ = ["__version__", *_API]

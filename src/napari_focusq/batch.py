@@ -4,7 +4,7 @@ The client (this process) is the only writer of the run-wide files: ``results.ts
 are appended as slides finish, ``error.log`` gets a line per failure and
 ``manifest.json`` (rewritten atomically) records what is finished, so a rerun skips
 slides whose outputs are complete and redoes the rest. Workers write the per-slide
-outputs (atomically, see :mod:`napari_focusq.outputs`) into the shared output folder.
+outputs (atomically, see :mod:`napari_focusq.export.outputs`) into the shared output folder.
 
 Each worker loads the model once (a WorkerPlugin) and uses as many torch threads as it
 has dask threads. A worker that dies mid-slide (out of memory, killed) has its task
@@ -27,9 +27,9 @@ from typing import Generator, Iterable
 
 from distributed import WorkerPlugin
 
-from .config import DEFAULT_THRESHOLD_UM
-from .errors import FocusQError
-from .progress import Progress, drive
+from napari_focusq.config import DEFAULT_THRESHOLD_UM
+from napari_focusq.errors import FocusQError
+from napari_focusq.progress import Progress, drive
 
 __all__ = ["BatchSummary", "BatchUsageError", "expand_inputs", "iter_batch", "run_batch", "main_batch",
            "MANIFEST_NAME", "ERROR_LOG_NAME"]
@@ -116,7 +116,7 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     def visit(spec: str, from_list: bool) -> None:
         p = Path(spec).expanduser()
         if p.is_dir():
-            from .io_dicom import is_dicom_folder
+            from napari_focusq.io.dicom import is_dicom_folder
 
             if is_dicom_folder(p):
                 add(p)
@@ -153,7 +153,7 @@ def model_fingerprint(model, modality: str = "auto") -> str:
     Loads the model here (in the client) too, so a bad name or file is a usage error
     before any worker starts. Raises :class:`BatchUsageError`.
     """
-    from .models import load_model
+    from napari_focusq.models import load_model
 
     mods = ("brightfield", "fluorescence") if modality == "auto" else (modality,)
     labels = []
@@ -188,7 +188,7 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         import torch
 
-        from .models import load_model
+        from napari_focusq.models import load_model
 
         mods = ("brightfield", "fluorescence") if self.modality == "auto" else (self.modality,)
         for m in mods:
@@ -225,8 +225,8 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
     """
     import torch
 
-    from .outputs import error_reason, results_row, write_outputs
-    from .pipeline import iter_score_slide
+    from napari_focusq.export.outputs import error_reason, results_row, write_outputs
+    from napari_focusq.scoring.pipeline import iter_score_slide
 
     t0 = time.perf_counter()
     model, threads, worker = opts["model"], 1, ""
@@ -242,7 +242,7 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
     except ValueError:  # not in a worker (called directly)
         pass
     result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
-    from .budget import max_memory_mb
+    from napari_focusq.io.budget import max_memory_mb
 
     try:
         st = os.stat(path)
@@ -297,7 +297,7 @@ class Manifest:
         return bool(outs) and all((out_dir / f).is_file() and (out_dir / f).stat().st_size > 0 for f in outs)
 
     def save(self, force: bool = True) -> None:
-        from ._atomic import write_text
+        from napari_focusq._atomic import write_text
 
         if not force and time.monotonic() - self._saved < _MANIFEST_EVERY_S:
             return
@@ -316,8 +316,8 @@ def _append_line(path: Path, line: str) -> None:
 
 def _dedupe_results(tsv: Path) -> None:
     """Keep the newest row per input (a redone slide replaces its earlier row)."""
-    from ._atomic import write_text
-    from .outputs import RESULTS_COLUMNS, read_results
+    from napari_focusq._atomic import write_text
+    from napari_focusq.export.outputs import RESULTS_COLUMNS, read_results
 
     rows = read_results(tsv)
     latest: dict[str, dict] = {}
@@ -332,7 +332,7 @@ def _dedupe_results(tsv: Path) -> None:
 
 def _assign_stems(paths: list[Path], manifest: Manifest) -> dict[str, str]:
     """Stable stems: a slide keeps the stem of an earlier run; new ones avoid every recorded stem."""
-    from .outputs import unique_stem
+    from napari_focusq.export.outputs import unique_stem
 
     taken = {e.get("stem") for e in manifest.slides.values() if e.get("stem")}
     stems = {}
@@ -379,7 +379,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
     scored now, ``peak_rss_mb`` and ``worker``.
     """
-    from .outputs import append_results, error_reason, results_row
+    from napari_focusq.export.outputs import append_results, error_reason, results_row
 
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
@@ -389,7 +389,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         raise BatchUsageError(f"no inputs matched {' '.join(map(str, inputs))}")
     if modality not in ("auto", "brightfield", "fluorescence"):
         raise BatchUsageError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
-    from .preflight import OutputFolderError, check_output_folder
+    from napari_focusq.export.preflight import OutputFolderError, check_output_folder
 
     out = Path(out_dir)
     try:  # before the first slide: a run must not stop half-way on its output folder
@@ -401,7 +401,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     manifest = Manifest(out / MANIFEST_NAME)
     options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
                "level": level, "slice": slice, "optics": optics or None}
-    from .budget import max_memory_bytes
+    from napari_focusq.io.budget import max_memory_bytes
 
     max_memory_mb = max_memory_bytes() / 1e6
     stems = _assign_stems(paths, manifest)
@@ -492,7 +492,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     summary.seconds = time.perf_counter() - t0
     _write_run(out, summary, model_fp, options, total)
     try:
-        from .report import write_report
+        from napari_focusq.export.report import write_report
 
         summary.report = write_report(out)
     except Exception as exc:  # the report is a convenience; the run's results are already safe
@@ -501,13 +501,13 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
 
 
 def _read_rows(tsv: Path) -> list[dict]:
-    from .outputs import read_results
+    from napari_focusq.export.outputs import read_results
 
     return read_results(tsv)
 
 
 def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: int) -> None:
-    from ._atomic import write_text
+    from napari_focusq._atomic import write_text
 
     write_text(out / RUN_NAME, json.dumps({
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(s.seconds, 2), "inputs": total,
@@ -562,7 +562,7 @@ def _cli_optics(args) -> dict | None:
 
 def main_batch(args) -> int:
     """``focusq batch`` with parsed arguments; exit 0 all ok, 1 some failed, 2 bad usage."""
-    from .progress import StderrBar
+    from napari_focusq.progress import StderrBar
 
     try:
         s = run_batch(args.inputs, args.out, model=getattr(args, "model", "default"),

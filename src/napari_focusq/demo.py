@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._atomic import atomic_path, write_bytes
-from .config import TILE_PX, WORKING_PIXEL_UM, Optics
-from .progress import Progress
+from napari_focusq._atomic import atomic_path, write_bytes
+from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM, Optics
+from napari_focusq.progress import Progress
 
 #: ``focusq simulate`` refuses larger planes (the optical blur works on the whole plane).
 MAX_SIMULATE_SIDE = 8000
@@ -24,13 +24,13 @@ MAX_SIMULATE_SIDE = 8000
 def _modality(image, modality: str) -> str:
     if modality != "auto":
         return modality
-    from .tiling import detect_modality
+    from napari_focusq.scoring.tiling import detect_modality
 
     return detect_modality(image)[0]
 
 
 def _margin_px(z_um: float, pixel_size_um: float, optics: Optics | None) -> int:
-    from .optics import blur_radius_um
+    from napari_focusq.optics.psf import blur_radius_um
 
     # the PSF's rings reach past the geometric radius; 2x plus a few µm is ample
     return int(math.ceil((2 * blur_radius_um(z_um, optics) + 3.0) / pixel_size_um)) + 8
@@ -43,7 +43,7 @@ def _blur_span(image: np.ndarray, a: int, b: int, z_um: float, *, axis: int, pix
     The blur sees real neighbours on both sides (a margin past the span), so the span's
     edge looks like the inside of a defocused region rather than a padded border.
     """
-    from .optics import simulate_defocus
+    from napari_focusq.optics.psf import simulate_defocus
 
     take = (lambda lo, hi: image[lo:hi]) if axis == 0 else (lambda lo, hi: image[:, lo:hi])
     if z_um == 0:
@@ -68,7 +68,7 @@ def make_half_defocused(image, *, pixel_size_um: float, z_um: float = 3.0, modal
     z_um
         Defocus of the right half.
     modality, optics, method
-        As for :func:`napari_focusq.optics.simulate_defocus`; "auto" guesses the modality.
+        As for :func:`napari_focusq.optics.psf.simulate_defocus`; "auto" guesses the modality.
 
     Returns
     -------
@@ -87,7 +87,7 @@ def make_half_defocused(image, *, pixel_size_um: float, z_um: float = 3.0, modal
 def band_edges(height: int, pixel_size_um: float, n_bands: int) -> np.ndarray:
     """Row edges (level-0 pixels) of ``n_bands`` horizontal bands on the working tile grid.
 
-    Every edge is a tile edge of :class:`~napari_focusq.tiling.TileGrid` (same rounding),
+    Every edge is a tile edge of :class:`~napari_focusq.scoring.tiling.TileGrid` (same rounding),
     so each band holds whole tiles; the whole tile rows are shared out as evenly as
     possible (the last band also takes a partial last row). With fewer whole rows than
     bands, the bands are simply equal in height.
@@ -97,7 +97,7 @@ def band_edges(height: int, pixel_size_um: float, n_bands: int) -> np.ndarray:
     numpy.ndarray
         ``n_bands + 1`` int edges from 0 to ``height``.
     """
-    from .tiling import TileGrid, TilingError
+    from napari_focusq.scoring.tiling import TileGrid, TilingError
 
     try:
         grid = TileGrid((height, 1), pixel_size_um)
@@ -146,7 +146,7 @@ def write_tif(path, image: np.ndarray, *, pixel_size_um: float | None, descripti
     """Write a (Y, X[, C]) image as TIFF, atomically, keeping its dtype.
 
     The pixel size goes into the resolution tags (pixels per cm), which
-    :func:`napari_focusq.io.open_image` reads back; ``description`` is stored as JSON.
+    :func:`napari_focusq.io.source.open_image` reads back; ``description`` is stored as JSON.
     """
     import tifffile
 
@@ -211,7 +211,7 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
     """Write ``<stem>_z<z>um.tif`` (same dtype, pixel size in the tags) and a ``.png`` preview per z.
 
     Previews share one display range (from the input) so blur, not contrast, differs.
-    With ``layers`` (thick section, see :func:`~napari_focusq.optics.simulate_defocus`) z is
+    With ``layers`` (thick section, see :func:`~napari_focusq.optics.psf.simulate_defocus`) z is
     signed, from the specimen's best plane, and the files are ``<stem>_layered_z<+z>um``.
 
     Returns
@@ -219,7 +219,7 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
     list of Path
         The TIFFs, in the order of ``z_list``.
     """
-    from .optics import simulate_defocus
+    from napari_focusq.optics.psf import simulate_defocus
 
     img = np.asarray(image)
     mod = _modality(img, modality)
@@ -238,7 +238,7 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
                 "method": method, "pixel_size_um": pixel_size_um,
                 "optics": (optics or Optics.for_modality(mod)).to_dict()}
         if layers:
-            from .layered import Layer, _content, best_plane
+            from napari_focusq.optics.layered import Layer, _content, best_plane
 
             every = [Layer(img, 0.0, 1.0), *layers]
             best = best_plane([L.depth_um for L in every], _content(every, mod, 255.0))
@@ -256,8 +256,8 @@ def check_simulate_budget(img, z_list, pixel_size_um, modality, optics=None, met
                           name="image") -> None:
     """Refuse, before the first z, a series whose PSF field or padded FFT would not fit the
     memory budget (issue 19: --z-um 300 grew past 8 GB, 1e6 raised MemoryError)."""
-    from . import budget
-    from .optics import blur_radius_um
+    from napari_focusq.io import budget
+    from napari_focusq.optics.psf import blur_radius_um
 
     if method != "optical" or not len(z_list):
         return
@@ -272,7 +272,7 @@ def check_simulate_budget(img, z_list, pixel_size_um, modality, optics=None, met
 
 
 def tissue_map(image, *, pixel_size_um: float, modality: str = "auto", source: str | None = None):
-    """A :class:`~napari_focusq.focusmap.FocusMap` of tissue only (defocus NaN), and the mask.
+    """A :class:`~napari_focusq.scoring.focusmap.FocusMap` of tissue only (defocus NaN), and the mask.
 
     Lets the demo show the tile grid and tissue detection without a model.
 
@@ -283,8 +283,8 @@ def tissue_map(image, *, pixel_size_um: float, modality: str = "auto", source: s
     """
     import warnings
 
-    from .focusmap import FocusMap
-    from .tiling import TileGrid, resample_to_working, tissue_mask
+    from napari_focusq.scoring.focusmap import FocusMap
+    from napari_focusq.scoring.tiling import TileGrid, resample_to_working, tissue_mask
 
     img = np.asarray(image)
     mod = _modality(img, modality)
@@ -318,8 +318,8 @@ def run_demo(out_dir, *, model="default", progress=None, crop_px: int = 1024, lo
     int
         0, or 1 when the scoring part could not run (the rest is still written).
     """
-    from .io import open_image, sample_slide_path
-    from .outputs import score_to_outputs
+    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.export.outputs import score_to_outputs
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -354,7 +354,7 @@ def run_demo(out_dir, *, model="default", progress=None, crop_px: int = 1024, lo
     written = [out / "series", out / "sample.tissue.png", out / "sample.grid.csv", half_path]
     rc = 0
     try:
-        from .models import load_model
+        from napari_focusq.models import load_model
 
         mdl = load_model(model)
         import importlib

@@ -15,7 +15,7 @@ def _isolated_settings(tmp_path, monkeypatch):
     from qtpy.QtCore import QSettings
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    import napari_focusq._qt.workers as workers
+    import napari_focusq.napari.widgets.workers as workers
 
     monkeypatch.setattr(workers, "_registry", None)
 
@@ -44,16 +44,16 @@ def qc(make_napari_viewer_proxy, model_path):
 @pytest.fixture
 def notes(monkeypatch):
     """Messages the widgets sent to napari's notifications, as {"error": [...], "info": [...]}."""
-    import napari_focusq._qt.qc_widget as qc
+    import napari_focusq.napari.widgets.qc as qc
 
     got = {"error": [], "info": []}
     monkeypatch.setattr(qc, "_notify_error", lambda m: got["error"].append(m))
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
     import importlib
 
-    for name in ("train_widget", "review_widget"):
+    for name in ("train", "review"):
         try:
-            mod = importlib.import_module(f"napari_focusq._qt.{name}")
+            mod = importlib.import_module(f"napari_focusq.napari.widgets.{name}")
         except ImportError:
             continue
         monkeypatch.setattr(mod, "_notify_error", lambda m: got["error"].append(m))

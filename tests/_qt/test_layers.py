@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_focusq._qt import layers as L
+from napari_focusq.napari import layers as L
 
 
 @pytest.mark.parametrize("origin", [(0.0, 0.0), (-100.5, -37.25)])
@@ -75,8 +75,8 @@ def test_manifest_is_valid():
 
 
 def test_reader_gives_um_scale_rgb_and_z_axis(made_stack):
-    from napari_focusq._reader import get_reader
-    from napari_focusq.io import sample_slide_path
+    from napari_focusq.napari.reader import get_reader
+    from napari_focusq.io.source import sample_slide_path
 
     assert get_reader("slide.png") is None
     p = str(sample_slide_path())
@@ -116,7 +116,7 @@ def excluded_pixels(fmap, excluded) -> np.ndarray:
 
 
 def _fmap():
-    from napari_focusq.focusmap import FocusMap
+    from napari_focusq.scoring.focusmap import FocusMap
 
     d = np.array([[0.5, 3.0, np.nan], [2.5, 1.0, 4.0]], np.float32)
     return FocusMap(defocus_um=d, tissue_fraction=np.isfinite(d).astype(np.float32), tile_size_px=100.0,
@@ -125,7 +125,7 @@ def _fmap():
 
 @pytest.mark.parametrize("suffix", [".tif", ".png"])
 def test_mask_writer_records_scale(tmp_path, suffix):
-    from napari_focusq._writer import write_mask
+    from napari_focusq.napari.writer import write_mask
 
     fmap = _fmap()
     ex = fmap.excluded(2.0).astype(np.uint8)
@@ -150,7 +150,7 @@ def test_mask_writer_records_scale(tmp_path, suffix):
 
 
 def test_geojson_writer_and_read_only_folder(tmp_path, read_only_dir):
-    from napari_focusq._writer import ExportError, write_geojson, write_mask
+    from napari_focusq.napari.writer import ExportError, write_geojson, write_mask
 
     fmap = _fmap()
     ex = fmap.excluded(2.0).astype(np.uint8)
@@ -170,7 +170,7 @@ def test_geojson_writer_and_read_only_folder(tmp_path, read_only_dir):
     {"name": "heatmap", "metadata": {"focusq": "heatmap", "focusmap": None}},
 ])
 def test_mask_writer_refuses_labels_that_are_not_the_exclusion_layer(tmp_path, meta):
-    from napari_focusq._writer import ExportError, write_mask
+    from napari_focusq.napari.writer import ExportError, write_mask
 
     labels = np.zeros((50, 60), np.uint16)
     labels[10:20, 10:30] = 7  # label values a 0/255 mask would destroy
@@ -180,7 +180,7 @@ def test_mask_writer_refuses_labels_that_are_not_the_exclusion_layer(tmp_path, m
 
 
 def test_mask_writer_refuses_a_grid_that_no_longer_matches(tmp_path):
-    from napari_focusq._writer import ExportError, write_mask
+    from napari_focusq.napari.writer import ExportError, write_mask
 
     fmap = _fmap()
     with pytest.raises(ExportError, match="no longer matches"):

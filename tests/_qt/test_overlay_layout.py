@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_focusq._qt import layers as L
+from napari_focusq.napari import layers as L
 
 TIMEOUT_MS = 120_000
 
@@ -23,7 +23,7 @@ def test_colormap_clear_at_focus_growing_to_a_warning():
 
 
 def test_hatch_outlines_regions_and_stays_on_the_slide():
-    from napari_focusq.focusmap import FocusMap
+    from napari_focusq.scoring.focusmap import FocusMap
 
     ex = np.zeros((3, 4), bool)
     ex[1, 1:3] = True
@@ -73,7 +73,7 @@ def test_overlay_layers_toggle_and_deblur_progress(qc, qtbot, notes):
 
 
 def test_docks_fit_a_1000_px_screen_and_export_opens_next_to_the_slide(qc, qtbot, tmp_path, monkeypatch):
-    import napari_focusq._qt.qc_widget as qcw
+    import napari_focusq.napari.widgets.qc as qcw
 
     viewer, w = qc
     _, tw = viewer.window.add_plugin_dock_widget("napari-focusq", "Train focus model")

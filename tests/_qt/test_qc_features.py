@@ -105,7 +105,7 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
     assert np.allclose(prev.data_to_world((0, 0)), image.data_to_world((y0, x0)))
     assert np.allclose(prev.data_to_world((y1 - y0 - 1, x1 - x0 - 1)), image.data_to_world((y1 - 1, x1 - 1)))
     assert image.data is data_obj and np.array_equal(image.data, before)  # the image is never modified
-    from napari_focusq.focus import variance_of_laplacian
+    from napari_focusq.scoring.focus import variance_of_laplacian
 
     crop = before[y0:y1, x0:x1]
     assert variance_of_laplacian(prev.data) > 1.5 * variance_of_laplacian(crop)  # it did sharpen
@@ -116,8 +116,8 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
 
 def test_sharpest_plane_per_tile_best_plane_and_all_in_focus(make_napari_viewer_proxy, qtbot, notes):
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-    from napari_focusq.training import load_training_image
-    from napari_focusq.zstack import all_in_focus, tilted_stack
+    from napari_focusq.training.core import load_training_image
+    from napari_focusq.scoring.zstack import all_in_focus, tilted_stack
 
     img = load_training_image(DATA / "fluorescence" / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence")
     rows, cols = 2, 3

@@ -16,7 +16,7 @@ def pyramid(tmp_path_factory):
     level 1 is the 0.5 µm/px level the model reads, levels 2-3 are coarser still."""
     import tifffile
 
-    from napari_focusq.io import open_image, sample_slide_path
+    from napari_focusq.io.source import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as src:
         img = src.read_plane()
@@ -36,7 +36,7 @@ def pyramid(tmp_path_factory):
 @pytest.fixture
 def reads(monkeypatch):
     """Every ImageSource.read_region call, as (level, h, w, thread name), in call order."""
-    from napari_focusq.io import ImageSource
+    from napari_focusq.io.source import ImageSource
 
     got = []
     real = ImageSource.read_region
@@ -51,7 +51,7 @@ def reads(monkeypatch):
 
 def test_file_backed_layer_scored_through_the_slide_path(make_napari_viewer_proxy, qtbot, notes, pyramid, reads,
                                                          model_path):
-    from napari_focusq.pipeline import score_slide
+    from napari_focusq.scoring.pipeline import score_slide
 
     viewer = make_napari_viewer_proxy()
     viewer.open(str(pyramid), plugin="napari-focusq")
@@ -82,9 +82,9 @@ def test_file_backed_layer_scored_through_the_slide_path(make_napari_viewer_prox
 def test_cancel_stops_the_decoders(make_napari_viewer_proxy, qtbot, notes, model_path, monkeypatch):
     """Cancel mid-run: no strip read starts after cancel(); only the reads the two decode
     threads already had in hand finish (counted, not timed)."""
-    from napari_focusq.array_source import LevelsSource
-    from napari_focusq.io import open_image, sample_slide_path
-    from napari_focusq.layer_scoring import DECODE_THREADS, iter_score_layer
+    from napari_focusq.io.arrays import LevelsSource
+    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.scoring.viewer_source import DECODE_THREADS, iter_score_layer
     from napari_focusq.progress import drive
 
     with open_image(sample_slide_path()) as src:

@@ -17,8 +17,8 @@ def score(qtbot, w):
 
 
 def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
-    import napari_focusq._qt.qc_widget as qcw
-    from napari_focusq.qupath import DEFOCUS, EXCLUDED
+    import napari_focusq.napari.widgets.qc as qcw
+    from napari_focusq.export.qupath import DEFOCUS, EXCLUDED
 
     viewer, w = qc
     score(qtbot, w)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def test_throttle_runs_first_at_once_and_merges_a_burst(qtbot, monkeypatch):
-    import napari_focusq._qt.redraw as R
+    import napari_focusq.napari.widgets.redraw as R
 
     now = {"t": 100.0}
     monkeypatch.setattr(R.time, "monotonic", lambda: now["t"])  # a clock the test moves
@@ -25,7 +25,7 @@ def test_throttle_runs_first_at_once_and_merges_a_burst(qtbot, monkeypatch):
 
 
 def test_throttle_waits_longer_after_a_costly_redraw(qtbot, monkeypatch):
-    import napari_focusq._qt.redraw as R
+    import napari_focusq.napari.widgets.redraw as R
 
     now = {"t": 0.0}
     monkeypatch.setattr(R.time, "monotonic", lambda: now["t"])

@@ -11,7 +11,7 @@ DEMO = "Defocus demo (0, 1, 2, 4 µm)"
 @pytest.fixture
 def answers(monkeypatch):
     """Answers to the widget's yes/no questions, given in order; records the questions asked."""
-    import napari_focusq._qt.qc_widget as qcw
+    import napari_focusq.napari.widgets.qc as qcw
 
     state = {"answers": [], "asked": []}
 
@@ -68,7 +68,7 @@ def test_2_typed_pixel_size_is_kept_per_layer(make_napari_viewer_proxy, qtbot):
 
 
 def test_3_activity_bar_moves(qtbot):
-    from napari_focusq._qt.workers import ActivityBar
+    from napari_focusq.napari.widgets.workers import ActivityBar
     from napari_focusq.progress import Progress
 
     bar = ActivityBar("Focus QC", min_interval=0.0)
@@ -116,7 +116,7 @@ def test_5_image_smaller_than_a_tile_says_why_and_no_fail(make_napari_viewer_pro
 
 
 def test_6_export_twice_one_row_and_asks_before_overwriting(qc, qtbot, notes, tmp_path, answers):
-    from napari_focusq.outputs import read_results
+    from napari_focusq.export.outputs import read_results
 
     viewer, w = qc
     score(qtbot, w)

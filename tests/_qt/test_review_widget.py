@@ -26,7 +26,7 @@ def batch_folder(tmp_path_factory):
 
     from napari_focusq.batch import main_batch
     from napari_focusq.demo import make_half_defocused
-    from napari_focusq.io import open_image, sample_slide_path
+    from napari_focusq.io.source import open_image, sample_slide_path
 
     root = tmp_path_factory.mktemp("review")
     src = root / "in"
@@ -51,7 +51,7 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
     import tifffile
     from qtpy.QtWidgets import QShortcut
 
-    from napari_focusq.outputs import read_results
+    from napari_focusq.export.outputs import read_results
 
     out = batch_folder
     viewer = make_napari_viewer_proxy()
@@ -133,7 +133,7 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
 
 
 def read_review_state(out: Path, stem: str) -> str:
-    from napari_focusq.review import list_slides
+    from napari_focusq.review.queue import list_slides
 
     return next(e["state"] for e in list_slides(out) if e["stem"] == stem)
 

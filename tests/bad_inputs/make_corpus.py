@@ -138,7 +138,7 @@ def _ome(path: Path, img: np.ndarray, px_um: float) -> Path:
 
 
 def good_crop() -> np.ndarray:
-    from napari_focusq.io import open_image
+    from napari_focusq.io.source import open_image
 
     y, x = GOOD_YX
     with open_image(SVS) as src:
@@ -227,7 +227,7 @@ def make_corpus(d: Path) -> list[Case]:
     case("stem_collision", ["a/slide.tif", "b/slide.tif"], "scored", "")
 
     # -- results.tsv whose last line a crash cut short: new rows start on a line of their own
-    from napari_focusq.outputs import RESULTS_COLUMNS
+    from napari_focusq.export.outputs import RESULTS_COLUMNS
 
     cut = d / "out_cut"
     cut.mkdir(exist_ok=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..config import TILE_PX, WORKING_PIXEL_UM
-from .calibration import apply_calibration
-from .checkpoint import ModelFileError, load_checkpoint, save_checkpoint
+from napari_focusq import __version__
+from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+from napari_focusq.models.calibration import apply_calibration
+from napari_focusq.models.checkpoint import ModelFileError, load_checkpoint, save_checkpoint
 
 #: preset name -> (builder, input kind). Input kinds: "green" (one channel of an RGB
 #: brightfield tile, or the tile's intensity), "rgb01" (RGB scaled to [0, 1]).
@@ -30,13 +30,13 @@ def build_module(architecture: str, config: dict | None = None):
     """A fresh (untrained) torch module of a registered architecture."""
     config = dict(config or {})
     if architecture == "fast":
-        from .fast import FastFocusNet
+        from napari_focusq.models.fast import FastFocusNet
 
         if "hidden" in config:
             config["hidden"] = tuple(config["hidden"])
         return FastFocusNet(**config)
     if architecture == "inception":
-        from .inception import InceptionFocusNet
+        from napari_focusq.models.inception import InceptionFocusNet
 
         if "widths" in config:
             config["widths"] = tuple(config["widths"])
@@ -292,7 +292,7 @@ def weights_dir() -> Path:
 def data_models_dir() -> Path:
     """Checkpoints too large for the wheel (the trained `inception`, 49 MB): the repository's
     data/models/ ($FOCUSQ_DATA/models for an installed package)."""
-    from ..training import project_data_dir
+    from napari_focusq.training.core import project_data_dir
 
     return project_data_dir() / "models"
 

@@ -22,7 +22,7 @@ class InceptionFocusNet(nn.Module):
 
     def __init__(self, tile_px: int = 320, widths: tuple[int, ...] = (1024, 512, 256, 128, 64)):
         super().__init__()
-        from ..io_extras import require
+        from napari_focusq.io.extras import require
 
         # torchvision is an extra: only this preset needs it
         inception_v3 = require("torchvision.models", "inception", "the inception model preset").inception_v3
@@ -63,7 +63,7 @@ def load_backbone(model: InceptionFocusNet, path: str | Path) -> list[str]:
     classifier (``fc.*``) and auxiliary head (``AuxLogits.*``) are ignored. Returns
     the backbone keys that were not in the file.
     """
-    from .checkpoint import read_tensors
+    from napari_focusq.models.checkpoint import read_tensors
 
     tensors = read_tensors(path)
     state = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .checkpoint import ModelFileError, restamp_checkpoint
+from napari_focusq.models.checkpoint import ModelFileError, restamp_checkpoint
 
 
 def main(argv=None) -> int:

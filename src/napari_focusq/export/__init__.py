@@ -1,0 +1,1 @@
+"""Per-input outputs: maps, masks, polygons/GeoJSON for QuPath, the report."""

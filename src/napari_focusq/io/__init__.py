@@ -1,0 +1,1 @@
+"""Reading images: ImageSource and its backends (tifffile, OpenSlide, DICOM, CZI, slideio), formats."""

@@ -1,0 +1,398 @@
+"""Review slides: step through a folder of ``focusq batch``/``score`` outputs, slide by slide.
+
+The list shows every slide's state (pass, fail, error, accepted, rejected), median and
+90th-percentile defocus; click a header to sort, filter by state or name. Selecting a
+slide opens it with its stored heatmap and exclusions in the Focus QC panel (no
+rescoring), where tiles are clicked in or out as usual. Accept or Reject saves the
+review beside the outputs (``<stem>.review.json``, the exclusion files, the
+``results.tsv`` row and ``report.html``; see :mod:`napari_focusq.review.queue`) and moves on.
+Keyboard: Page Down / Page Up for the next / previous slide.
+"""
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
+                            QLabel, QLineEdit, QPushButton, QShortcut, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                            QWidget)
+
+from napari_focusq.napari.widgets.workers import settings
+
+COLUMNS = ("slide", "state", "median µm", "p90 µm", "review")
+FILTERS = ("all", "to review", "pass", "fail", "error", "reviewed")
+NEXT_KEY, PREV_KEY = "PgDown", "PgUp"
+
+
+def _notify_error(msg: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(msg)
+
+
+def _notify_info(msg: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(msg)
+
+
+class _Item(QTableWidgetItem):
+    """A cell that sorts by its number (empty last) when it has one, else by text."""
+
+    def __init__(self, text: str, number: float | None = None):
+        super().__init__(text)
+        self.number = number
+        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
+
+    def __lt__(self, other):
+        a, b = self.number, getattr(other, "number", None)
+        if a is not None or b is not None:
+            return (a is None, a or 0.0) < (b is None, b or 0.0)
+        return self.text().lower() < other.text().lower()
+
+
+def _num(v: str) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class ReviewWidget(QWidget):
+    """Review a folder of Focus QC outputs slide by slide."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.folder: Path | None = None
+        self.entries: list[dict] = []
+        self.current: int | None = None  # index into entries
+        self._opened: list = []  # layers this widget opened (the current slide)
+        self._build()
+        self._wire()
+        s = settings()
+        self.reviewer.setText(s.value("review/reviewer", "") or _user())
+
+    # ------------------------------------------------------------------ building
+    def _build(self):
+        form = QFormLayout()
+        row = QHBoxLayout()
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder written by focusq batch / score")
+        self.folder_edit.setToolTip("An output folder with results.tsv and the slides' heatmaps.")
+        self.open_btn = QPushButton("Open…")
+        self.open_btn.setToolTip("Choose the output folder to review.")
+        row.addWidget(self.folder_edit, 1)
+        row.addWidget(self.open_btn)
+        form.addRow("Outputs", row)
+        self.reviewer = QLineEdit()
+        self.reviewer.setToolTip("Your name or initials, saved with each review (reviewed_by).")
+        form.addRow("Reviewer", self.reviewer)
+        frow = QHBoxLayout()
+        self.filter = QComboBox()
+        self.filter.addItems(FILTERS)
+        self.filter.setToolTip("Show only slides in this state.")
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("name contains…")
+        self.search.setToolTip("Show only slides whose name contains this text.")
+        frow.addWidget(self.filter)
+        frow.addWidget(self.search, 1)
+        form.addRow("Show", frow)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # by name until the user sorts otherwise
+        self.table.setSortingEnabled(True)
+        self.table.verticalHeader().setVisible(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("Click a slide to open it with its stored heatmap; click a header to sort.")
+        self.table.setMinimumHeight(160)
+
+        self.status = QLabel("Open an output folder to start.")
+        self.status.setWordWrap(True)
+        self.comment = QLineEdit()
+        self.comment.setPlaceholderText("comment (saved with the review)")
+        self.comment.setToolTip("Free text saved with the review, e.g. “re-scan: blurred left edge”.")
+        vrow = QHBoxLayout()
+        self.prev_btn = QPushButton("◀ Previous")
+        self.prev_btn.setToolTip(f"Previous slide in the list ({PREV_KEY}).")
+        self.accept_btn = QPushButton("Accept")
+        self.accept_btn.setToolTip("Save the review as accepted (with your exclusions and comment), then go on.")
+        self.reject_btn = QPushButton("Reject")
+        self.reject_btn.setToolTip("Save the review as rejected (e.g. to re-scan), then go on.")
+        self.save_btn = QPushButton("Save")
+        self.save_btn.setToolTip("Save exclusions and comment without a verdict change.")
+        self.next_btn = QPushButton("Next ▶")
+        self.next_btn.setToolTip(f"Next slide in the list ({NEXT_KEY}).")
+        for b in (self.prev_btn, self.accept_btn, self.reject_btn, self.save_btn, self.next_btn):
+            vrow.addWidget(b)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.status)
+        lay.addWidget(self.comment)
+        lay.addLayout(vrow)
+        self._set_enabled()
+
+    def _wire(self):
+        self.open_btn.clicked.connect(self._open_dialog)
+        self.folder_edit.returnPressed.connect(lambda: self.open_folder(self.folder_edit.text()))
+        self.filter.currentTextChanged.connect(self._apply_filter)
+        self.search.textChanged.connect(self._apply_filter)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.prev_btn.clicked.connect(self.previous)
+        self.next_btn.clicked.connect(self.next)
+        self.accept_btn.clicked.connect(lambda: self.save("accepted", advance=True))
+        self.reject_btn.clicked.connect(lambda: self.save("rejected", advance=True))
+        self.save_btn.clicked.connect(lambda: self.save(None))
+        for key, slot in ((NEXT_KEY, self.next), (PREV_KEY, self.previous)):
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)  # anywhere in the napari window
+            sc.activated.connect(slot)
+
+    def _set_enabled(self):
+        has = self.current is not None and self.entries[self.current].get("status") == "ok"
+        for b in (self.accept_btn, self.reject_btn, self.save_btn):
+            b.setEnabled(has)
+        self.prev_btn.setEnabled(bool(self.entries))
+        self.next_btn.setEnabled(bool(self.entries))
+
+    # ------------------------------------------------------------------ folder and list
+    def _open_dialog(self):
+        d = QFileDialog.getExistingDirectory(self, "Output folder to review",
+                                             self.folder_edit.text() or settings().value("review/folder", ""))
+        if d:
+            self.open_folder(d)
+
+    def open_folder(self, folder) -> bool:
+        """List the folder's slides and open the first one still to review (resuming a review)."""
+        from napari_focusq.review.queue import ReviewError, first_unreviewed, list_slides
+
+        try:
+            entries = list_slides(folder)
+        except ReviewError as exc:
+            _notify_error(f"Review slides: {exc}")
+            return False
+        self.folder = Path(folder)
+        self.folder_edit.setText(str(self.folder))
+        settings().setValue("review/folder", str(self.folder))
+        self.entries = entries
+        self.current = None
+        self._fill_table()
+        # resume: the first slide still to review, in the order the list shows
+        order = self.visible_order()
+        i = first_unreviewed([entries[j] for j in order])
+        i = None if i is None else order[i]
+        if i is None:
+            self.status.setText(f"All {sum(e['status'] == 'ok' for e in entries)} scored slides are reviewed.")
+            i = 0 if entries else None
+        if i is not None:
+            self.select(i)
+        self._set_enabled()
+        return True
+
+    def _fill_table(self):
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.entries))
+        for row, e in enumerate(self.entries):
+            self._fill_row(row, e, index=row)
+        self.table.setSortingEnabled(True)
+        self._apply_filter()
+
+    def _fill_row(self, row: int, e: dict, index: int):
+        rev = e.get("review") or {}
+        review = (f"{rev.get('verdict', '')} by {rev.get('reviewed_by') or '?'}" if rev.get("verdict") else
+                  ("unreadable review" if e.get("review_error") else ""))
+        cells = [_Item(e["stem"]), _Item(e["state"]), _Item(e.get("median_um", ""), _num(e.get("median_um"))),
+                 _Item(e.get("p90_um", ""), _num(e.get("p90_um"))), _Item(review)]
+        cells[0].setData(Qt.ItemDataRole.UserRole, index)
+        cells[0].setToolTip(e.get("input", ""))
+        if e["state"] == "error":
+            cells[1].setToolTip(e.get("error", ""))
+        for col, item in enumerate(cells):
+            self.table.setItem(row, col, item)
+
+    def _row_of(self, index: int) -> int | None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == index:
+                return row
+        return None
+
+    def _index_of_row(self, row: int) -> int | None:
+        item = self.table.item(row, 0)
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def _matches(self, e: dict) -> bool:
+        f = self.filter.currentText()
+        text = self.search.text().strip().lower()
+        if text and text not in e["stem"].lower():
+            return False
+        if f == "to review":
+            return e["status"] == "ok" and e["state"] not in ("accepted", "rejected")
+        if f == "reviewed":
+            return e["state"] in ("accepted", "rejected")
+        return f == "all" or e["state"] == f
+
+    def _apply_filter(self, *_):
+        for row in range(self.table.rowCount()):
+            i = self._index_of_row(row)
+            self.table.setRowHidden(row, i is None or not self._matches(self.entries[i]))
+
+    def visible_order(self) -> list[int]:
+        """Entry indices in the order shown (sorted, filtered)."""
+        return [self._index_of_row(r) for r in range(self.table.rowCount()) if not self.table.isRowHidden(r)]
+
+    # ------------------------------------------------------------------ stepping
+    def select(self, index: int) -> None:
+        row = self._row_of(index)
+        if row is not None:
+            self.table.selectRow(row)  # opens it through _on_selection
+            if self.current != index:  # selection unchanged (already selected): open anyway
+                self._open(index)
+
+    def _on_selection(self):
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        if len(rows) == 1:
+            i = self._index_of_row(rows.pop())
+            if i is not None and i != self.current:
+                self._open(i)
+
+    def _step(self, delta: int):
+        order = self.visible_order()
+        if not order:
+            return
+        if self.current in order:
+            pos = min(max(order.index(self.current) + delta, 0), len(order) - 1)
+        else:
+            pos = 0
+        self.select(order[pos])
+
+    def next(self, *_):
+        """The next slide in the list as shown."""
+        self._step(1)
+
+    def previous(self, *_):
+        self._step(-1)
+
+    # ------------------------------------------------------------------ opening a slide
+    def qc_widget(self):
+        """The Focus QC panel (docked on first use) that shows and edits the slide's tiles."""
+        _, w = self.viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+        return w
+
+    def _close_opened(self):
+        for ly in self._opened:
+            if ly in self.viewer.layers:
+                self.viewer.layers.remove(ly)
+        self._opened = []
+
+    def _open(self, index: int) -> None:
+        """Open slide ``index`` with its stored heatmap and exclusions (never rescored)."""
+        from napari_focusq.review.queue import ReviewError, load_stored
+
+        e = self.entries[index]
+        self.current = index
+        self._set_enabled()
+        self.comment.setText((e.get("review") or {}).get("comment", ""))
+        if e["status"] != "ok":
+            self.status.setText(f"{e['stem']}: not scored – {e.get('error') or 'error'}")
+            return
+        try:
+            fmap, threshold, excluded = load_stored(self.folder, e["stem"])
+        except ReviewError as exc:
+            self.status.setText(f"{e['stem']}: {exc}")
+            _notify_error(f"Review slides: {exc}")
+            return
+        qc = self.qc_widget()
+        self._close_opened()
+        layer = None
+        src = Path(e.get("input") or "")
+        if src.is_file():
+            try:
+                opened = self.viewer.open(str(src), plugin="napari-focusq")
+                layer = opened[0] if opened else None
+                self._opened = list(opened)
+            except Exception as exc:  # an unreadable slide must not stop the review of the others
+                _notify_error(f"Review slides: cannot open {src}: {exc}")
+        qc.show_stored(fmap, layer, excluded=excluded, threshold_um=threshold)
+        for ly in (qc.heatmap, qc.excluded, *qc.extras.values()):
+            if ly is not None:
+                self._opened.append(ly)
+        self._where = "" if layer is not None else f" (slide not found at {src}: heatmap only)"
+        self._show_status(index)
+
+    def _show_status(self, index: int) -> None:
+        e = self.entries[index]
+        rev = e.get("review") or {}
+        done = (f" · {rev['verdict']} by {rev.get('reviewed_by') or '?'} {rev.get('reviewed_at', '')}"
+                if rev.get("verdict") else "")
+        pos = self.visible_order()
+        n = f"{pos.index(index) + 1}/{len(pos)}" if index in pos else ""
+        qc_state = "pass" if e.get("pass") == "yes" else "fail"
+        self.status.setText(f"{n} {e['stem']}: QC {qc_state}, median {e.get('median_um') or '–'} µm, "
+                            f"p90 {e.get('p90_um') or '–'} µm{done}{getattr(self, '_where', '')}".strip())
+
+    # ------------------------------------------------------------------ saving
+    def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
+        """Save the current slide's review (``verdict`` None keeps the saved one); optionally go on."""
+        from napari_focusq.review.queue import read_review, save_review, slide_state
+
+        if self.current is None or self.folder is None:
+            return None
+        e = self.entries[self.current]
+        qc = self.qc_widget()
+        if e["status"] != "ok" or qc.fmap is None or qc.excluded_grid() is None:
+            _notify_error("Review slides: this slide has no result to review.")
+            return None
+        if verdict is None:
+            verdict = (e.get("review") or {}).get("verdict", "")
+        reviewer = self.reviewer.text().strip()
+        settings().setValue("review/reviewer", reviewer)
+        roi = qc._roi.get("rings") if getattr(qc, "_roi", None) else None
+        try:
+            rec = save_review(self.folder, e["stem"], qc.fmap, excluded=qc.excluded_grid(),
+                              threshold_um=qc.threshold_slider.value(), verdict=verdict,
+                              comment=self.comment.text().strip(), reviewed_by=reviewer, roi_rings=roi)
+        except (OSError, ValueError) as exc:
+            _notify_error(f"Review slides: could not save the review of {e['stem']} in {self.folder}: {exc}")
+            return None
+        e["review"], e["review_error"] = read_review(self.folder, e["stem"]), ""
+        e["state"] = slide_state(e)
+        row = self._row_of(self.current)
+        if row is not None:
+            self.table.setSortingEnabled(False)
+            self._fill_row(row, e, self.current)
+            self.table.setSortingEnabled(True)
+            self._apply_filter()
+        self._show_status(self.current)
+        _notify_info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
+        if advance:
+            self._advance_after_save()
+        return rec
+
+    def _advance_after_save(self):
+        """Go to the next slide still to review after this one in the list (or the next one)."""
+        order = self.visible_order()
+        start = order.index(self.current) + 1 if self.current in order else 0
+        for i in order[start:] + order[:start]:
+            e = self.entries[i]
+            if e["status"] == "ok" and e["state"] not in ("accepted", "rejected"):
+                self.select(i)
+                return
+        self.status.setText("All slides in the list are reviewed.")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers): leave it for the user to type
+        return ""

@@ -1,0 +1,1 @@
+"""Optics: the PSF, thin and layered defocus, deblur, pair fits, user optics."""

@@ -1,0 +1,1 @@
+"""The pathologist's review queue and tile collections (no Qt)."""

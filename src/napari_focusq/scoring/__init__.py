@@ -1,0 +1,1 @@
+"""Scoring: tile grid, resampling, tissue, the pipeline, FocusMap, pooling, certainty, z-stacks."""

@@ -1,0 +1,1 @@
+"""Training: config and presets, recipes, data, augmentation, fit, evaluate."""
