@@ -28,7 +28,7 @@ TILE = 512
 
 
 def _sample_rgb() -> np.ndarray:
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as s:
         return np.asarray(s.read_plane())

@@ -30,7 +30,7 @@ def needs_rewrite(path: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     out = Path((argv or sys.argv[1:] or [".gpu_data"])[0]).resolve()
     src_dir = ROOT / "data" / "brightfield"

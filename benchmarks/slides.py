@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.io.source import open_image, sample_slide_path
+from napari_focusq.io.formats import open_image, sample_slide_path
 
 TILE = 256
 

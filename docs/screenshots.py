@@ -40,7 +40,7 @@ def focus_qc(model: str | None) -> None:
 
 def training() -> None:
     from napari_focusq.demo import write_tif
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     tmp = Path(tempfile.mkdtemp()) / "in-focus-slides"
     tmp.mkdir()

@@ -42,7 +42,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def slide_plane() -> np.ndarray:
     """The whole level 0 of the bundled sample slide, (2967, 2220, 3) uint8, read once."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     with open_image(SVS) as src:
         plane = np.asarray(src.read_plane())

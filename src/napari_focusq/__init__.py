@@ -20,7 +20,7 @@ _API = {
     "Optics": "config",
     "ScoreConfig": "config",
     "Progress": "progress",
-    "open_image": "io.source",
+    "open_image": "io.formats",
 }
 
 __all__ = ["__version__", *_API]

@@ -146,7 +146,7 @@ def write_tif(path, image: np.ndarray, *, pixel_size_um: float | None, descripti
     """Write a (Y, X[, C]) image as TIFF, atomically, keeping its dtype.
 
     The pixel size goes into the resolution tags (pixels per cm), which
-    :func:`napari_focusq.io.source.open_image` reads back; ``description`` is stored as JSON.
+    :func:`napari_focusq.io.formats.open_image` reads back; ``description`` is stored as JSON.
     """
     import tifffile
 
@@ -318,7 +318,7 @@ def run_demo(out_dir, *, model="default", progress=None, crop_px: int = 1024, lo
     int
         0, or 1 when the scoring part could not run (the rest is still written).
     """
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
     from napari_focusq.export.outputs import score_to_outputs
 
     out = Path(out_dir)
@@ -359,7 +359,7 @@ def run_demo(out_dir, *, model="default", progress=None, crop_px: int = 1024, lo
         mdl = load_model(model)
         import importlib
 
-        importlib.import_module(f"{__package__}.pipeline")
+        importlib.import_module("napari_focusq.scoring.pipeline")
     except Exception as exc:  # the demo data above is still useful without a model
         log(f"scoring skipped: no model/pipeline available ({type(exc).__name__}: {exc})")
         rc = 1

@@ -76,7 +76,7 @@ def test_manifest_is_valid():
 
 def test_reader_gives_um_scale_rgb_and_z_axis(made_stack):
     from napari_focusq.napari.reader import get_reader
-    from napari_focusq.io.source import sample_slide_path
+    from napari_focusq.io.formats import sample_slide_path
 
     assert get_reader("slide.png") is None
     p = str(sample_slide_path())

@@ -16,7 +16,7 @@ def pyramid(tmp_path_factory):
     level 1 is the 0.5 µm/px level the model reads, levels 2-3 are coarser still."""
     import tifffile
 
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as src:
         img = src.read_plane()
@@ -83,7 +83,7 @@ def test_cancel_stops_the_decoders(make_napari_viewer_proxy, qtbot, notes, model
     """Cancel mid-run: no strip read starts after cancel(); only the reads the two decode
     threads already had in hand finish (counted, not timed)."""
     from napari_focusq.io.arrays import LevelsSource
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
     from napari_focusq.scoring.viewer_source import DECODE_THREADS, iter_score_layer
     from napari_focusq.progress import drive
 

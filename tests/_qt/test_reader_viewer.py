@@ -48,7 +48,7 @@ def test_multichannel_file_closes_with_its_last_channel_layer(make_napari_viewer
 def test_dicom_folder_opens_in_the_viewer(make_napari_viewer, tmp_path):
     pytest.importorskip("wsidicom")
     from format_files import make_dicom_wsi
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     with open_image(SVS) as s:
         rgb = s.read_region(0, 0, 1200, 1000)

@@ -26,7 +26,7 @@ def batch_folder(tmp_path_factory):
 
     from napari_focusq.batch import main_batch
     from napari_focusq.demo import make_half_defocused
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     root = tmp_path_factory.mktemp("review")
     src = root / "in"

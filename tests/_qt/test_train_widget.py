@@ -11,7 +11,7 @@ TIMEOUT_MS = 240_000
 def train_folder(tmp_path_factory):
     """Two in-focus images with pixel sizes: the halves of the bundled CMU-1 region."""
     from napari_focusq.demo import write_tif
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     d = tmp_path_factory.mktemp("infocus")
     with open_image(sample_slide_path()) as src:

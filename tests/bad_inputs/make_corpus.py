@@ -138,7 +138,7 @@ def _ome(path: Path, img: np.ndarray, px_um: float) -> Path:
 
 
 def good_crop() -> np.ndarray:
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     y, x = GOOD_YX
     with open_image(SVS) as src:

@@ -16,7 +16,7 @@ from PIL import Image
 from napari_focusq.cli import app as cli
 from napari_focusq.cli.app import main
 from napari_focusq.scoring.focusmap import CSV_COLUMNS
-from napari_focusq.io.source import open_image
+from napari_focusq.io.formats import open_image
 from napari_focusq.export.outputs import RESULTS_COLUMNS, read_results
 
 DATA = Path(__file__).parents[2] / "data"
@@ -254,8 +254,8 @@ def test_evaluate_the_shipped_model_on_a_held_out_image(tmp_path, capsys):
 # -------------------------------------------------------------- delegated subcommands
 @pytest.mark.parametrize("command,module,func,argv", [
     ("batch", "batch", "main_batch", ["batch", "scans/*.svs", "--out", "o", "--workers", "3"]),
-    ("train", "training", "main_train", ["train", "d1", "d2", "--out", "m.safetensors", "--epochs", "2"]),
-    ("evaluate", "training", "main_evaluate", ["evaluate", "default", "d1"]),
+    ("train", "training.core", "main_train", ["train", "d1", "d2", "--out", "m.safetensors", "--epochs", "2"]),
+    ("evaluate", "training.core", "main_evaluate", ["evaluate", "default", "d1"]),
 ])
 def test_delegated_commands_get_their_args(command, module, func, argv, monkeypatch):
     seen = {}

@@ -13,7 +13,7 @@ import tifffile
 
 from napari_focusq.io import budget
 from napari_focusq.cli.app import main
-from napari_focusq.io.source import open_image
+from napari_focusq.io.formats import open_image
 from napari_focusq.export.outputs import (
     RESULTS_COLUMNS, append_results, read_results, results_row, unique_stem,
 )

@@ -15,7 +15,7 @@ from PIL import Image
 from napari_focusq.demo import band_edges, make_defocus_demo, make_half_defocused, tissue_map, write_tif
 from napari_focusq.scoring.focus import focus_measure
 from napari_focusq.scoring.focusmap import CSV_COLUMNS, FocusMap
-from napari_focusq.io.source import open_image
+from napari_focusq.io.formats import open_image
 from napari_focusq.export.outputs import (
     RESULTS_COLUMNS, append_results, mask_downsample, read_heatmap_description, read_results, results_row,
     unique_stem, write_outputs,

@@ -25,7 +25,7 @@ class Recording:
 
 @pytest.fixture(scope="module")
 def slide_img():
-    from napari_focusq.io.source import open_image, sample_slide_path
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as src:
         return src.read_plane()
@@ -87,7 +87,7 @@ def test_jpeg_tiles_decode_on_two_workers(tmp_path, slide_img):
     zarr's I/O thread); compressed slides get two, uncompressed ones keep tifffile's choice."""
     import tifffile
 
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     jpeg, raw = tmp_path / "jpeg.tif", tmp_path / "raw.tif"
     tifffile.imwrite(jpeg, slide_img[:1024, :1024], tile=(256, 256), compression="jpeg", photometric="rgb")

@@ -16,7 +16,7 @@ import pytest
 
 from format_files import linear_rgb_icc, make_czi, make_dicom_wsi, make_generic_tiff, make_philips_tiff
 from napari_focusq.errors import ImageReadError
-from napari_focusq.io.source import open_image
+from napari_focusq.io.formats import open_image
 
 REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"

@@ -14,7 +14,8 @@ import tifffile
 from PIL import Image
 
 from napari_focusq.errors import ImageReadError
-from napari_focusq.io.source import finite_fraction, open_image, sample_slide_path
+from napari_focusq.io.source import finite_fraction
+from napari_focusq.io.formats import open_image, sample_slide_path
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
@@ -265,7 +266,7 @@ def test_region_of_huge_tiled_bigtiff_reads_only_its_tiles(tmp_path):
         import resource, sys
         import numpy as np
         from napari_focusq.io.budget import MemoryBudgetError
-        from napari_focusq.io.source import open_image
+        from napari_focusq.io.formats import open_image
         peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: kB)
         base = peak()
         with open_image({str(path)!r}) as src:

@@ -53,7 +53,7 @@ def test_reader_refuses_what_it_cannot_open(tmp_path):
 
 def test_reader_keeps_the_file_open_until_released():
     from napari_focusq.napari import reader as _reader
-    from napari_focusq.io.source import sample_slide_path
+    from napari_focusq.io.formats import sample_slide_path
 
     p = str(sample_slide_path())
     data, kwargs, _ = _reader.read_layers(p)[0]
@@ -75,9 +75,9 @@ def test_core_imports_without_qt_napari_or_torchvision():
         "                                   'superqt', 'torchvision', 'openslide', 'wsidicom', 'pylibCZIrw'}:\n"
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import napari_focusq, napari_focusq.io.source, napari_focusq.scoring.pipeline, napari_focusq.cli.app, napari_focusq.batch\n"
+        "import napari_focusq, napari_focusq.io.formats, napari_focusq.scoring.pipeline, napari_focusq.cli.app, napari_focusq.batch\n"
         "import napari_focusq.models, napari_focusq.training.core, napari_focusq.napari.reader, napari_focusq.napari.writer\n"
-        "from napari_focusq.io.source import open_image, sample_slide_path\n"
+        "from napari_focusq.io.formats import open_image, sample_slide_path\n"
         "with open_image(sample_slide_path()) as s: assert s.read_region(0, 0, 8, 8).shape == (8, 8, 3)\n"
         "from napari_focusq.cli.app import main\n"
         "assert main(['score', '--help']) == 0\n"

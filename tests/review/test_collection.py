@@ -13,7 +13,7 @@ from napari_focusq.review.collection import (
     Collection, CollectionError, TileRecord, default_collection_dir, parse_label,
 )
 from napari_focusq.config import TILE_PX
-from napari_focusq.io.source import open_image, sample_slide_path
+from napari_focusq.io.formats import open_image, sample_slide_path
 
 
 def _tile(seed, rgb=True):

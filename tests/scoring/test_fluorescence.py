@@ -197,7 +197,7 @@ def test_held_out_images_resolve_and_are_never_trained_on():
 def test_project_images_carry_licence_and_pixel_size():
     """Each of the project's own images has its row (origin, licence) in data/README.md and a
     pixel size: recorded in the file, or an estimate in KNOWN_PIXEL_UM."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.training.core import KNOWN_PIXEL_UM, project_data_dir
 
     readme = (project_data_dir() / "README.md").read_text()

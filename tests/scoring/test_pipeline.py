@@ -356,7 +356,7 @@ def test_zstack_per_tile(zstack, fast_model_file):
 
 # ------------------------------------------------------- the shipped default model
 def _ki67_hamamatsu():
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     with open_image(DATA / "brightfield" / "openslide_OS-2_Ki67_hamamatsu.ome.tif") as src:
         # Two tile columns (705 px each at 0.227 µm/px): one each side of the middle.

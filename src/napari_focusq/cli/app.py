@@ -362,7 +362,7 @@ def _check_model(name: str, modality: str) -> str:
 def cmd_score(args) -> int:
     from napari_focusq.export.outputs import append_results, error_reason, score_to_outputs, unique_stem
 
-    if importlib.util.find_spec(f"{__package__}.pipeline") is None:
+    if importlib.util.find_spec("napari_focusq.scoring.pipeline") is None:
         raise UsageError("scoring is not available: napari_focusq.scoring.pipeline is missing from this installation")
     from napari_focusq.export.preflight import OutputFolderError, check_output_folder
 
@@ -405,10 +405,10 @@ def cmd_score(args) -> int:
 
 def _delegate(module: str, func: str, args) -> int:
     try:
-        mod = importlib.import_module(f"{__package__}.{module}")
+        mod = importlib.import_module(f"napari_focusq.{module}")
     except ModuleNotFoundError as exc:
-        if exc.name in (f"{__package__}.{module}", None):
-            raise UsageError(f"'focusq {args.command}' is not available: napari_focusq/{module}.py "
+        if exc.name in (f"napari_focusq.{module}", None):
+            raise UsageError(f"'focusq {args.command}' is not available: napari_focusq/{module.replace('.', '/')}.py "
                              "is missing from this installation") from exc
         raise
     except ImportError as exc:  # e.g. sys.modules entry set to None
@@ -422,7 +422,7 @@ def _delegate(module: str, func: str, args) -> int:
 
 def _read_image_plane(path, pixel_size_um, *, max_side: int):
     """(plane, pixel size, stem) of IMAGE: level 0, the middle plane of a stack."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.export.outputs import unique_stem
 
     with open_image(path, pixel_size_um=pixel_size_um) as src:
@@ -497,7 +497,7 @@ def cmd_simulate(args) -> int:
 def cmd_sharpest(args) -> int:
     from napari_focusq._atomic import write_text
     from napari_focusq.scoring.focus import iter_sharpest_slice
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.progress import drive
 
     out = Path(args.out)
@@ -532,10 +532,10 @@ def _evaluate(args) -> int:
     if args.pairs or args.pairs_csv:
         if args.data:
             raise UsageError("give either DATA (simulated defocus) or --pairs/--pairs-csv (real pairs), not both")
-        return _delegate("pair_cli", "main_evaluate_pairs", args)
+        return _delegate("cli.pair", "main_evaluate_pairs", args)
     if not args.data:
         raise UsageError("evaluate needs DATA (in-focus images) or --pairs IN:OUT / --pairs-csv CSV")
-    return _delegate("training", "main_evaluate", args)
+    return _delegate("training.core", "main_evaluate", args)
 
 
 def _batch(args) -> int:
@@ -546,11 +546,11 @@ def _batch(args) -> int:
 COMMANDS = {
     "score": cmd_score,
     "batch": _batch,
-    "train": lambda a: (_delegate("collection_train", "main_train_collection", a) if a.collection
-                        else _delegate("training", "main_train", a)),
+    "train": lambda a: (_delegate("training.collection", "main_train_collection", a) if a.collection
+                        else _delegate("training.core", "main_train", a)),
     "evaluate": lambda a: _evaluate(a),
-    "pair": lambda a: (_check_optics(a), _delegate("pair_cli", "main_pair", a))[1],
-    "collect": lambda a: _delegate("collect", "main_collect", a),
+    "pair": lambda a: (_check_optics(a), _delegate("cli.pair", "main_pair", a))[1],
+    "collect": lambda a: _delegate("review.collect", "main_collect", a),
     "simulate": cmd_simulate,
     "sharpest": cmd_sharpest,
     "demo": cmd_demo,

@@ -21,7 +21,7 @@ class PairInputError(FocusQError, ValueError):
 
 def read_capture(path, pixel_size_um=None):
     """(plane, pixel size µm, objective metadata or None) of one capture: level 0, middle plane."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     with open_image(path, pixel_size_um=pixel_size_um) as src:
         px = src.pixel_size_um

@@ -535,7 +535,7 @@ def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = 
     t0 = time.perf_counter()
     try:
         if pixel_size_um is None:
-            from napari_focusq.io.source import open_image
+            from napari_focusq.io.formats import open_image
 
             with open_image(path) as src:
                 if src.pixel_size_um is None:

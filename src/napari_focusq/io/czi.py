@@ -25,7 +25,8 @@ _COLOUR = {"Bgr24": np.uint8, "Bgra32": np.uint8, "Bgr48": np.uint16}
 
 def open_czi(path: Path):
     """Open a CZI file as an :class:`~napari_focusq.io.source.ImageSource`."""
-    from napari_focusq.io.source import ImageSource, _um
+    from napari_focusq.io.source import ImageSource
+    from napari_focusq.io.tiff import _um
 
     czi = require_for_file(path, "pylibCZIrw.czi", "czi", "Zeiss CZI")
     try:

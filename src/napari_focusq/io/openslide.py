@@ -18,7 +18,8 @@ from napari_focusq.io.lazy import RegionLevel
 
 def open_openslide(path: Path):
     """Open ``path`` with OpenSlide as an :class:`~napari_focusq.io.source.ImageSource`."""
-    from napari_focusq.io.source import ImageSource, _um
+    from napari_focusq.io.source import ImageSource
+    from napari_focusq.io.tiff import _um
 
     openslide = require_for_file(path, "openslide", "openslide", "this format through OpenSlide")
     try:

@@ -1,6 +1,6 @@
 """npe2 reader: slides and z-stacks as lazy multiscale napari image layers in µm.
 
-The reader claims a path only when :func:`napari_focusq.io.source.open_image` really opens it
+The reader claims a path only when :func:`napari_focusq.io.formats.open_image` really opens it
 (a time-lapse TIFF, a corrupt file or a folder that is not a DICOM slide gets None, so
 napari can offer another reader). The file stays open while its layers read from it and
 is closed when the last of them leaves the viewer.
@@ -33,7 +33,7 @@ def _claims(path) -> bool:
 def get_reader(path: str | list[str]) -> Callable | None:
     """:func:`read_layers` when every path is a file (or DICOM folder) that opens, else None."""
     from napari_focusq.errors import ImageReadError
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or not all(_claims(p) for p in paths):
@@ -53,12 +53,12 @@ def read_layers(path: str | list[str]) -> list[tuple]:
 
 
 def layer_tuple(path: str | Path, pixel_size_um: float | None = None) -> tuple:
-    """(data, kwargs, "image") for one file, read lazily through :func:`napari_focusq.io.source.open_image`.
+    """(data, kwargs, "image") for one file, read lazily through :func:`napari_focusq.io.formats.open_image`.
 
     Parameters
     ----------
     path
-        A slide or stack that :func:`~napari_focusq.io.source.open_image` reads.
+        A slide or stack that :func:`~napari_focusq.io.formats.open_image` reads.
     pixel_size_um
         Overrides the file's level-0 pixel size.
 
@@ -71,7 +71,7 @@ def layer_tuple(path: str | Path, pixel_size_um: float | None = None) -> tuple:
         size and where it came from so the Focus QC widget can pre-fill it, and the
         token under which the open file is kept until its layers are removed.
     """
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     src = open_image(path, pixel_size_um=pixel_size_um)
     token = f"{src.path}#{next(_TOKENS)}"

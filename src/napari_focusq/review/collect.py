@@ -97,7 +97,7 @@ def select_tiles(fmap, *, where=None, tiles=None, max_n: int | None = None,
 def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndarray]:
     """The working-resolution tiles (TILE_PX²) of ``cells`` of a scored slide, read as the
     pipeline reads them for the model (same level, plane and resampling)."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.scoring.pipeline import ArraySource, _read_strip
     from napari_focusq.scoring.tiling import TileGrid
 

@@ -441,7 +441,7 @@ def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, l
                      min_tissue=None, batch_size: int = 64,
                      threads: int = 2, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_slide` (``threads``: decode threads feeding the model)."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     src = open_image(path, pixel_size_um=pixel_size_um) if not isinstance(path, ArraySource) else path
     try:

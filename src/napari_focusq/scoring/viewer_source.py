@@ -28,7 +28,7 @@ def layer_source(data, metadata: dict | None, *, multiscale: bool, pixel_size_um
     """
     from napari_focusq.io.arrays import LevelsSource
     from napari_focusq.errors import FocusQError
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
 
     levels = list(data) if multiscale else [data]
     path = (metadata or {}).get("path")

@@ -75,7 +75,7 @@ def _planes_reader(source_or_stack):
     """(n_z, shape (Y, X[, C]), read(z, y0, x0, y1, x1)) for an array, an ImageSource or a path."""
     src = source_or_stack
     if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__"):
-        from napari_focusq.io.source import open_image
+        from napari_focusq.io.formats import open_image
 
         src = open_image(src)
     if hasattr(src, "read_region") and hasattr(src, "axes"):

@@ -197,7 +197,7 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
     channel of a multichannel image: the file is read once either way. With ``zoom_in``
     the planes are followed by magnified copies (:func:`zoom_in_factors`); ``with_scales``
     gives (magnification, native µm per pixel, plane) triples."""
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.scoring.tiling import resample_to_working
     import warnings
 
@@ -787,7 +787,7 @@ def _expand(paths) -> list[str]:
 
 
 def _guess_modality(path) -> str:
-    from napari_focusq.io.source import open_image
+    from napari_focusq.io.formats import open_image
     from napari_focusq.scoring.tiling import detect_modality
 
     with open_image(path) as src:
