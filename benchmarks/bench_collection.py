@@ -27,9 +27,9 @@ from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
 from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.progress import drive
 from napari_focusq.scoring.tiling import tissue_fraction
-from napari_focusq.training.core import (
-    DEFAULT_EXCLUDE, DEFAULT_TEST, KNOWN_PIXEL_UM, _jpeg, load_training_image, project_data_dir,
-)
+from napari_focusq.training.recipes import DEFAULT_EXCLUDE, DEFAULT_TEST, project_data_dir
+from napari_focusq.training.data import KNOWN_PIXEL_UM, load_training_image
+from napari_focusq.training.augment import _jpeg
 
 
 def build(folder: Path, z_lo: float, z_hi: float, per_slide: int, seed: int) -> Collection:

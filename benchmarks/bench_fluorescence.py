@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.training.core import FLUORESCENCE_TEST, TrainConfig, data_image, load_training_image
+from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
+from napari_focusq.training.config import TrainConfig
+from napari_focusq.training.data import load_training_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, print_table, seeded_tiles  # noqa: E402

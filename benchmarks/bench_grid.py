@@ -22,7 +22,8 @@ import numpy as np
 from napari_focusq.models import load_model
 from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.scoring.tiling import resample_to_working
-from napari_focusq.training.core import _jpeg, project_data_dir
+from napari_focusq.training.augment import _jpeg
+from napari_focusq.training.recipes import project_data_dir
 
 #: Fine scans: the held-out Hamamatsu Ki67 scan, and OS-1 (trained on, at 0.5 µm/px only).
 IMAGES = (("openslide_OS-2_Ki67_hamamatsu.ome.tif", 0.227, "held out"),

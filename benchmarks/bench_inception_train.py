@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     from napari_focusq.training.device_tiles import DeviceTileMaker
     from napari_focusq.training.inception import speed_habits
     from napari_focusq.models.inception import InceptionFocusNet
-    from napari_focusq.training.core import TrainConfig, load_training_image, project_data_dir, sample_tiles
+    from napari_focusq.training.config import TrainConfig
+    from napari_focusq.training.data import load_training_image, sample_tiles
+    from napari_focusq.training.recipes import project_data_dir
 
     cuda = args.device == "cuda"
     batch = args.batch or (200 if cuda else 8)

@@ -38,10 +38,12 @@ from napari_focusq.training.metrics import regression_metrics
 from napari_focusq.models import load_model
 from napari_focusq.progress import drive
 from napari_focusq.scoring.tiling import estimate_white_level, tissue_fraction
-from napari_focusq.training.core import (
-    DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, TrainConfig, _jpeg, data_image,
-    iter_dataset, load_training_image, project_data_dir,
+from napari_focusq.training.recipes import (
+    DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, data_image, project_data_dir,
 )
+from napari_focusq.training.config import TrainConfig
+from napari_focusq.training.augment import _jpeg
+from napari_focusq.training.data import iter_dataset, load_training_image
 
 STACKS = {"smear_through_focus_19planes.tif": 9, "urjc_tissue_S1_17planes.tif": 9}
 MAIN_Z = (1.5, 2.5, 4.0)

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     src_dir = ROOT / "data" / "brightfield"
     dst = out / "brightfield"
     dst.mkdir(parents=True, exist_ok=True)
-    from napari_focusq.training.core import DEFAULT_EXCLUDE, DEFAULT_TEST
+    from napari_focusq.training.recipes import DEFAULT_EXCLUDE, DEFAULT_TEST
 
     pixel_sizes = {}
     for p in sorted(src_dir.iterdir()):

@@ -254,8 +254,8 @@ def test_evaluate_the_shipped_model_on_a_held_out_image(tmp_path, capsys):
 # -------------------------------------------------------------- delegated subcommands
 @pytest.mark.parametrize("command,module,func,argv", [
     ("batch", "batch", "main_batch", ["batch", "scans/*.svs", "--out", "o", "--workers", "3"]),
-    ("train", "training.core", "main_train", ["train", "d1", "d2", "--out", "m.safetensors", "--epochs", "2"]),
-    ("evaluate", "training.core", "main_evaluate", ["evaluate", "default", "d1"]),
+    ("train", "cli.train", "main_train", ["train", "d1", "d2", "--out", "m.safetensors", "--epochs", "2"]),
+    ("evaluate", "cli.evaluate", "main_evaluate", ["evaluate", "default", "d1"]),
 ])
 def test_delegated_commands_get_their_args(command, module, func, argv, monkeypatch):
     seen = {}

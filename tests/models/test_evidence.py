@@ -13,7 +13,7 @@ import pytest
 from napari_focusq.training.heldout import (
     FROZEN_IMAGES, FrozenSetError, check_frozen_set, frozen_dir, frozen_images, frozen_pixel_sizes,
 )
-from napari_focusq.training.core import (
+from napari_focusq.training.recipes import (
     DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, default_recipe, fluorescence_recipe,
     project_data_dir,
 )
@@ -127,7 +127,7 @@ def test_tests_run_models_on_the_cpu(monkeypatch):
 
 def test_checkpoint_metrics_say_what_is_in_sample():
     from napari_focusq.models.calibration import apply_calibration, fit_isotonic
-    from napari_focusq.training.core import _validation_metrics
+    from napari_focusq.training.fit import _validation_metrics
 
     rng = np.random.default_rng(2)
     z = rng.uniform(0, 6, 300)

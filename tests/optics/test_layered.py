@@ -171,7 +171,8 @@ def test_training_tiles_with_a_layered_share(tmp_path):
     import tifffile
 
     from napari_focusq.progress import drive
-    from napari_focusq.training.core import TrainConfig, TrainingError, iter_dataset
+    from napari_focusq.training.config import TrainConfig, TrainingError
+    from napari_focusq.training.data import iter_dataset
 
     paths = []
     for i in range(2):

@@ -76,7 +76,7 @@ def test_core_imports_without_qt_napari_or_torchvision():
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
         "import napari_focusq, napari_focusq.io.formats, napari_focusq.scoring.pipeline, napari_focusq.cli.app, napari_focusq.batch\n"
-        "import napari_focusq.models, napari_focusq.training.core, napari_focusq.napari.reader, napari_focusq.napari.writer\n"
+        "import napari_focusq.models, napari_focusq.training.fit, napari_focusq.cli.train, napari_focusq.napari.reader, napari_focusq.napari.writer\n"
         "from napari_focusq.io.formats import open_image, sample_slide_path\n"
         "with open_image(sample_slide_path()) as s: assert s.read_region(0, 0, 8, 8).shape == (8, 8, 3)\n"
         "from napari_focusq.cli.app import main\n"

@@ -166,7 +166,8 @@ def test_pipeline_measures_noise_only_for_maps_fitted_on_it():
 
     fm = load_model("default", modality="fluorescence")
     assert fm.meta["certainty"]["score"] == "noise"
-    from napari_focusq.training.core import FLUORESCENCE_TEST, data_image, load_training_image
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
+    from napari_focusq.training.data import load_training_image
 
     rng = np.random.default_rng(0)
     cells = load_training_image(data_image(FLUORESCENCE_TEST[0], "fluorescence"), "fluorescence")

@@ -27,7 +27,7 @@ def test_image() -> np.ndarray:
     Read at training.KNOWN_PIXEL_UM's 0.4 µm/px, finer than its camera's ~0.656: a
     smaller-scaled specimen whose z = 0 is sharp on the working grid (at 0.656 it would not
     be, DESIGN §3), so simulated z is its truth here."""
-    from napari_focusq.training.core import load_training_image
+    from napari_focusq.training.data import load_training_image
 
     return load_training_image(FLUO / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence")
 
@@ -36,7 +36,7 @@ def test_shipped_fluorescence_weights(model):
     assert (weights_dir() / "fast-fluorescence.safetensors").exists()
     assert model.modality == "fluorescence" and model.name == "fast-fluorescence" and model.trained
     train = model.meta["training"]["train_images"] + model.meta["training"]["val_images"]
-    from napari_focusq.training.core import FLUORESCENCE_TEST
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST
 
     assert not set(train) & set(FLUORESCENCE_TEST)  # test images stay out
     assert len(model.meta["certainty"]["u"]) >= 2
@@ -158,7 +158,8 @@ def test_all_in_focus_checks_its_inputs():
 
 
 def test_recipe_trains_on_channels_zoomed_out_crops_and_source_split_heads(model, made_stack):
-    from napari_focusq.training.core import FLUORESCENCE_TEST, fluorescence_recipe, load_training_planes
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, fluorescence_recipe
+    from napari_focusq.training.data import load_training_planes
 
     cfg = fluorescence_recipe("x.safetensors", data=FLUO)
     assert cfg.split_channels and cfg.zoom_out > 1 and cfg.head_split == "sources"
@@ -175,7 +176,7 @@ def test_held_out_images_resolve_and_are_never_trained_on():
     """Every test image the repository may carry is in data/ (cells3d may not be: its licence;
     it is looked for in data/external/) and no recipe, with or without the extra sources,
     trains or validates on one of them."""
-    from napari_focusq.training.core import (
+    from napari_focusq.training.recipes import (
         FLUORESCENCE_EXTRA, FLUORESCENCE_TEST, data_image, fluorescence_recipe, project_data_dir,
     )
 
@@ -198,7 +199,8 @@ def test_project_images_carry_licence_and_pixel_size():
     """Each of the project's own images has its row (origin, licence) in data/README.md and a
     pixel size: recorded in the file, or an estimate in KNOWN_PIXEL_UM."""
     from napari_focusq.io.formats import open_image
-    from napari_focusq.training.core import KNOWN_PIXEL_UM, project_data_dir
+    from napari_focusq.training.data import KNOWN_PIXEL_UM
+    from napari_focusq.training.recipes import project_data_dir
 
     readme = (project_data_dir() / "README.md").read_text()
     for path in sorted((project_data_dir() / "fluorescence").iterdir()):
@@ -216,7 +218,8 @@ def test_held_out_confocal_mitochondria_read_by_their_defocus(model):
     """A specimen unlike any the model was trained on (one cell's mitochondria, confocal,
     0.176 µm/px from the file, resampled to the working grid): readings grow with z."""
     from napari_focusq.optics.psf import simulate_defocus
-    from napari_focusq.training.core import data_image, load_training_image
+    from napari_focusq.training.recipes import data_image
+    from napari_focusq.training.data import load_training_image
 
     img = load_training_image(data_image("oiffile_mitoEGFP_ch1.tif", "fluorescence"), "fluorescence")
     assert img.shape == (90, 90)  # 256 px x 0.1763 µm at 0.5 µm/px
@@ -240,7 +243,8 @@ def test_certainty_falls_on_dim_held_out_tiles_that_are_read_worse(model):
     rises as light falls, and the least certain quarter of the tiles is the one read worst."""
     from napari_focusq.scoring.certainty import expected_error, model_certainty, noise_ratio
     from napari_focusq.optics.psf import simulate_defocus
-    from napari_focusq.training.core import FLUORESCENCE_TEST, data_image, load_training_image
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
+    from napari_focusq.training.data import load_training_image
 
     calib = model_certainty(model)
     assert calib["score"] == "noise" and calib["selection"]["noise"] > calib["selection"]["spread"]
@@ -270,7 +274,8 @@ def test_split_channels_and_zoom_out_tiles(tmp_path):
     """Every channel is a source of its own; zoomed-out crops of a small image are still whole tiles."""
     import tifffile
 
-    from napari_focusq.training.core import TrainConfig, iter_dataset, sample_tiles
+    from napari_focusq.training.config import TrainConfig
+    from napari_focusq.training.data import iter_dataset, sample_tiles
 
     rng = np.random.default_rng(0)
     img = np.zeros((200, 180, 2), np.uint16)
@@ -298,7 +303,7 @@ def test_split_channels_and_zoom_out_tiles(tmp_path):
 def test_grey_saved_as_rgb_is_one_specimen():
     """mahotas' nuclei are one grey channel stored three times: split into channels it is one
     plane (one specimen, one share of tiles), while a real multichannel image keeps them all."""
-    from napari_focusq.training.core import load_training_planes
+    from napari_focusq.training.data import load_training_planes
 
     grey = load_training_planes(FLUO / "mahotas_nuclear.png", "fluorescence", split_channels=True)
     assert len(grey) == 1 and grey[0].ndim == 2
@@ -312,7 +317,8 @@ def test_magnified_channels_keep_their_specimen_index(tmp_path):
     import tifffile
 
     from napari_focusq.progress import drive
-    from napari_focusq.training.core import TrainConfig, iter_dataset
+    from napari_focusq.training.config import TrainConfig
+    from napari_focusq.training.data import iter_dataset
 
     rng = np.random.default_rng(0)
     img = (rng.random((700, 700, 2)) * 3000).astype(np.uint16)

@@ -21,7 +21,9 @@ from napari_focusq.training.inception import (
     InceptionRun, iter_train_inception, paper_recipe, resolve_device, run_from_args, speed_habits,
 )
 from napari_focusq.progress import drive
-from napari_focusq.training.core import TrainingError, load_training_image, project_data_dir
+from napari_focusq.training.config import TrainingError
+from napari_focusq.training.data import load_training_image
+from napari_focusq.training.recipes import project_data_dir
 
 BF = project_data_dir() / "brightfield"
 PX = {f"histoqc_template{i}.png": 0.5 for i in range(1, 5)}
@@ -149,7 +151,7 @@ def test_cli_routes_inception_to_the_device_trainer(monkeypatch, tmp_path, capsy
     """`focusq train --preset inception` runs the paper's recipe here, with `fast`'s split."""
     import napari_focusq.training.inception as it
     from napari_focusq.cli import app as cli
-    from napari_focusq.training.core import DEFAULT_TEST, DEFAULT_VAL
+    from napari_focusq.training.recipes import DEFAULT_TEST, DEFAULT_VAL
 
     seen = {}
     monkeypatch.setattr(it, "main", lambda args, cfg=None: seen.setdefault("run", run_from_args(args, cfg)) and 0)

@@ -5,7 +5,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_focusq.training.sparse_field import sparse_field
-from napari_focusq.training.core import TrainConfig, sample_tiles
+from napari_focusq.training.config import TrainConfig
+from napari_focusq.training.data import sample_tiles
 
 
 def _nuclei(n=60, side=320, seed=0):

@@ -5,7 +5,8 @@ import numpy as np
 from skimage.color import rgb2hed
 
 from napari_focusq.training.stain import ihc_like
-from napari_focusq.training.core import TrainConfig, sample_tiles
+from napari_focusq.training.config import TrainConfig
+from napari_focusq.training.data import sample_tiles
 
 
 def _he_tile(slide_crop):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from napari_focusq.models import load_model
-from napari_focusq.training.core import TrainConfig, TrainingError, iter_fit
+from napari_focusq.training.config import TrainConfig, TrainingError
+from napari_focusq.training.fit import iter_fit
 
 
 def _cfg(images, out, **kw) -> TrainConfig:
@@ -36,7 +37,7 @@ _DATA_CACHE: dict = {}
 def _cache_datasets(mp: pytest.MonkeyPatch) -> None:
     """Reuse simulated datasets across runs: the first run builds them for real; later tests
     exercise cancel, resume and failures, not data generation."""
-    import napari_focusq.training.core as training
+    import napari_focusq.training.fit as training
 
     real = training.iter_dataset
 
@@ -159,7 +160,7 @@ def test_bad_config():
 def test_fluorescence_exposure_range_and_noise_free_share():
     """Photon noise follows cfg.photons (relative noise ~ 1/sqrt(photons)); a noise_free share
     of tiles passes untouched; nonsense ranges are refused."""
-    from napari_focusq.training.core import _degrade
+    from napari_focusq.training.augment import _degrade
 
     tile = np.full((64, 64), 5.0, np.float32)
     tile[::2] = 10.0
@@ -186,7 +187,7 @@ def test_unknown_pixel_size(tmp_path, train_images):
 def test_given_pixel_size_overrides_the_file(tmp_path):
     import tifffile
 
-    from napari_focusq.training.core import load_training_image
+    from napari_focusq.training.data import load_training_image
 
     img = np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)
     path = tmp_path / "tagged.tif"
@@ -197,7 +198,7 @@ def test_given_pixel_size_overrides_the_file(tmp_path):
 
 
 def test_zoom_in_factors():
-    from napari_focusq.training.core import zoom_in_factors
+    from napari_focusq.training.data import zoom_in_factors
 
     assert zoom_in_factors(3.0) == (3.0,)
     assert zoom_in_factors(0.0) == () and zoom_in_factors(1.1) == ()
@@ -205,7 +206,7 @@ def test_zoom_in_factors():
 
 def test_magnified_min_z_grows_with_what_magnifying_blurs():
     from napari_focusq.config import Optics
-    from napari_focusq.training.core import magnified_min_z
+    from napari_focusq.training.data import magnified_min_z
 
     o = Optics.brightfield()
     assert magnified_min_z(1.0, o, 0.227) == 0
@@ -223,7 +224,7 @@ def test_zoom_in_samples_magnified_copies(tmp_path):
 
     from napari_focusq.config import Optics
     from napari_focusq.progress import drive
-    from napari_focusq.training.core import iter_dataset, load_training_planes, magnified_min_z
+    from napari_focusq.training.data import iter_dataset, load_training_planes, magnified_min_z
 
     rng = np.random.default_rng(0)
     img = (rng.random((800, 800, 3)) * 120 + 60).astype(np.uint8)
@@ -328,7 +329,8 @@ def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_i
     """`focusq train DATA...` trains a brightfield `fast` model with the shipped weights' front end."""
     from argparse import Namespace
 
-    from napari_focusq.training.core import BRIGHTFIELD_ARCH, default_recipe, train_config
+    from napari_focusq.training.recipes import BRIGHTFIELD_ARCH, default_recipe
+    from napari_focusq.cli.train import train_config
 
     args = Namespace(data=train_images[0], out=str(tmp_path / "m.safetensors"), preset=preset, modality=modality,
                      recipe="default", epochs=None, seed=None, lr=None, batch_size=None, init=None, pixel_size=0.5)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from napari_focusq.training.core import TrainConfig, iter_fit
+from napari_focusq.training.config import TrainConfig
+from napari_focusq.training.fit import iter_fit
 
 
 @pytest.mark.slow

@@ -535,7 +535,7 @@ def _evaluate(args) -> int:
         return _delegate("cli.pair", "main_evaluate_pairs", args)
     if not args.data:
         raise UsageError("evaluate needs DATA (in-focus images) or --pairs IN:OUT / --pairs-csv CSV")
-    return _delegate("training.core", "main_evaluate", args)
+    return _delegate("cli.evaluate", "main_evaluate", args)
 
 
 def _batch(args) -> int:
@@ -547,7 +547,7 @@ COMMANDS = {
     "score": cmd_score,
     "batch": _batch,
     "train": lambda a: (_delegate("training.collection", "main_train_collection", a) if a.collection
-                        else _delegate("training.core", "main_train", a)),
+                        else _delegate("cli.train", "main_train", a)),
     "evaluate": lambda a: _evaluate(a),
     "pair": lambda a: (_check_optics(a), _delegate("cli.pair", "main_pair", a))[1],
     "collect": lambda a: _delegate("review.collect", "main_collect", a),

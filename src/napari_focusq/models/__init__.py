@@ -292,7 +292,7 @@ def weights_dir() -> Path:
 def data_models_dir() -> Path:
     """Checkpoints too large for the wheel (the trained `inception`, 49 MB): the repository's
     data/models/ ($FOCUSQ_DATA/models for an installed package)."""
-    from napari_focusq.training.core import project_data_dir
+    from napari_focusq.training.recipes import project_data_dir
 
     return project_data_dir() / "models"
 

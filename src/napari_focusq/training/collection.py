@@ -107,7 +107,8 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
     from napari_focusq import __version__
     from napari_focusq.models import load_model
     from napari_focusq.models.calibration import apply_calibration, fit_isotonic
-    from napari_focusq.training.core import TrainConfig, TrainingError, sample_tiles
+    from napari_focusq.training.config import TrainConfig, TrainingError
+    from napari_focusq.training.data import sample_tiles
 
     t0 = time.perf_counter()
     coll = collection if isinstance(collection, Collection) else Collection(collection)

@@ -47,7 +47,7 @@ class FrozenSetError(FocusQError, ValueError):
 
 def frozen_dir() -> Path:
     """data/frozen_test of the repository (or of ``$FOCUSQ_DATA``)."""
-    from napari_focusq.training.core import project_data_dir
+    from napari_focusq.training.recipes import project_data_dir
 
     return project_data_dir() / "frozen_test"
 

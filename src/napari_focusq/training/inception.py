@@ -33,7 +33,7 @@ from typing import Generator
 import numpy as np
 
 from napari_focusq.progress import Progress
-from napari_focusq.training.core import TrainingError
+from napari_focusq.training.config import TrainingError
 
 #: Where a trained InceptionV3 checkpoint lives: the repository's data/models/ (49 MB, too
 #: large for the wheel); `load_model("inception")` looks there after the package's weights.
@@ -107,7 +107,7 @@ def stated_pixel_sizes(images) -> dict:
 
 def paper_recipe(out=DEFAULT_OUT, data=None, **overrides) -> InceptionRun:
     """The paper's recipe on the project's brightfield images, with `fast`'s source split."""
-    from napari_focusq.training.core import default_recipe, split_images
+    from napari_focusq.training.recipes import default_recipe, split_images
 
     train, val = split_images(default_recipe(out, data))
     cfg = dict(images=train, val_images=val, out=str(out), pixel_sizes=stated_pixel_sizes(train + val))
@@ -166,7 +166,7 @@ def _half_state(module) -> dict:
 
 
 def _load_sources(paths, run: InceptionRun, stage: str):
-    from napari_focusq.training.core import load_training_image
+    from napari_focusq.training.data import load_training_image
 
     images = []
     for k, p in enumerate(paths):
@@ -414,7 +414,8 @@ def train_inception(run: InceptionRun, progress=None) -> Path:
 def run_from_args(args, cfg=None) -> InceptionRun:
     """`focusq train --preset inception ...` -> the run. ``cfg``: ``training.train_config(args)``,
     whose split by source image it keeps (without DATA: `fast`'s default_recipe split)."""
-    from napari_focusq.training.core import split_images, train_config
+    from napari_focusq.training.recipes import split_images
+    from napari_focusq.cli.train import train_config
 
     cfg = cfg or train_config(args)
     train, val = split_images(cfg)

@@ -1,6 +1,6 @@
 """Train focus model dock widget: simulated-defocus training from in-focus images.
 
-Drives :func:`napari_focusq.training.core.iter_fit` in a worker; draws the loss curve and a
+Drives :func:`napari_focusq.training.fit.iter_fit` in a worker; draws the loss curve and a
 validation calibration plot live; the saved checkpoint is listed in Focus QC at once.
 """
 from __future__ import annotations
@@ -296,7 +296,7 @@ class TrainWidget(QWidget):
                               "from the first epochs on.")
 
     def _preset_defaults(self, preset: str):
-        from napari_focusq.training.core import PRESET_DEFAULTS
+        from napari_focusq.training.config import PRESET_DEFAULTS
 
         d = PRESET_DEFAULTS[preset]
         self.epochs.setValue(d["epochs"])
@@ -346,8 +346,8 @@ class TrainWidget(QWidget):
         return str(path), px
 
     def config(self):
-        """The :class:`~napari_focusq.training.core.TrainConfig` of the current settings (raises ValueError)."""
-        from napari_focusq.training.core import TrainConfig
+        """The :class:`~napari_focusq.training.config.TrainConfig` of the current settings (raises ValueError)."""
+        from napari_focusq.training.config import TrainConfig
 
         images = folder_images(self.folder.text()) if self.folder.text().strip() else []
         if self.folder.text().strip() and not Path(self.folder.text()).is_dir():
@@ -377,7 +377,7 @@ class TrainWidget(QWidget):
         if self.busy:
             _notify_info("Training is already running; wait for it or press Cancel.")
             return None
-        from napari_focusq.training.core import iter_fit
+        from napari_focusq.training.fit import iter_fit
 
         try:
             cfg = self.config()

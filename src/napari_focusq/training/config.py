@@ -1,0 +1,98 @@
+"""What a training run is: TrainConfig (checked on creation, stored in the checkpoint), the presets' defaults,
+and TrainingError.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from napari_focusq.config import MODALITIES
+from napari_focusq.errors import FocusQError
+
+#: Pixel sizes of the shared real images whose files do not record one (README of the data).
+
+
+class TrainingError(FocusQError, ValueError):
+    """Training that cannot start or go on, with the reason."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; checked on creation, stored in the checkpoint."""
+
+    images: list = field(default_factory=list)
+    out: str = "focus-model.safetensors"
+    preset: str = "fast"
+    modality: str = "brightfield"
+    val_images: list = field(default_factory=list)
+    val_fraction: float = 0.25
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    z_max_um: float = 8.0
+    blur: str = "optical"
+    samples_per_image: int = 400
+    val_samples_per_image: int = 200
+    min_tissue: float = 0.5
+    #: Fluorescence recipe: content zoom-out up to this factor (0 = off), see sample_tiles.
+    zoom_out: float = 0.0
+    #: Both recipes: every source is also sampled magnified this many times (0 = off),
+    #: at a defocus that swamps what magnifying blurs (magnified_min_z).
+    zoom_in: float = 0.0
+    #: Tiles of a magnified copy, as a share of its plane's (brightfield 1, fluorescence 0.5:
+    #: each measured best for its modality, DESIGN-NOTES).
+    zoom_in_share: float = 1.0
+    #: Fluorescence recipe: every channel of a multichannel image is a source of its own.
+    split_channels: bool = False
+    #: How the fast model's ensemble heads differ: "tiles" (each a bootstrap of the tiles) or
+    #: "sources" (each also leaves out a share of the source images/planes, so the heads'
+    #: spread grows on specimens unlike any one of them).
+    head_split: str = "tiles"
+    jpeg: tuple[int, int] = (30, 95)
+    seed: int = 0
+    pixel_sizes: dict = field(default_factory=dict)
+    resume: str | None = None
+    name: str | None = None
+    workers: int = 0
+    scale_jitter: float = 1.6
+    #: Options of the preset's architecture (models.build_module), e.g. {"quadrants": True}.
+    arch: dict = field(default_factory=dict)
+    ihc_like: float = 0.0
+    sparse: float = 0.0
+    #: Fluorescence: photons at a tile's bright end (99.5th percentile), log-uniform in this range.
+    photons: tuple[float, float] = (20.0, 20000.0)
+    #: Fluorescence: share of tiles left without noise (denoised, deconvolved, heavily averaged data).
+    noise_free: float = 0.0
+    #: Share of tiles simulated as thick sections (layered.random_specimen): the tile is the
+    #: bulk, 1-3 in-focus crops of the same split's images are faint layers at other depths.
+    layered: float = 0.0
+
+    def __post_init__(self):
+        if self.preset not in ("fast", "inception"):
+            raise TrainingError(f"preset must be fast or inception; got {self.preset!r}")
+        if self.modality not in MODALITIES:
+            raise TrainingError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
+        if self.head_split not in ("tiles", "sources"):
+            raise TrainingError(f"head_split must be tiles or sources; got {self.head_split!r}")
+        if self.blur not in ("optical", "gaussian"):
+            raise TrainingError(f"blur must be optical or gaussian; got {self.blur!r}")
+        defaults = PRESET_DEFAULTS[self.preset]
+        self.epochs = int(self.epochs if self.epochs is not None else defaults["epochs"])
+        self.lr = float(self.lr if self.lr is not None else defaults["lr"])
+        self.batch_size = int(self.batch_size if self.batch_size is not None else defaults["batch_size"])
+        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise TrainingError("epochs, learning rate and batch size must be positive")
+        if not (0 < self.photons[0] <= self.photons[1]) or not 0 <= self.noise_free <= 1:
+            raise TrainingError(f"photons must be a range of positive counts and noise_free a share in [0, 1]; "
+                                f"got {tuple(self.photons)} and {self.noise_free}")
+        if not 0 <= self.layered <= 1:
+            raise TrainingError(f"layered must be a share in [0, 1]; got {self.layered}")
+        if not 0 < self.z_max_um <= 30:
+            raise TrainingError(f"z_max_um must be in (0, 30]; got {self.z_max_um}")
+        self.images = [str(p) for p in self.images]
+        self.val_images = [str(p) for p in self.val_images]
+
+
+PRESET_DEFAULTS = {
+    "fast": {"epochs": 200, "lr": 2e-3, "batch_size": 256},
+    "inception": {"epochs": 500, "lr": 1e-5, "batch_size": 200},  # the founding paper
+}
