@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_focusq.models import load_model
 from napari_focusq.optics.psf import simulate_defocus
-from napari_focusq.scoring.tiling import resample_to_working
+from napari_focusq.scoring.resample import resample_to_working
 from napari_focusq.training.augment import _jpeg
 from napari_focusq.training.recipes import project_data_dir
 

@@ -37,7 +37,7 @@ from napari_focusq.optics.layered import Layer, simulate_layered
 from napari_focusq.training.metrics import regression_metrics
 from napari_focusq.models import load_model
 from napari_focusq.progress import drive
-from napari_focusq.scoring.tiling import estimate_white_level, tissue_fraction
+from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
 from napari_focusq.training.recipes import (
     DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, data_image, project_data_dir,
 )

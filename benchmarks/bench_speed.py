@@ -121,7 +121,7 @@ def in_memory(model, repeats: int = 3) -> dict:
 def resample_ms(repeats: int = 7) -> dict:
     """Best-of time of resample_to_working on a 1000² RGB region (was a timed test; ~15 ms
     on an idle laptop core)."""
-    from napari_focusq.scoring.tiling import resample_to_working
+    from napari_focusq.scoring.resample import resample_to_working
 
     img = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
     out = {}

@@ -24,7 +24,7 @@ MAX_SIMULATE_SIDE = 8000
 def _modality(image, modality: str) -> str:
     if modality != "auto":
         return modality
-    from napari_focusq.scoring.tiling import detect_modality
+    from napari_focusq.scoring.tissue import detect_modality
 
     return detect_modality(image)[0]
 
@@ -87,7 +87,7 @@ def make_half_defocused(image, *, pixel_size_um: float, z_um: float = 3.0, modal
 def band_edges(height: int, pixel_size_um: float, n_bands: int) -> np.ndarray:
     """Row edges (level-0 pixels) of ``n_bands`` horizontal bands on the working tile grid.
 
-    Every edge is a tile edge of :class:`~napari_focusq.scoring.tiling.TileGrid` (same rounding),
+    Every edge is a tile edge of :class:`~napari_focusq.scoring.grid.TileGrid` (same rounding),
     so each band holds whole tiles; the whole tile rows are shared out as evenly as
     possible (the last band also takes a partial last row). With fewer whole rows than
     bands, the bands are simply equal in height.
@@ -97,7 +97,7 @@ def band_edges(height: int, pixel_size_um: float, n_bands: int) -> np.ndarray:
     numpy.ndarray
         ``n_bands + 1`` int edges from 0 to ``height``.
     """
-    from napari_focusq.scoring.tiling import TileGrid, TilingError
+    from napari_focusq.scoring.grid import TileGrid, TilingError
 
     try:
         grid = TileGrid((height, 1), pixel_size_um)
@@ -284,7 +284,9 @@ def tissue_map(image, *, pixel_size_um: float, modality: str = "auto", source: s
     import warnings
 
     from napari_focusq.scoring.focusmap import FocusMap
-    from napari_focusq.scoring.tiling import TileGrid, resample_to_working, tissue_mask
+    from napari_focusq.scoring.grid import TileGrid
+    from napari_focusq.scoring.resample import resample_to_working
+    from napari_focusq.scoring.tissue import tissue_mask
 
     img = np.asarray(image)
     mod = _modality(img, modality)

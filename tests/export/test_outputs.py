@@ -302,7 +302,7 @@ def test_make_defocus_demo_bands(ihc):
 
 @pytest.mark.parametrize("height,px", [(2967, 0.499), (1280, 0.5), (3000, 0.25), (700, 1.0)])
 def test_band_edges_are_tile_edges_with_whole_rows_in_every_band(height, px):
-    from napari_focusq.scoring.tiling import TileGrid
+    from napari_focusq.scoring.grid import TileGrid
 
     grid = TileGrid((height, 1), px)
     tile_edges = {grid.tile_bounds(r, 0)[0] for r in range(grid.rows)} | {height}

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from napari_focusq.scoring.focusmap import FocusMap
-from napari_focusq.scoring.tiling import (
-    ResolutionWarning, TileGrid, TilingError, detect_modality, estimate_white_level, resample_to_working,
-    tile_to_working, tissue_fraction, tissue_mask,
-)
+from napari_focusq.scoring.grid import ResolutionWarning, TileGrid, TilingError
+from napari_focusq.scoring.tissue import detect_modality, estimate_white_level, tissue_fraction, tissue_mask
+from napari_focusq.scoring.resample import resample_to_working, tile_to_working
 
 REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"

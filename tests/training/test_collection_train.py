@@ -25,7 +25,7 @@ def sample_pair():
 def _collection(folder, sample_pair, flip=()):
     """Three 'slides' (interleaved tile rows of the sample): left-half tiles in focus, right-half
     tiles of the 3 µm copy out of focus; slides in ``flip`` get the labels swapped."""
-    from napari_focusq.scoring.tiling import tissue_fraction
+    from napari_focusq.scoring.tissue import tissue_fraction
 
     img, half, px = sample_pair
     H, W = img.shape[:2]

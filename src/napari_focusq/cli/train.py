@@ -21,7 +21,7 @@ def _expand(paths) -> list[str]:
 
 def _guess_modality(path) -> str:
     from napari_focusq.io.formats import open_image
-    from napari_focusq.scoring.tiling import detect_modality
+    from napari_focusq.scoring.tissue import detect_modality
 
     with open_image(path) as src:
         return detect_modality(src.thumbnail(512))[0]
@@ -73,9 +73,7 @@ def main_train(args) -> int:
     check_model_out(args.out)  # before training, not after it
     cfg = train_config(args)
     if cfg.preset == "inception" and cfg.modality == "brightfield":
-        from napari_focusq.training.inception import (
-            main,  # tiles made on the training device, time budget
-        )
+        from napari_focusq.training.inception import main
 
         return main(args, cfg)
     path = drive(iter_fit(cfg), StderrBar())

@@ -99,7 +99,7 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
     pipeline reads them for the model (same level, plane and resampling)."""
     from napari_focusq.io.formats import open_image
     from napari_focusq.scoring.pipeline import ArraySource, _read_strip
-    from napari_focusq.scoring.tiling import TileGrid
+    from napari_focusq.scoring.grid import TileGrid
 
     src = path if isinstance(path, ArraySource) else open_image(path, pixel_size_um=pixel_size_um)
     try:

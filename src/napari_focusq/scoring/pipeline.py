@@ -132,7 +132,7 @@ def _tile_tissue(mask_thumb: np.ndarray, grid, thumb_scale: tuple[float, float])
 
 
 def _choose_modality(modality, thumb, src) -> tuple[str, str]:
-    from napari_focusq.scoring.tiling import detect_modality
+    from napari_focusq.scoring.tissue import detect_modality
 
     if modality in ("brightfield", "fluorescence"):
         return modality, "as requested"
@@ -167,7 +167,7 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
     from napari_focusq.scoring.certainty import noise_ratio
     from napari_focusq.models import mask_nonfinite, nonfinite_count
     from napari_focusq.scoring.pooling import tile_information
-    from napari_focusq.scoring.tiling import tile_to_working
+    from napari_focusq.scoring.resample import tile_to_working
 
     ds = src.downsamples[level]
     px_level = grid.pixel_size_um * ds
@@ -210,7 +210,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     model's own optics. Readings are in µm of defocus through that objective."""
     from napari_focusq.scoring.certainty import model_certainty, uses_noise
     from napari_focusq.models import load_model, torch_threads
-    from napari_focusq.scoring.tiling import TileGrid, estimate_white_level, tissue_mask
+    from napari_focusq.scoring.grid import TileGrid
+    from napari_focusq.scoring.tissue import estimate_white_level, tissue_mask
 
     t0 = time.perf_counter()
     px = _check_pixel_size(src, pixel_size_um)

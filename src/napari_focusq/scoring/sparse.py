@@ -116,7 +116,7 @@ def whole_field_tile(src, grid, level: int, z, centre_level0: tuple[float, float
     """One working tile centred on ``centre_level0`` (level-0 y, x), the field mirrored
     where it is smaller than a tile: the whole-field reading's input."""
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-    from napari_focusq.scoring.tiling import tile_to_working
+    from napari_focusq.scoring.resample import tile_to_working
 
     ds = src.downsamples[level]
     yax = src.axes.index("Y")

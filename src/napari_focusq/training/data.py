@@ -102,7 +102,7 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
     import warnings
 
     from napari_focusq.io.formats import open_image
-    from napari_focusq.scoring.tiling import resample_to_working
+    from napari_focusq.scoring.resample import resample_to_working
 
     path = Path(path)
     with open_image(path) as src:
@@ -146,7 +146,7 @@ def load_training_planes(path, modality: str, pixel_sizes: dict | None = None, *
 def _shrink_to_tile(crop: np.ndarray, tile_px: int) -> np.ndarray:
     """A square in-focus crop larger than a tile, area-averaged down to one tile: still in
     focus, with finer structure than the source (content-scale jitter and zoom-out)."""
-    from napari_focusq.scoring.tiling import resample_to_working
+    from napari_focusq.scoring.resample import resample_to_working
 
     return resample_to_working(crop, WORKING_PIXEL_UM * tile_px / len(crop), out_shape=(tile_px, tile_px))
 
@@ -159,7 +159,7 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
     |z| is then the focal plane's distance to the specimen's best plane."""
     from napari_focusq.optics.layered import random_specimen, simulate_layered
     from napari_focusq.optics.psf import simulate_defocus
-    from napari_focusq.scoring.tiling import estimate_white_level, tissue_fraction
+    from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
 
     H, W = image.shape[:2]
     if H < tile_px or W < tile_px:
@@ -248,7 +248,7 @@ def layer_pool(planes, rng: np.random.Generator, cfg: TrainConfig, per_plane: in
                tile_px: int = TILE_PX) -> np.ndarray:
     """In-focus crops (tiles with at least cfg.min_tissue of tissue) of every plane: the faint
     layers of thick-section tiles, drawn from the same split's images (never across it)."""
-    from napari_focusq.scoring.tiling import estimate_white_level, tissue_fraction
+    from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
 
     crops = []
     for img in planes:

@@ -99,7 +99,7 @@ def jpeg_torch(rgb, quality):
 def _tissue_positions(image: np.ndarray, tile_px: int, min_tissue: float, stride: int) -> np.ndarray:
     """(K, 2) top-left corners (on a ``stride`` grid) of tiles with at least ``min_tissue``
     tissue, judged against the whole image's white level (as sample_tiles does)."""
-    from napari_focusq.scoring.tiling import estimate_white_level, tissue_mask
+    from napari_focusq.scoring.tissue import estimate_white_level, tissue_mask
 
     mask = tissue_mask(image, "brightfield", white_level=estimate_white_level(image)).astype(np.float64)
     ii = np.pad(mask.cumsum(0).cumsum(1), ((1, 0), (1, 0)))

@@ -49,7 +49,7 @@ def nuclei_crops(image: np.ndarray, pixel_size_um: float, *, field_pixel_um: flo
     """
     from scipy import ndimage as ndi
 
-    from napari_focusq.scoring.tiling import resample_to_working
+    from napari_focusq.scoring.resample import resample_to_working
 
     if pixel_size_um > field_pixel_um * 1.02:
         raise ValueError(f"source pixel {pixel_size_um} µm is coarser than the field's {field_pixel_um} µm: "

@@ -435,7 +435,7 @@ class FocusQCWidget(QWidget):
             return None
         layer, plane, z, px = checked
         from napari_focusq.scoring.viewer_source import ScoringJob
-        from napari_focusq.scoring.tiling import TileGrid
+        from napari_focusq.scoring.grid import TileGrid
 
         h, w = plane.shape[:2]
         grid = TileGrid((h, w), px)
