@@ -1,5 +1,4 @@
-"""``focusq evaluate MODEL DATA...``: accuracy of a model on defocused held-out images.
-"""
+"""``focusq evaluate MODEL DATA...``: accuracy of a model on defocused held-out images."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,4 @@
-"""``focusq train``: the command's arguments -> the TrainConfig it runs, and the run.
-"""
+"""``focusq train``: the command's arguments -> the TrainConfig it runs, and the run."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,4 @@
-"""Accuracy on held-out images defocused at known |z|: the model's and the variance-of-Laplacian baseline's.
-"""
+"""Accuracy on held-out images defocused at known |z|: the model's and the variance-of-Laplacian baseline's."""
 from __future__ import annotations
 
 from pathlib import Path

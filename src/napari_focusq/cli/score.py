@@ -1,0 +1,83 @@
+"""``focusq score``: each input -> its maps, masks and results.tsv row."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from napari_focusq.cli.parser import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    _bar,
+    _check_optics,
+    _err,
+    _optics_dict,
+)
+
+
+# ------------------------------------------------------------------------ commands
+def _check_model(name: str, modality: str) -> str:
+    """Fail early (usage error) on a model that cannot load; return the name for the pipeline.
+
+    The name, not the loaded model, goes to the pipeline so that "default" can pick the
+    shipped model of each input's modality (models are cached, so nothing loads twice).
+    """
+    try:
+        from napari_focusq.models import load_model
+    except ImportError as exc:
+        raise UsageError(f"the models are not available in this installation ({exc})") from exc
+    try:
+        load_model(name, modality="brightfield" if modality == "auto" else modality)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {getattr(exc, 'reason', None) or exc}") from exc
+    return name
+
+
+def cmd_score(args) -> int:
+    from napari_focusq.export.outputs import (
+        append_results,
+        error_reason,
+        score_to_outputs,
+        unique_stem,
+    )
+
+    if importlib.util.find_spec("napari_focusq.scoring.pipeline") is None:
+        raise UsageError("scoring is not available: napari_focusq.scoring.pipeline is missing from this installation")
+    from napari_focusq.export.preflight import OutputFolderError, check_output_folder
+
+    out = Path(args.out)
+    try:  # before the first input: a run must not stop half-way on its output folder
+        check_output_folder(out)
+    except OutputFolderError as exc:
+        raise UsageError(str(exc)) from exc
+    model = _check_model(args.model, args.modality)
+    _check_optics(args)
+    tsv = out / "results.tsv"
+    taken: set = set()
+    failed = 0
+    for i, path in enumerate(args.inputs, 1):
+        stem = unique_stem(path, taken)
+        print(f"[{i}/{len(args.inputs)}] {path}", file=sys.stderr, flush=True)
+        try:
+            row, paths = score_to_outputs(
+                path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
+                level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
+                results_tsv=tsv, optics=_optics_dict(args))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on
+            from napari_focusq.export.outputs import results_row
+
+            row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
+                              error=error_reason(exc, path))
+            append_results(tsv, row)
+        if row["status"] != "ok":
+            failed += 1
+            _err(f"{path}: {row['error']}")
+        else:
+            verdict = "pass" if row["pass"] == "yes" else "FAIL"
+            print(f"{path}: median {row['median_um'] or '-'} µm, p90 {row['p90_um'] or '-'} µm, "
+                  f"excluded {row['excluded_pct'] or '-'}% -> {verdict}  ({out / stem}.*)", flush=True)
+    print(f"results: {tsv}" + (f"  ({failed} of {len(args.inputs)} inputs failed)" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
