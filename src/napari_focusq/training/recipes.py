@@ -46,7 +46,7 @@ def project_data_dir() -> Path:
     fluorescence/, ...), e.g. for an installed package that has no repository beside it.
     """
     env = os.environ.get("FOCUSQ_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "data"
 
 
 def data_image(name: str, modality: str) -> Path:
