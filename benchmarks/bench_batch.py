@@ -150,7 +150,7 @@ def _peak_of_run(slide: Path, out: Path, model) -> tuple[float, float, int]:
 
     t = time.perf_counter()
     drive(iter_batch([str(slide)], out, model=model, workers=1), grab)
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     import csv
 

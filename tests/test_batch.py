@@ -17,7 +17,7 @@ import pytest
 from distributed import WorkerPlugin
 
 from napari_focusq.batch import expand_inputs, main_batch, run_batch
-from napari_focusq.export.outputs import read_results
+from napari_focusq.export.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 PX = 0.499

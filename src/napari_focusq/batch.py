@@ -225,7 +225,8 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
     """
     import torch
 
-    from napari_focusq.export.outputs import error_reason, results_row, write_outputs
+    from napari_focusq.export.outputs import error_reason, write_outputs
+    from napari_focusq.export.results import results_row
     from napari_focusq.scoring.pipeline import iter_score_slide
 
     t0 = time.perf_counter()
@@ -317,7 +318,7 @@ def _append_line(path: Path, line: str) -> None:
 def _dedupe_results(tsv: Path) -> None:
     """Keep the newest row per input (a redone slide replaces its earlier row)."""
     from napari_focusq._atomic import write_text
-    from napari_focusq.export.outputs import RESULTS_COLUMNS, read_results
+    from napari_focusq.export.results import RESULTS_COLUMNS, read_results
 
     rows = read_results(tsv)
     latest: dict[str, dict] = {}
@@ -379,7 +380,8 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
     scored now, ``peak_rss_mb`` and ``worker``.
     """
-    from napari_focusq.export.outputs import append_results, error_reason, results_row
+    from napari_focusq.export.results import append_results, results_row
+    from napari_focusq.export.outputs import error_reason
 
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
@@ -501,7 +503,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
 
 
 def _read_rows(tsv: Path) -> list[dict]:
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     return read_results(tsv)
 

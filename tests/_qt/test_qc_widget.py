@@ -165,7 +165,7 @@ def test_objective_fields_score_for_the_users_optics(qc, qtbot, notes, tmp_path)
     assert w.na.value() == 0.45  # the result layers did not reset the entry
     # The export records the objective too.
     paths = w.export(tmp_path)
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     assert read_results(paths["results"])[-1]["na"] == "0.450"
     assert json.loads(paths["geojson"].read_text())["focusq"]["optics"]["na"] == 0.45

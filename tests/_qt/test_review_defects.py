@@ -116,7 +116,7 @@ def test_5_image_smaller_than_a_tile_says_why_and_no_fail(make_napari_viewer_pro
 
 
 def test_6_export_twice_one_row_and_asks_before_overwriting(qc, qtbot, notes, tmp_path, answers):
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     viewer, w = qc
     score(qtbot, w)

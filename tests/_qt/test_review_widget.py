@@ -51,7 +51,7 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
     import tifffile
     from qtpy.QtWidgets import QShortcut
 
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     out = batch_folder
     viewer = make_napari_viewer_proxy()

@@ -227,7 +227,7 @@ def make_corpus(d: Path) -> list[Case]:
     case("stem_collision", ["a/slide.tif", "b/slide.tif"], "scored", "")
 
     # -- results.tsv whose last line a crash cut short: new rows start on a line of their own
-    from napari_focusq.export.outputs import RESULTS_COLUMNS
+    from napari_focusq.export.results import RESULTS_COLUMNS
 
     cut = d / "out_cut"
     cut.mkdir(exist_ok=True)

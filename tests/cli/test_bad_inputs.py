@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from napari_focusq.cli.app import main
-from napari_focusq.export.outputs import read_results
+from napari_focusq.export.results import read_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bad_inputs"))
 from make_corpus import CASE_NAMES as NAMES, make_corpus  # noqa: E402
@@ -161,7 +161,7 @@ def test_concurrent_runs_into_one_folder_keep_results_whole(corpus, tmp_path):
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in results]
     lines = (out / "results.tsv").read_text().splitlines()
-    from napari_focusq.export.outputs import RESULTS_COLUMNS
+    from napari_focusq.export.results import RESULTS_COLUMNS
 
     assert lines[0].split("\t") == list(RESULTS_COLUMNS) and len(lines) == 4
     assert all(len(ln.split("\t")) == len(RESULTS_COLUMNS) for ln in lines[1:])

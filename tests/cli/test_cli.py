@@ -17,7 +17,7 @@ from napari_focusq.cli import app as cli
 from napari_focusq.cli.app import main
 from napari_focusq.scoring.focusmap import CSV_COLUMNS
 from napari_focusq.io.formats import open_image
-from napari_focusq.export.outputs import RESULTS_COLUMNS, read_results
+from napari_focusq.export.results import RESULTS_COLUMNS, read_results
 
 DATA = Path(__file__).parents[2] / "data"
 SAMPLE = DATA / "brightfield" / "CMU-1-Small-Region.svs"

@@ -14,9 +14,8 @@ import tifffile
 from napari_focusq.io import budget
 from napari_focusq.cli.app import main
 from napari_focusq.io.formats import open_image
-from napari_focusq.export.outputs import (
-    RESULTS_COLUMNS, append_results, read_results, results_row, unique_stem,
-)
+from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
+from napari_focusq.export.outputs import unique_stem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bad_inputs"))
 from make_corpus import _tif, huge_header_tiff  # noqa: E402

@@ -238,7 +238,7 @@ def test_npe2_reads_each_format_through_the_manifest(files):
 def test_cli_scores_each_format(files, tmp_path, name, capsys):
     from napari_focusq.cli.app import main
     from napari_focusq.models import new_model
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     import torch
 

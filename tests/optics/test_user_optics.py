@@ -11,7 +11,8 @@ import tifffile
 from napari_focusq.cli.app import main
 from napari_focusq.config import Optics
 from napari_focusq.optics.psf import simulate_defocus
-from napari_focusq.export.outputs import read_heatmap_description, read_results
+from napari_focusq.export.outputs import read_heatmap_description
+from napari_focusq.export.results import read_results
 from napari_focusq.optics.user import (
     OpticsOptionError, immersion_index, ome_objective, optics_map, resolve_optics,
 )

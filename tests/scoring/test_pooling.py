@@ -86,7 +86,7 @@ def test_information_measures_content_not_sharpness():
 
 
 def test_summary_and_results_row_carry_pooled_score(tmp_path):
-    from napari_focusq.export.outputs import RESULTS_COLUMNS, append_results, read_results, results_row
+    from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
 
     d = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 6.0]])
     fm = _map(d, np.ones_like(d), information=np.ones_like(d),

@@ -5,15 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from napari_focusq.cli.parser import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
-    _bar,
-    _check_optics,
-    _err,
-    _optics_dict,
-)
+from napari_focusq.cli.parser import EXIT_FAILED, EXIT_OK, UsageError, _bar, _check_optics, _err, _optics_dict
 
 
 # ------------------------------------------------------------------------ commands
@@ -35,12 +27,8 @@ def _check_model(name: str, modality: str) -> str:
 
 
 def cmd_score(args) -> int:
-    from napari_focusq.export.outputs import (
-        append_results,
-        error_reason,
-        score_to_outputs,
-        unique_stem,
-    )
+    from napari_focusq.export.results import append_results
+    from napari_focusq.export.outputs import error_reason, score_to_outputs, unique_stem
 
     if importlib.util.find_spec("napari_focusq.scoring.pipeline") is None:
         raise UsageError("scoring is not available: napari_focusq.scoring.pipeline is missing from this installation")
@@ -67,7 +55,7 @@ def cmd_score(args) -> int:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on
-            from napari_focusq.export.outputs import results_row
+            from napari_focusq.export.results import results_row
 
             row = results_row(None, stem=stem, input_path=path, seconds=0.0, status="error",
                               error=error_reason(exc, path))

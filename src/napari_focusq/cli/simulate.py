@@ -55,12 +55,7 @@ def _simulate_layers(args, plane, px):
 
 def cmd_simulate(args) -> int:
     from napari_focusq.config import Optics
-    from napari_focusq.demo import (
-        MAX_SIMULATE_SIDE,
-        _modality,
-        check_simulate_budget,
-        write_defocus_series,
-    )
+    from napari_focusq.demo import MAX_SIMULATE_SIDE, _modality, check_simulate_budget, write_defocus_series
 
     plane, px, stem = _read_image_plane(args.image, args.pixel_size, max_side=MAX_SIMULATE_SIDE)
     mod = _modality(plane, args.modality)

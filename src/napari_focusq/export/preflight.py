@@ -47,7 +47,7 @@ def check_output_folder(out, results_name: str = "results.tsv") -> Path:
         if not tsv.is_file():
             raise OutputFolderError(f"{tsv} is not a file (a folder or a broken link); "
                                     "move it away or choose another output folder")
-        from napari_focusq.export.outputs import RESULTS_COLUMNS, _is_older_header
+        from napari_focusq.export.results import RESULTS_COLUMNS, _is_older_header
 
         try:
             with open(tsv, "rb") as fh:

@@ -88,7 +88,7 @@ def _thumb_b64(path: Path, max_width: int = THUMB_MAX_WIDTH) -> str | None:
 
 
 def _latest_rows(tsv: Path) -> list[dict]:
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     latest: dict[str, dict] = {}
     for r in read_results(tsv):

@@ -64,7 +64,7 @@ def list_slides(folder) -> list[dict]:
     Each entry: ``{"stem", "input", "status", "pass", "median_um", "p90_um", "error",
     "review" (dict or None), "review_error" (str), "state"}``.
     """
-    from napari_focusq.export.outputs import read_results
+    from napari_focusq.export.results import read_results
 
     folder = Path(folder)
     tsv = folder / "results.tsv"
@@ -157,7 +157,8 @@ def load_stored(folder, stem: str) -> tuple[FocusMap, float, np.ndarray]:
 def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: float, verdict: str = "",
                 comment: str = "", reviewed_by: str = "", roi_rings=None) -> dict:
     """Save one slide's review beside its outputs (see the module docstring); returns the record."""
-    from napari_focusq.export.outputs import _fmt, upsert_results, write_mask_png
+    from napari_focusq.export.results import _fmt, upsert_results
+    from napari_focusq.export.masks import write_mask_png
     from napari_focusq.export.qupath import write_tiles_geojson
 
     folder = Path(folder)

@@ -1069,7 +1069,8 @@ class FocusQCWidget(QWidget):
         Exporting the same slide again replaces its row (one row per slide) and asks
         before overwriting its files. Returns the written paths (None if nothing was written).
         """
-        from napari_focusq.export.outputs import results_row, unique_stem, upsert_results
+        from napari_focusq.export.results import results_row, upsert_results
+        from napari_focusq.export.outputs import unique_stem
         from napari_focusq.export.qupath import restrict_to_roi, write_tiles_geojson
         from napari_focusq.napari.writer import ExportError, save_mask
 
