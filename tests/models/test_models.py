@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_focusq.models import FocusModel, build_module, new_model, prepare_input
+from napari_focusq.models import FocusModel, new_model, prepare_input
+from napari_focusq.models.registry import build_module
 from napari_focusq.models.calibration import apply_calibration, fit_isotonic
 from napari_focusq.models.fast import FastFocusNet
 from napari_focusq.models.inception import InceptionFocusNet

@@ -1,4 +1,4 @@
-"""Model registry, the FocusModel wrapper and load_model.
+"""The FocusModel wrapper and load_model (the architectures by name: :mod:`napari_focusq.models.registry`).
 
 A FocusModel turns tiles at the working resolution into calibrated |z| in µm.
 It owns the input preparation each architecture expects, so every caller (CLI,
@@ -21,33 +21,7 @@ from napari_focusq.models.checkpoint import ModelFileError, load_checkpoint, sav
 
 #: preset name -> (builder, input kind). Input kinds: "green" (one channel of an RGB
 #: brightfield tile, or the tile's intensity), "rgb01" (RGB scaled to [0, 1]).
-PRESETS = ("fast", "inception")
-_SHIPPED = {"fast": "fast.safetensors", "fast-fluorescence": "fast-fluorescence.safetensors",
-            "inception": "inception.safetensors"}
-
-
-def build_module(architecture: str, config: dict | None = None):
-    """A fresh (untrained) torch module of a registered architecture."""
-    config = dict(config or {})
-    if architecture == "fast":
-        from napari_focusq.models.fast import FastFocusNet
-
-        if "hidden" in config:
-            config["hidden"] = tuple(config["hidden"])
-        return FastFocusNet(**config)
-    if architecture == "inception":
-        from napari_focusq.models.inception import InceptionFocusNet
-
-        if "widths" in config:
-            config["widths"] = tuple(config["widths"])
-        return InceptionFocusNet(**config)
-    raise ValueError(f"unknown architecture {architecture!r}; expected one of {PRESETS}")
-
-
-def input_kind(architecture: str, config: dict | None = None) -> str:
-    if architecture == "inception":
-        return "rgb01"
-    return "green+blue" if (config or {}).get("blue") else "intensity"
+from napari_focusq.models.registry import _SHIPPED, PRESETS, build_module, input_kind
 
 
 def choose_device():
