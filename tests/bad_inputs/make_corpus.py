@@ -6,7 +6,7 @@ Each case is what a hostile but realistic user hands ``focusq score`` / ``focusq
 files that lie about their size, are cut short, corrupt, empty, not images, loops of
 links, FIFOs, float images with NaN/inf, absurd pixel sizes, tampered or foreign model
 files, output folders that cannot take the run. Each case says how the run must end
-(see CASES below); tests/test_bad_inputs.py runs every case through both commands.
+(see CASES below); tests/cli/test_bad_inputs.py runs every case through both commands.
 
 The good input beside each bad one is a 640 x 640 crop of the bundled sample slide
 (CC0, OpenSlide test data) saved as a TIFF with its pixel size.
