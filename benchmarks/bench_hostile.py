@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    exe = [sys.executable, "-m", "napari_focusq.cli.app"]
+    exe = [sys.executable, "-m", "napari_focusq.cli"]
     rows = []
     with tempfile.TemporaryDirectory() as t:
         d = Path(t)

@@ -136,7 +136,7 @@ def test_huge_header_refused_under_a_memory_cap(px_um, refused_by, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
     # the timeout guards against a hang; it is not a timing assertion
-    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli.app", "score", str(huge), str(tmp_path / "good.tif"),
+    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli", "score", str(huge), str(tmp_path / "good.tif"),
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env,
                        preexec_fn=limit, timeout=300)
     assert r.returncode == 1, r.stderr
@@ -155,7 +155,7 @@ def test_concurrent_runs_into_one_folder_keep_results_whole(corpus, tmp_path):
     out = tmp_path / "out"
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
-    procs = [subprocess.Popen([sys.executable, "-m", "napari_focusq.cli.app", "score", str(d / src), "--out", str(out)],
+    procs = [subprocess.Popen([sys.executable, "-m", "napari_focusq.cli", "score", str(d / src), "--out", str(out)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for src in ("a/slide.tif", "b/slide.tif", "good.tif")]
     results = [p.communicate(timeout=300) for p in procs]

@@ -295,7 +295,7 @@ def test_corrupt_jpeg_tiles_give_one_line_and_no_asyncio_tracebacks(tmp_path):
         raw[off:off + n] = rng.integers(0, 255, n, np.uint8).tobytes()
     stack.write_bytes(bytes(raw))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli.app", "sharpest", str(stack), "--out",
+    r = subprocess.run([sys.executable, "-m", "napari_focusq.cli", "sharpest", str(stack), "--out",
                         str(tmp_path / "s.json")], capture_output=True, text=True, env=env, timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("sharpest ")]  # progress bar lines
     assert r.returncode == 1 and len(lines) == 1, r.stderr
