@@ -7,6 +7,7 @@ and added to the collection with the model's reading.
 from __future__ import annotations
 
 import operator
+import os
 import re
 from pathlib import Path
 from typing import Generator
@@ -98,10 +99,12 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
     """The working-resolution tiles (TILE_PX²) of ``cells`` of a scored slide, read as the
     pipeline reads them for the model (same level, plane and resampling)."""
     from .io import open_image
-    from .pipeline import ArraySource, _read_strip
+    from .pipeline import _read_strip
     from .tiling import TileGrid
 
-    src = path if isinstance(path, ArraySource) else open_image(path, pixel_size_um=pixel_size_um)
+    # a path is opened (and closed) here; a source (the QC dock's layer) is read as it is
+    owned = isinstance(path, (str, os.PathLike))
+    src = open_image(path, pixel_size_um=pixel_size_um) if owned else path
     try:
         grid = TileGrid(tuple(fmap.image_shape), fmap.pixel_size_um)
         level = int(fmap.extra.get("level", src.level_for(fmap.pixel_size_um)))
@@ -114,7 +117,7 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
             out[(r, c)] = tiles[0]
         return [out[rc] for rc in cells]
     finally:
-        if not isinstance(path, ArraySource):
+        if owned:
             src.close()
 
 
@@ -144,38 +147,61 @@ def add_from_map(collection: Collection, path, fmap, cells, label, *, pixel_size
 
 
 def iter_collect(paths, collection: Collection, label, *, where=None, tiles=None, max_n=None,
-                 model="default", pixel_size_um=None, modality="auto", level=None,
-                 slice="auto") -> Generator[Progress, None, dict]:
-    """Score each slide and add the selected tiles; returns {slide: number of tiles added}."""
+                 model="default", pixel_size_um=None, modality="auto", level=None, slice="auto",
+                 failed: dict | None = None) -> Generator[Progress, None, dict]:
+    """Score each slide and add the selected tiles; returns {slide: number of tiles added}.
+
+    A slide that cannot be scored or read (unreadable, no pixel size, a --where field its
+    model lacks, a bug) is skipped: its reason goes into ``failed`` ({slide: reason}) and the
+    run goes on, as ``focusq score`` does. A collection that cannot be written stops the run
+    (every later slide would fail the same way).
+    """
+    from .outputs import error_reason
     from .pipeline import iter_score_slide
 
     label = parse_label(label)
     added = {}
+    failed = {} if failed is None else failed
     for i, p in enumerate(paths):
         yield Progress("collect", i, len(paths), f"scoring {Path(p).name}")
-        fmap = yield from iter_score_slide(p, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                           level=level, slice=slice)
-        cells = select_tiles(fmap, where=where, tiles=tiles, max_n=max_n, seed=i)
-        ids = add_from_map(collection, p, fmap, cells, label, pixel_size_um=pixel_size_um)
+        try:
+            fmap = yield from iter_score_slide(p, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                               level=level, slice=slice)
+            cells = select_tiles(fmap, where=where, tiles=tiles, max_n=max_n, seed=i)
+            read = read_working_tiles(p, fmap, cells, pixel_size_um=pixel_size_um) if cells else []
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:  # one bad slide never stops the others
+            failed[str(p)] = error_reason(exc, p)
+            yield Progress("collect", i + 1, len(paths), f"{Path(p).name}: failed", data={"failed": str(p)})
+            continue
+        ids = collection.add(records_for(fmap, cells, label, slide=p), read) if cells else []
         added[str(p)] = len(ids)
     yield Progress("collect", len(paths), len(paths), "done")
     return added
 
 
 def main_collect(args) -> int:
-    """``focusq collect``: argparse namespace -> tiles added to the collection. Returns an exit code."""
+    """``focusq collect``: argparse namespace -> tiles added to the collection. Returns an exit
+    code: 0, or 1 when some slide failed (reported, skipped; the others are collected)."""
+    import sys
+
     from .progress import StderrBar, drive
 
     where = parse_where(args.where) if args.where else None
     tiles = parse_tiles(args.tiles)
     coll = Collection(args.out)
     before = len(coll)
+    failed: dict = {}
     added = drive(iter_collect(args.inputs, coll, args.label, where=where, tiles=tiles, max_n=args.max,
                                model=args.model, pixel_size_um=args.pixel_size, modality=args.modality,
-                               level=args.level, slice=args.slice), StderrBar())
+                               level=args.level, slice=args.slice, failed=failed), StderrBar())
     for p, n in added.items():
         print(f"{p}: {n} tiles labelled {args.label}")
+    for p, why in failed.items():
+        print(f"focusq: error: {p}: {why} (skipped)", file=sys.stderr)
     c = coll.counts()
     print(f"collection {coll.folder}: {len(coll)} tiles ({len(coll) - before} new; "
-          f"{c['in-focus']} in-focus, {c['out-of-focus']} out-of-focus)")
-    return 0
+          f"{c['in-focus']} in-focus, {c['out-of-focus']} out-of-focus)"
+          + (f"  ({len(failed)} of {len(args.inputs)} slides failed)" if failed else ""))
+    return 1 if failed else 0
