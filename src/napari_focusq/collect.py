@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator
 
@@ -144,6 +145,49 @@ def add_from_map(collection: Collection, path, fmap, cells, label, *, pixel_size
         return []
     tiles = read_working_tiles(path, fmap, cells, pixel_size_um=pixel_size_um)
     return collection.add(records_for(fmap, cells, label, slide=getattr(path, "path", path)), tiles)
+
+
+@dataclass
+class AddedTiles:
+    """What one add did to a collection: enough to undo it (:meth:`undo`)."""
+
+    folder: Path
+    ids: list
+    previous: list  # (record, tile) of rows the add replaced (same tile collected before)
+    label: str | float = ""
+
+    def undo(self) -> int:
+        """Remove what the add added and put back what it replaced; returns rows removed."""
+        return Collection(self.folder).revert(self.ids, self.previous)
+
+
+def iter_add_cells(folder, open_source, fmap, cells, label, *, chunk: int = 16,
+                   ) -> Generator[Progress, None, AddedTiles]:
+    """Read ``cells`` of a scored image and add them to the collection in ``folder``.
+
+    ``open_source()`` gives ``(source, close_it)``: the file or layer the map was scored
+    from (the QC dock passes layer_scoring.layer_source, so a file-backed layer is read
+    from its file, as the pipeline read it). Tiles are read in chunks with a Progress
+    event (a cancel point) after each; the collection changes only at the end, in one
+    atomic write, so a cancelled add leaves it as it was.
+    """
+    label = parse_label(label)
+    cells = [(int(r), int(c)) for r, c in cells]
+    recs = records_for(fmap, cells, label)
+    yield Progress("collect", 0, len(cells), "reading tiles")
+    tiles: list = []
+    src, close_it = open_source()
+    try:
+        for i in range(0, len(cells), chunk):
+            tiles += read_working_tiles(src, fmap, cells[i:i + chunk])
+            yield Progress("collect", min(i + chunk, len(cells)), len(cells), "reading tiles")
+    finally:
+        if close_it:
+            src.close()
+    coll = Collection(folder)
+    previous = coll.snapshot(r.id for r in recs)
+    ids = coll.add(recs, tiles)
+    return AddedTiles(coll.folder, ids, previous, label)
 
 
 def iter_collect(paths, collection: Collection, label, *, where=None, tiles=None, max_n=None,

@@ -51,7 +51,7 @@ def notes(monkeypatch):
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
     import importlib
 
-    for name in ("train_widget", "review_widget"):
+    for name in ("train_widget", "review_widget", "collect_box"):
         try:
             mod = importlib.import_module(f"napari_focusq._qt.{name}")
         except ImportError:

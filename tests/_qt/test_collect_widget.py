@@ -1,0 +1,150 @@
+"""Collecting tiles in Focus QC (Ctrl-click, the two buttons, undo) and training on the
+collection from the training panel: issue 22's loop, end to end under the virtual display."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+TIMEOUT_MS = 240_000
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def ctrl_click(viewer, world_yx, modifiers=("Control",)):
+    """A left click with a modifier held (press + release, no drag) at a world position."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    real = getattr(viewer, "__wrapped__", viewer)
+    common = dict(position=tuple(world_yx), button=1, buttons=[1], modifiers=tuple(modifiers), is_dragging=False,
+                  view_direction=None, dims_displayed=[0, 1], dims_point=tuple(world_yx), delta=(0, 0),
+                  pos=(100, 100))
+    mouse_press_callbacks(real, ReadOnlyWrapper(SimpleNamespace(type="mouse_press", **common)))
+    mouse_release_callbacks(real, SimpleNamespace(type="mouse_release", **common))
+
+
+def tile_centre(qc, r, c):
+    hm = qc.heatmap
+    return tuple(np.asarray(hm.translate[-2:]) + np.array([r, c]) * np.asarray(hm.scale[-2:]))  # napari: pixel centres
+
+
+def wait(qtbot, worker):
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+
+
+@pytest.fixture
+def scored(make_napari_viewer_proxy, qtbot, notes):
+    """The sample slide opened with the plugin's reader (a file-backed layer), scored with the
+    shipped model in Focus QC."""
+    from napari_focusq.io import sample_slide_path
+
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(sample_slide_path()), plugin="napari-focusq")
+    _, qc = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    i = qc.model_combo.findData("default")
+    if i >= 0:
+        qc.model_combo.setCurrentIndex(i)
+    wait(qtbot, qc.score())
+    assert qc.fmap is not None and qc.fmap.scored.any(), notes["error"]
+    return viewer, qc
+
+
+def _stored_equals_pipeline(coll, fmap):
+    """Every stored tile is bit-equal to the tile the pipeline reads for the model there."""
+    from napari_focusq.collect import read_working_tiles
+    from napari_focusq.io import sample_slide_path
+
+    recs = list(coll)
+    ref = read_working_tiles(str(sample_slide_path()), fmap, [(r.row, r.col) for r in recs])
+    for rec, t in zip(recs, ref):
+        np.testing.assert_array_equal(coll.load_tile(rec), t)
+
+
+def test_collect_by_ctrl_click_buttons_and_undo(scored, qtbot, notes, tmp_path):
+    from napari_focusq.collection import Collection
+    from napari_focusq.io import sample_slide_path
+
+    viewer, qc = scored
+    box = qc.collect_box
+    box.expand(animate=False)
+    folder = tmp_path / "coll"
+    box.folder.setText(str(folder))
+    box._folder_changed()
+    assert box.under_btn.isEnabled() and not box.undo_btn.isEnabled()
+    fmap = qc.fmap
+    r, c = [int(v[0]) for v in np.nonzero(fmap.scored)]
+    before_excl = qc.excluded.data.copy()
+
+    # a plain click toggles exclusion (Focus QC's own); a Ctrl-click collects and leaves exclusions alone
+    box.label.setCurrentText("out-of-focus")
+    ctrl_click(viewer, tile_centre(qc, r, c))
+    wait(qtbot, box._worker)
+    np.testing.assert_array_equal(qc.excluded.data, before_excl)
+    coll = Collection(folder)
+    assert [(x.row, x.col, x.label) for x in coll] == [(r, c, "out-of-focus")]
+    assert coll.records[0].slide == str(sample_slide_path())
+    assert coll.records[0].reading_um == pytest.approx(float(fmap.defocus_um[r, c]), abs=1e-3)
+    assert "1 in-focus" not in box.counts.text() and "1 out-of-focus" in box.counts.text()
+    assert box.thumbs[0].pixmap() is not None and not box.thumbs[0].pixmap().isNull()
+    # only Ctrl alone collects: a Shift- or Ctrl-Shift-click adds nothing (Alt is napari's zoom box)
+    for mods in (("Shift",), ("Control", "Shift")):
+        ctrl_click(viewer, tile_centre(qc, r, c), mods)
+        assert box._worker is None
+
+    # the buttons: every tile under the threshold (in-focus), then a known defocus on the excluded ones
+    qc.threshold_slider.setValue(float(np.nanmedian(fmap.defocus_um[fmap.scored])))
+    under = box.under_threshold_cells()
+    assert under and all(fmap.defocus_um[x] <= qc.threshold_slider.value() for x in under)
+    box.label.setCurrentText("in-focus")
+    wait(qtbot, box.add_under_threshold())
+    excl = box.excluded_cells()
+    assert excl and not set(excl) & set(under)
+    box.label.setCurrentIndex(2)
+    box.defocus.setValue(3.5)
+    wait(qtbot, box.add_excluded())
+    coll = Collection(folder)
+    want = {rc: "in-focus" for rc in under} | {rc: 3.5 for rc in excl}
+    if (r, c) not in want:
+        want[(r, c)] = "out-of-focus"
+    assert {(x.row, x.col): x.label for x in coll} == want
+    assert len(coll) == len(want)  # the Ctrl-clicked tile, added again by a button, stays one row
+    assert len(list((folder / "tiles").iterdir())) == len(want)
+    _stored_equals_pipeline(coll, fmap)
+    assert f"{len(under)} in-focus" in box.counts.text()
+
+    # undo removes what the last add added, and nothing else
+    assert box.undo() == len(excl) - int((r, c) in excl)
+    coll = Collection(folder)
+    assert {(x.row, x.col) for x in coll if x.label == 3.5} == set()
+    assert {(x.row, x.col) for x in coll if x.label == "in-focus"} == set(under)
+    if (r, c) in excl:  # the clicked tile was relabelled by that add: undo gives its label back
+        assert [x.label for x in coll if (x.row, x.col) == (r, c)] == ["out-of-focus"]
+    assert not box.undo_btn.isEnabled() and box.undo() == 0
+    assert not notes["error"], notes["error"]
+
+
+def test_cancelled_add_leaves_the_collection_unchanged(scored, qtbot, notes, tmp_path):
+    from napari_focusq.collection import Collection
+
+    viewer, qc = scored
+    box = qc.collect_box
+    box.folder.setText(str(tmp_path / "c"))
+    box._folder_changed()
+    qc.threshold_slider.setValue(6.0)
+    worker = box.add_under_threshold()
+    worker.yielded.connect(lambda ev: box.cancel())
+    wait(qtbot, worker)
+    assert len(Collection(tmp_path / "c")) == 0 and "cancelled" in notes["info"][-1]
+    assert box.last_add is None
+
+
+def test_nothing_to_collect_without_a_result(make_napari_viewer_proxy, notes, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    _, qc = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    box = qc.collect_box
+    assert not box.under_btn.isEnabled() and not box.excluded_btn.isEnabled()
+    assert box.add_cells([(0, 0)]) is None and "score an image first" in notes["error"][-1]
