@@ -15,6 +15,7 @@ def _isolated_settings(tmp_path, monkeypatch):
     from qtpy.QtCore import QSettings
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the default tile collection's home
     import napari_focusq._qt.workers as workers
 
     monkeypatch.setattr(workers, "_registry", None)

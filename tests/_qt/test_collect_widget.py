@@ -148,3 +148,84 @@ def test_nothing_to_collect_without_a_result(make_napari_viewer_proxy, notes, tm
     box = qc.collect_box
     assert not box.under_btn.isEnabled() and not box.excluded_btn.isEnabled()
     assert box.add_cells([(0, 0)]) is None and "score an image first" in notes["error"][-1]
+
+
+@pytest.fixture(scope="module")
+def half_defocused(tmp_path_factory):
+    """The sample slide with its right half defocused by 3 µm, as a tiled TIFF (a second slide)."""
+    from napari_focusq.demo import make_half_defocused, write_tif
+    from napari_focusq.io import open_image, sample_slide_path
+
+    with open_image(sample_slide_path()) as src:
+        img, px = src.read_plane(), src.pixel_size_um
+    half = make_half_defocused(img, pixel_size_um=px, z_um=3.0, modality="brightfield")
+    return Path(write_tif(tmp_path_factory.mktemp("half") / "half_defocused.tif", half, pixel_size_um=px,
+                          tiled=True))
+
+
+def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocused):
+    """Collect in Focus QC from two slides, train on the collection in the training panel (a few
+    epochs), see the held-out verdict, and score with the new model."""
+    from napari_focusq.collection import Collection
+    from napari_focusq.models.checkpoint import load_checkpoint
+
+    viewer, qc = scored
+    box = qc.collect_box
+    box.expand(animate=False)
+    folder = tmp_path / "lab_tiles"
+    box.folder.setText(str(folder))
+    box._folder_changed()
+    qc.threshold_slider.setValue(2.0)
+    wait(qtbot, box.add_under_threshold())  # the sharp sample slide: in focus
+
+    viewer.open(str(half_defocused), plugin="napari-focusq")
+    qc.layer_combo.setCurrentText(half_defocused.name)
+    wait(qtbot, qc.score())
+    fmap = qc.fmap
+    assert Path(str(fmap.source)).name == half_defocused.name
+    wait(qtbot, box.add_under_threshold())  # its sharp half: in focus
+    box.label.setCurrentText("out-of-focus")
+    excl = box.excluded_cells()
+    assert len(excl) >= 3, "the 3 µm half reads over 2 µm"
+    ctrl_click(viewer, tile_centre(qc, *excl[0]))  # one by Ctrl-click, the rest by the button
+    wait(qtbot, box._worker)
+    wait(qtbot, box.add_excluded())
+    coll = Collection(folder)
+    assert coll.counts()["out-of-focus"] == len(excl) and len(coll.slides()) == 2
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer.window._qt_window.resize(1600, 1000)
+    qc.findChild(QScrollArea).ensureWidgetVisible(box)
+    qtbot.wait(300)
+    viewer.screenshot(str(SHOTS / "collect_tiles.png"), canvas_only=False)
+    assert all(r.slide == str(half_defocused) and 2 * r.x + r.width > fmap.image_shape[1] - 2 * 320
+               for r in coll if r.label == "out-of-focus")  # in (or straddling the edge of) the blurred half
+
+    # the training panel lists the collection with its counts, and trains on it
+    _, tw = viewer.window.add_plugin_dock_widget("napari-focusq", "Train focus model")
+    tw.source.setCurrentText("Collection")
+    assert not tw.folder.isVisibleTo(tw) and tw.collection.isVisibleTo(tw)
+    assert tw.collection.folder.text() == str(folder), "defaults to the folder Focus QC collects into"
+    assert f"{len(excl)} out-of-focus" in tw.collection.counts.text() and "2 slides" in tw.collection.counts.text()
+    tw.collection.epochs.setValue(3)
+    tw.collection.threshold.setValue(2.0)
+    tw.out.setText(str(tmp_path / "lab.safetensors"))
+    wait(qtbot, tw.train())
+    assert not notes["error"], notes["error"]
+    assert tw.checkpoint == str(tmp_path / "lab.safetensors")
+    rep = load_checkpoint(tw.checkpoint)[1]["collection"]
+    assert rep["digest"] == "sha256:" + Collection(folder).digest()
+    assert rep["heldout_slides"] == [half_defocused.name]  # the only slide holding both kinds
+    text = tw.verdict.text()
+    assert text.startswith("On the held-out slides (half_defocused.tif") and "AUC" in text and "start:" in text
+    # put into use in Focus QC only when no worse than its start (as the verdict says)
+    assert (qc.model_combo.currentData() == tw.checkpoint) == rep["not_worse"]
+    assert ("does no worse" in text) == rep["not_worse"] and qc.model_combo.findData(tw.checkpoint) >= 0
+
+    # the new model scores the next slide
+    qc.model_combo.setCurrentIndex(qc.model_combo.findData(tw.checkpoint))
+    wait(qtbot, qc.score())
+    assert qc.fmap.model.endswith("+collection") or "collection" in qc.fmap.model, qc.fmap.model
+    qtbot.wait(300)
+    viewer.screenshot(str(SHOTS / "train_collection.png"), canvas_only=False)
