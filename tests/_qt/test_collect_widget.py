@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import shot
 
 TIMEOUT_MS = 240_000
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def ctrl_click(viewer, world_yx, modifiers=("Control",)):
@@ -192,13 +192,10 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     wait(qtbot, box.add_excluded())
     coll = Collection(folder)
     assert coll.counts()["out-of-focus"] == len(excl) and len(coll.slides()) == 2
-    SHOTS.mkdir(parents=True, exist_ok=True)
     from qtpy.QtWidgets import QScrollArea
 
-    viewer.window._qt_window.resize(1600, 1000)
     qc.findChild(QScrollArea).ensureWidgetVisible(box)
-    qtbot.wait(300)
-    viewer.screenshot(str(SHOTS / "collect_tiles.png"), canvas_only=False)
+    shot(viewer, "collect_tiles.png", tmp_path)  # FOCUSQ_SCREENSHOTS=docs: the README's picture
     assert all(r.slide == str(half_defocused) and 2 * r.x + r.width > fmap.image_shape[1] - 2 * 320
                for r in coll if r.label == "out-of-focus")  # in (or straddling the edge of) the blurred half
 
@@ -227,5 +224,4 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     qc.model_combo.setCurrentIndex(qc.model_combo.findData(tw.checkpoint))
     wait(qtbot, qc.score())
     assert qc.fmap.model.endswith("+collection") or "collection" in qc.fmap.model, qc.fmap.model
-    qtbot.wait(300)
-    viewer.screenshot(str(SHOTS / "train_collection.png"), canvas_only=False)
+    shot(viewer, "train_collection.png", tmp_path)
