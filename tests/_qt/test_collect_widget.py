@@ -225,3 +225,27 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     wait(qtbot, qc.score())
     assert qc.fmap.model.endswith("+collection") or "collection" in qc.fmap.model, qc.fmap.model
     shot(viewer, "train_collection.png", tmp_path)
+
+
+def test_collect_from_an_in_memory_layer(qc, qtbot, notes, tmp_path):
+    """A layer with no file behind it (the simulated demo) is read through its own data, at the
+    level and resampling the pipeline used: the stored tile is what the model read."""
+    from napari_focusq.array_source import LevelsSource
+    from napari_focusq.collect import read_working_tiles
+    from napari_focusq.collection import Collection
+
+    viewer, w = qc
+    wait(qtbot, w.score())
+    layer = viewer.layers[w._scored["layer"]]
+    assert w.fmap.extra.get("read_from") == "levels"
+    box = w.collect_box
+    box.folder.setText(str(tmp_path / "c"))
+    box._folder_changed()
+    r, c = [int(v[-1]) for v in np.nonzero(w.fmap.scored)]
+    ctrl_click(viewer, tile_centre(w, r, c))
+    wait(qtbot, box._worker)
+    coll = Collection(tmp_path / "c")
+    assert [(x.row, x.col, x.label, x.slide) for x in coll] == [(r, c, "in-focus", str(w.fmap.source))]
+    ref = read_working_tiles(LevelsSource([np.asarray(layer.data)], w.fmap.pixel_size_um), w.fmap, [(r, c)])[0]
+    np.testing.assert_array_equal(coll.load_tile(coll.records[0]), ref)
+    assert not notes["error"], notes["error"]
