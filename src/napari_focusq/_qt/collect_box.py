@@ -18,7 +18,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                            QProgressBar, QPushButton, QWidget)
 from superqt import QCollapsible
 
 from .workers import ActivityBar, progress_worker, settings
