@@ -243,7 +243,7 @@ def main_collect(args) -> int:
     for p, n in added.items():
         print(f"{p}: {n} tiles labelled {args.label}")
     for p, why in failed.items():
-        print(f"focusq: error: {p}: {why} (skipped)", file=sys.stderr)
+        print(f"focusq: {p}: {why} (skipped)", file=sys.stderr)  # as focusq score reports a failed input
     c = coll.counts()
     print(f"collection {coll.folder}: {len(coll)} tiles ({len(coll) - before} new; "
           f"{c['in-focus']} in-focus, {c['out-of-focus']} out-of-focus)"
