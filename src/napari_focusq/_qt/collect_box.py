@@ -186,7 +186,7 @@ class CollectBox(QCollapsible):
 
     def refresh(self, *_) -> None:
         """Buttons follow Focus QC's result and this box's work; counts and thumbnails follow the folder."""
-        has = self.qc.fmap is not None and self.qc.fmap.scored.any()
+        has = self.qc.fmap is not None and bool(self.qc.fmap.scored.any())
         busy = self._worker is not None
         for b in (self.under_btn, self.excluded_btn):
             b.setEnabled(has and not busy)
