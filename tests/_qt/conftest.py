@@ -15,6 +15,7 @@ def _isolated_settings(tmp_path, monkeypatch):
     from qtpy.QtCore import QSettings
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the default tile collection's home
     import napari_focusq.napari.widgets.workers as workers
 
     monkeypatch.setattr(workers, "_registry", None)
@@ -51,7 +52,7 @@ def notes(monkeypatch):
     monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
     import importlib
 
-    for name in ("train", "review"):
+    for name in ("train", "review", "collect_box"):
         try:
             mod = importlib.import_module(f"napari_focusq.napari.widgets.{name}")
         except ImportError:

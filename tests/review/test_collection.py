@@ -174,3 +174,24 @@ def test_focusq_collect_takes_the_defocused_half_as_out_of_focus(tmp_path, half_
     assert all(r.x + r.width > shape[1] // 2 for r in c)
     assert all(r.kind == "out-of-focus" and r.reading_um > 2 for r in c)
     assert json.loads(c.table.read_text().splitlines()[0])["label"] == "out-of-focus"
+
+
+def test_one_bad_slide_never_stops_focusq_collect(tmp_path, capsys):
+    """An unreadable file and an image without a pixel size are reported and skipped; the good
+    slide between them is collected, and the run exits 1 (some input failed), as focusq score."""
+    from PIL import Image
+
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"not a slide at all")
+    no_px = tmp_path / "no_pixel_size.png"
+    Image.fromarray(np.full((600, 600, 3), 200, np.uint8)).save(no_px)
+    out = tmp_path / "coll"
+    rc = main(["collect", str(broken), str(sample_slide_path()), str(no_px), "--out", str(out),
+               "--label", "in-focus", "--where", "defocus_um<1", "--max", "3"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err
+    assert len(Collection(out)) == 3 and {r.slide for r in Collection(out)} == {str(sample_slide_path())}
+    err_lines = [ln for ln in cap.err.splitlines() if ln.startswith("focusq: ") and "(skipped)" in ln]
+    assert any(str(broken) in ln for ln in err_lines), cap.err
+    assert any(str(no_px) in ln and "pixel size" in ln for ln in err_lines), cap.err
+    assert "2 of 3 slides failed" in cap.out

@@ -38,3 +38,37 @@ def validation_verdict(meta: dict) -> tuple[bool, str]:
            f"its error is larger than {MAX_MAE_UM:g} µm")
     return False, (f"Failed validation: on images it never saw, {why} (R² {r2:.2f}, error {err}). "
                    "Train longer, with more images or a wider defocus range.")
+
+
+def _pct(v) -> str:
+    return f"{100 * float(v):.0f} %" if v is not None and math.isfinite(float(v)) else "n/a"
+
+
+def _auc(v) -> str:
+    return f"{float(v):.3f}" if v is not None and math.isfinite(float(v)) else "n/a"
+
+
+def collection_verdict(meta: dict) -> tuple[bool, str]:
+    """(put into use, plain sentences) for a model fine-tuned on a tile collection.
+
+    Reads ``meta["collection"]`` (collection_train's report): the held-out slides' figures
+    before (the starting model) and after, and whether the fine-tuned one is no worse.
+    """
+    rep = (meta or {}).get("collection") or {}
+    if not rep:
+        return False, "The model has no report of its training on a collection; it is not put into use."
+    b, a = rep.get("before") or {}, rep.get("after") or {}
+    held = ", ".join(rep.get("heldout_slides") or []) or "none"
+    figures = (f"On the held-out slides ({held}: {a.get('n_in_focus', 0)} in-focus, {a.get('n_out_of_focus', 0)} "
+               f"out-of-focus tiles), real in-focus and out-of-focus tiles separate with AUC {_auc(a.get('auc'))} "
+               f"(start: {_auc(b.get('auc'))}); {_pct(a.get('out_of_focus_over_threshold'))} of the out-of-focus "
+               f"tiles read over the {rep.get('threshold_um', 0):g} µm threshold (start: "
+               f"{_pct(b.get('out_of_focus_over_threshold'))}), {_pct(a.get('in_focus_over_threshold'))} of the "
+               f"in-focus ones (start: {_pct(b.get('in_focus_over_threshold'))}).")
+    start = rep.get("init") or "the starting model"
+    if rep.get("selected") == "start":
+        return False, (f"{figures} The fine-tuned model does WORSE than {start}, so the file holds {start}'s "
+                       "weights unchanged.")
+    if rep.get("not_worse"):
+        return True, f"{figures} It does no worse than {start}."
+    return False, f"{figures} The fine-tuned model does WORSE than {start} on these slides."

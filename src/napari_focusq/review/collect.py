@@ -7,7 +7,9 @@ and added to the collection with the model's reading.
 from __future__ import annotations
 
 import operator
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator
 
@@ -98,10 +100,12 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
     """The working-resolution tiles (TILE_PX²) of ``cells`` of a scored slide, read as the
     pipeline reads them for the model (same level, plane and resampling)."""
     from napari_focusq.io.formats import open_image
-    from napari_focusq.scoring.pipeline import ArraySource, _read_strip
+    from napari_focusq.scoring.pipeline import _read_strip
     from napari_focusq.scoring.grid import TileGrid
 
-    src = path if isinstance(path, ArraySource) else open_image(path, pixel_size_um=pixel_size_um)
+    # a path is opened (and closed) here; a source (the QC dock's layer) is read as it is
+    owned = isinstance(path, (str, os.PathLike))
+    src = open_image(path, pixel_size_um=pixel_size_um) if owned else path
     try:
         grid = TileGrid(tuple(fmap.image_shape), fmap.pixel_size_um)
         level = int(fmap.extra.get("level", src.level_for(fmap.pixel_size_um)))
@@ -114,7 +118,7 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
             out[(r, c)] = tiles[0]
         return [out[rc] for rc in cells]
     finally:
-        if not isinstance(path, ArraySource):
+        if owned:
             src.close()
 
 
@@ -143,39 +147,105 @@ def add_from_map(collection: Collection, path, fmap, cells, label, *, pixel_size
     return collection.add(records_for(fmap, cells, label, slide=getattr(path, "path", path)), tiles)
 
 
+@dataclass
+class AddedTiles:
+    """What one add did to a collection: enough to undo it (:meth:`undo`)."""
+
+    folder: Path
+    ids: list
+    previous: list  # (record, tile) of rows the add replaced (same tile collected before)
+    label: str | float = ""
+
+    def undo(self) -> int:
+        """Remove what the add added and put back what it replaced; returns rows removed."""
+        return Collection(self.folder).revert(self.ids, self.previous)
+
+
+def iter_add_cells(folder, open_source, fmap, cells, label, *, chunk: int = 16,
+                   ) -> Generator[Progress, None, AddedTiles]:
+    """Read ``cells`` of a scored image and add them to the collection in ``folder``.
+
+    ``open_source()`` gives ``(source, close_it)``: the file or layer the map was scored
+    from (the QC dock passes layer_scoring.layer_source, so a file-backed layer is read
+    from its file, as the pipeline read it). Tiles are read in chunks with a Progress
+    event (a cancel point) after each; the collection changes only at the end, in one
+    atomic write, so a cancelled add leaves it as it was.
+    """
+    label = parse_label(label)
+    cells = [(int(r), int(c)) for r, c in cells]
+    recs = records_for(fmap, cells, label)
+    yield Progress("collect", 0, len(cells), "reading tiles")
+    tiles: list = []
+    src, close_it = open_source()
+    try:
+        for i in range(0, len(cells), chunk):
+            tiles += read_working_tiles(src, fmap, cells[i:i + chunk])
+            yield Progress("collect", min(i + chunk, len(cells)), len(cells), "reading tiles")
+    finally:
+        if close_it:
+            src.close()
+    coll = Collection(folder)
+    previous = coll.snapshot(r.id for r in recs)
+    ids = coll.add(recs, tiles)
+    return AddedTiles(coll.folder, ids, previous, label)
+
+
 def iter_collect(paths, collection: Collection, label, *, where=None, tiles=None, max_n=None,
-                 model="default", pixel_size_um=None, modality="auto", level=None,
-                 slice="auto") -> Generator[Progress, None, dict]:
-    """Score each slide and add the selected tiles; returns {slide: number of tiles added}."""
+                 model="default", pixel_size_um=None, modality="auto", level=None, slice="auto",
+                 failed: dict | None = None) -> Generator[Progress, None, dict]:
+    """Score each slide and add the selected tiles; returns {slide: number of tiles added}.
+
+    A slide that cannot be scored or read (unreadable, no pixel size, a --where field its
+    model lacks, a bug) is skipped: its reason goes into ``failed`` ({slide: reason}) and the
+    run goes on, as ``focusq score`` does. A collection that cannot be written stops the run
+    (every later slide would fail the same way).
+    """
+    from napari_focusq.export.outputs import error_reason
     from napari_focusq.scoring.pipeline import iter_score_slide
 
     label = parse_label(label)
     added = {}
+    failed = {} if failed is None else failed
     for i, p in enumerate(paths):
         yield Progress("collect", i, len(paths), f"scoring {Path(p).name}")
-        fmap = yield from iter_score_slide(p, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                                           level=level, slice=slice)
-        cells = select_tiles(fmap, where=where, tiles=tiles, max_n=max_n, seed=i)
-        ids = add_from_map(collection, p, fmap, cells, label, pixel_size_um=pixel_size_um)
+        try:
+            fmap = yield from iter_score_slide(p, pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                               level=level, slice=slice)
+            cells = select_tiles(fmap, where=where, tiles=tiles, max_n=max_n, seed=i)
+            read = read_working_tiles(p, fmap, cells, pixel_size_um=pixel_size_um) if cells else []
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:  # one bad slide never stops the others
+            failed[str(p)] = error_reason(exc, p)
+            yield Progress("collect", i + 1, len(paths), f"{Path(p).name}: failed", data={"failed": str(p)})
+            continue
+        ids = collection.add(records_for(fmap, cells, label, slide=p), read) if cells else []
         added[str(p)] = len(ids)
     yield Progress("collect", len(paths), len(paths), "done")
     return added
 
 
 def main_collect(args) -> int:
-    """``focusq collect``: argparse namespace -> tiles added to the collection. Returns an exit code."""
+    """``focusq collect``: argparse namespace -> tiles added to the collection. Returns an exit
+    code: 0, or 1 when some slide failed (reported, skipped; the others are collected)."""
+    import sys
+
     from napari_focusq.progress import StderrBar, drive
 
     where = parse_where(args.where) if args.where else None
     tiles = parse_tiles(args.tiles)
     coll = Collection(args.out)
     before = len(coll)
+    failed: dict = {}
     added = drive(iter_collect(args.inputs, coll, args.label, where=where, tiles=tiles, max_n=args.max,
                                model=args.model, pixel_size_um=args.pixel_size, modality=args.modality,
-                               level=args.level, slice=args.slice), StderrBar())
+                               level=args.level, slice=args.slice, failed=failed), StderrBar())
     for p, n in added.items():
         print(f"{p}: {n} tiles labelled {args.label}")
+    for p, why in failed.items():
+        print(f"focusq: {p}: {why} (skipped)", file=sys.stderr)  # as focusq score reports a failed input
     c = coll.counts()
     print(f"collection {coll.folder}: {len(coll)} tiles ({len(coll) - before} new; "
-          f"{c['in-focus']} in-focus, {c['out-of-focus']} out-of-focus)")
-    return 0
+          f"{c['in-focus']} in-focus, {c['out-of-focus']} out-of-focus)"
+          + (f"  ({len(failed)} of {len(args.inputs)} slides failed)" if failed else ""))
+    return 1 if failed else 0

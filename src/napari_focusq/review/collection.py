@@ -12,6 +12,7 @@ defocus in µm when known (e.g. measured with a pair of captures), stored as a n
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -245,6 +246,25 @@ class Collection:
             self.records = keep
             self._sweep()
         return removed
+
+    def snapshot(self, ids: Iterable[str]) -> list[tuple[TileRecord, np.ndarray]]:
+        """(record, tile) of those of ``ids`` already in the collection: what an add of them
+        would replace, kept so that the add can be undone (:meth:`revert`)."""
+        ids = set(ids)
+        return [(copy.deepcopy(r), self.load_tile(r)) for r in self.records if r.id in ids]
+
+    def revert(self, ids: Iterable[str], previous: Iterable[tuple[TileRecord, np.ndarray]] = ()) -> int:
+        """Undo an add: drop the rows ``ids`` and put back ``previous`` (its :meth:`snapshot`),
+        in place and in one table write. Returns how many rows were dropped."""
+        ids, prev = set(ids), {r.id: (r, t) for r, t in previous}
+        for rec, t in prev.values():
+            write_bytes(self.tile_path(rec), _encode_png(np.asarray(t)))  # images first, as in add
+        after = [prev[r.id][0] if r.id in prev else r for r in self.records if r.id in prev or r.id not in ids]
+        dropped = len(self.records) - len(after)
+        self._write_table(after)
+        self.records = after
+        self._sweep()
+        return dropped
 
     def _sweep(self) -> None:
         """Delete tile images no row refers to (left by a remove or a crash)."""

@@ -208,6 +208,10 @@ class FocusQCWidget(QWidget):
         lay.addWidget(self.hover)
         lay.addWidget(help_label)
         lay.addWidget(ex)
+        from napari_focusq.napari.widgets.collect_box import CollectBox  # collecting training tiles (issue 22)
+
+        self.collect_box = CollectBox(self)
+        lay.addWidget(self.collect_box)
         lay.addStretch(1)
 
     def _objective_row(self) -> QHBoxLayout:
@@ -662,6 +666,7 @@ class FocusQCWidget(QWidget):
         self.import_btn.setEnabled(True)
         self.deblur_btn.setEnabled(True)
         self._update_summary()
+        self.collect_box.refresh()
         notes = fmap.extra.get("notes") or []
         if not fmap.scored.any():
             _notify_info(f"Focus QC: no result – {L.no_result_reason(fmap)}.")
@@ -998,6 +1003,7 @@ class FocusQCWidget(QWidget):
         self.import_btn.setEnabled(False)
         self.deblur_btn.setEnabled(False)
         self.summary.setText("No result yet.")
+        self.collect_box.refresh()
         self.hover.setText("")
 
     # ------------------------------------------------------------------ QuPath import

@@ -1,7 +1,9 @@
-"""Train focus model dock widget: simulated-defocus training from in-focus images.
+"""Train focus model dock widget: simulated-defocus training from in-focus images, or
+fine-tuning on a tile collection (the "Collection" source, train_collection.py).
 
-Drives :func:`napari_focusq.training.fit.iter_fit` in a worker; draws the loss curve and a
-validation calibration plot live; the saved checkpoint is listed in Focus QC at once.
+Drives :func:`napari_focusq.training.fit.iter_fit` (or ``training.collection.iter_train_collection``)
+in a worker; draws the loss curve and a validation calibration plot live; the saved
+checkpoint is listed in Focus QC at once, and selected there only if it passed its checks.
 """
 from __future__ import annotations
 
@@ -124,6 +126,16 @@ class TrainWidget(QWidget):
 
     def _build(self):
         form = QFormLayout()
+        self.form = form
+        self.source = QComboBox()
+        self.source.addItems(["Folder", "Collection"])
+        self.source.setToolTip("Folder: in-focus images, defocus simulated from them. Collection: tiles collected "
+                               "while reviewing (Focus QC's “Collect tiles”), fine-tuning a model you have.")
+        form.addRow("Source", self.source)
+        from napari_focusq.napari.widgets.train_collection import CollectionSource
+
+        self.collection = CollectionSource()
+        form.addRow(self.collection)
         row = QHBoxLayout()
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("folder of in-focus images")
@@ -142,10 +154,12 @@ class TrainWidget(QWidget):
         lr.addWidget(self.use_layer)
         lr.addWidget(self.layer_combo, 1)
         form.addRow("", lr)
+        self._folder_rows = [row, lr]  # hidden with the Collection source
         self.modality = QComboBox()
         self.modality.addItems(["brightfield", "fluorescence"])
         self.modality.setToolTip("What the images are; the model learns this modality.")
         form.addRow("Modality", self.modality)
+        self._folder_rows.append(self.modality)
         self.pixel_size = QDoubleSpinBox()
         self.pixel_size.setRange(0.0, 100.0)
         self.pixel_size.setDecimals(4)
@@ -168,6 +182,7 @@ class TrainWidget(QWidget):
         self.z_max.setToolTip("Largest simulated defocus |z|; training covers 0 to this.")
         form.addRow("Defocus range", self.z_max)
         form.addRow("Pixel size", self.pixel_size)
+        self._folder_rows += [self.z_max, self.pixel_size]
         self.blur = QComboBox()
         self.blur.addItems(["optical", "gaussian"])
         self.blur.setToolTip("optical: widefield defocus PSF (recommended); gaussian: the founding paper's blur.")
@@ -252,6 +267,10 @@ class TrainWidget(QWidget):
         self.folder_btn.clicked.connect(self._pick_folder)
         self.out_btn.clicked.connect(self._pick_out)
         self.preset.currentTextChanged.connect(self._preset_defaults)
+        self.source.currentTextChanged.connect(self._on_source)
+        self.collection.folder.textChanged.connect(self._update_workload)
+        model_registry().added.connect(self.collection.refresh_models)
+        model_registry().listed.connect(self.collection.refresh_models)
         self.train_btn.clicked.connect(self.train)
         self.cancel_btn.clicked.connect(self.cancel)
         self.destroyed.connect(_stop_later(self))
@@ -271,7 +290,9 @@ class TrainWidget(QWidget):
         self.lr.setValue(float(s.value("train/lr", 1e-3)))
         self.batch.setValue(int(s.value("train/batch_size", 128)))
         self.samples.setValue(int(s.value("train/samples_per_image", 400)))
-        self._update_workload()
+        self.collection.restore()
+        self.source.setCurrentText(s.value("train/source", "Folder"))
+        self._on_source()
 
     def _save(self):
         s = settings()
@@ -280,9 +301,29 @@ class TrainWidget(QWidget):
                      "z_max_um": self.z_max.value(), "epochs": self.epochs.value(), "lr": self.lr.value(),
                      "batch_size": self.batch.value(), "samples_per_image": self.samples.value()}.items():
             s.setValue(f"train/{k}", v)
+        s.setValue("train/source", self.source.currentText())
+        self.collection.save()
+
+    @property
+    def from_collection(self) -> bool:
+        return self.source.currentText() == "Collection"
+
+    def _on_source(self, *_):
+        """Show the rows of the chosen source (a collection needs none of the folder recipe's)."""
+        coll = self.from_collection
+        for w in self._folder_rows:
+            self.form.setRowVisible(w, not coll)
+        self.form.setRowVisible(self.collection, coll)
+        self.advanced.setVisible(not coll)
+        self.plots.setVisible(not coll)  # the simulated recipe's plots; a collection reports in words
+        self._update_workload()
 
     def _update_workload(self, *_):
         """The work the settings ask for, in plain numbers (the time left is measured once it runs)."""
+        if self.from_collection:
+            self.workload.setText("" if self.collection.update_counts() else
+                                  "Choose a collection with tiles of at least two slides.")
+            return
         folder = self.folder.text().strip()
         n = len(folder_images(folder)) if folder and Path(folder).is_dir() else 0
         n += int(self.use_layer.isChecked())
@@ -380,7 +421,13 @@ class TrainWidget(QWidget):
         from napari_focusq.training.fit import iter_fit
 
         try:
-            cfg = self.config()
+            if self.from_collection:
+                out = Path(self.out.text()).expanduser()
+                if not out.parent.is_dir():
+                    raise ValueError(f"{out.parent}: the folder to save the model in does not exist")
+                gen = self.collection.generator(out)
+            else:
+                gen = iter_fit(self.config())
         except (ValueError, OSError) as exc:
             _notify_error(f"Train focus model: {exc}")
             return None
@@ -391,7 +438,7 @@ class TrainWidget(QWidget):
         self.checkpoint = None
         self._first_epoch = None
         self.verdict.setText("")
-        self._worker = progress_worker(iter_fit(cfg), on_started=self._on_started, on_event=self._on_event,
+        self._worker = progress_worker(gen, on_started=self._on_started, on_event=self._on_event,
                                        on_result=self._on_result, on_error=self._on_error,
                                        on_finished=self._on_finished)
         self._worker.start()
@@ -437,7 +484,7 @@ class TrainWidget(QWidget):
     def _on_result(self, path):
         """Judge the new model on its validation figures; only a model that passes is put into use."""
         from napari_focusq.errors import FocusQError
-        from napari_focusq.models.verdict import validation_verdict
+        from napari_focusq.models.verdict import collection_verdict, validation_verdict
         from napari_focusq.models.checkpoint import load_checkpoint
 
         self.checkpoint = str(path)
@@ -445,7 +492,7 @@ class TrainWidget(QWidget):
             meta = load_checkpoint(path)[1]
         except (FocusQError, OSError, ValueError):
             meta = {}
-        ok, text = validation_verdict(meta)
+        ok, text = (collection_verdict if "collection" in meta else validation_verdict)(meta)
         self.verdict.setText(text)
         self.verdict.setStyleSheet("" if ok else "color: #e69f00;")
         # a failed model is listed (the user may choose it anyway) but never selected for them
