@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 from . import layers as L
 from .edits import ExclusionEdits
 from .redraw import Throttle
+from .viewer_hooks import ViewerHooks
 from .workers import ActivityBar, model_registry, progress_worker, settings
 
 HELP = ("Blue hatched tiles are excluded; tissue in focus stays clear, out-of-focus tiles turn yellow to "
@@ -266,9 +267,9 @@ class FocusQCWidget(QWidget):
         self.import_btn.clicked.connect(self._import_dialog)
         model_registry().added.connect(self._on_model_added)
         model_registry().listed.connect(self._on_model_listed)
-        self.viewer.mouse_drag_callbacks.append(self._on_click)
-        self.viewer.bind_key(L.TOGGLE_KEY, self.toggle_overlay, overwrite=True)
-        self.viewer.mouse_move_callbacks.append(self._on_hover)
+        # unbound when the dock closes (napari keeps them on the viewer)
+        self._viewer_hooks = ViewerHooks(self.viewer, self, keys={L.TOGGLE_KEY: self.toggle_overlay},
+                                         drag=[self._on_click], move=[self._on_hover])
         self.destroyed.connect(_stop_worker_later(self))
 
     def _restore(self) -> None:
