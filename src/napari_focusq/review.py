@@ -89,6 +89,24 @@ def list_slides(folder) -> list[dict]:
     return entries
 
 
+def with_review(row: dict, folder) -> dict:
+    """``row`` (a ``results.tsv`` row) with the review columns filled from the slide's sidecar, if it has one.
+
+    ``focusq batch`` writes rows from scratch (a rescored slide, or a results.tsv that was
+    lost); the review lives in ``<stem>.review.json`` and must not be lost with them. An
+    unreadable sidecar leaves the row as it is (the Review slides list reports it).
+    """
+    stem = row.get("stem", "")
+    try:
+        rec = read_review(folder, stem) if stem else None
+    except ReviewError:
+        rec = None
+    if not rec or not rec.get("verdict"):
+        return row
+    return {**row, "review": str(rec.get("verdict", "")), "reviewed_by": str(rec.get("reviewed_by", "")),
+            "review_comment": str(rec.get("comment", ""))}
+
+
 def is_reviewed(entry: dict) -> bool:
     return (entry.get("review") or {}).get("verdict") in VERDICTS
 
