@@ -1071,7 +1071,7 @@ class FocusQCWidget(QWidget):
         before overwriting its files. Returns the written paths (None if nothing was written).
         """
         from ..outputs import results_row, unique_stem, upsert_results
-        from ..qupath import restrict_to_roi, write_tiles_geojson
+        from ..qupath import TILES_GZ, TILES_ZIP, restrict_to_roi, write_qupath_tiles
         from .._writer import ExportError, save_mask
 
         if self.fmap is None:
@@ -1083,7 +1083,7 @@ class FocusQCWidget(QWidget):
         ds = self.downsample.value()
         targets = {"mask": folder / f"{stem}.mask.{self.mask_format.currentText()}",
                    "geojson": folder / f"{stem}.geojson", "tiles_csv": folder / f"{stem}.tiles.csv",
-                   "tiles_geojson": folder / f"{stem}.tiles.geojson.gz"}
+                   "tiles_geojson": folder / f"{stem}{TILES_GZ}", "tiles_qupath": folder / f"{stem}{TILES_ZIP}"}
         existing = [p.name for p in targets.values() if p.exists()]
         if existing and not _confirm(self, "Overwrite?", f"{folder} already holds {', '.join(existing)} for this "
                                      "slide. Overwrite them (its results.tsv row is replaced)?"):
@@ -1097,8 +1097,8 @@ class FocusQCWidget(QWidget):
                                       fmap.pixel_size_um * ds)
             paths["geojson"] = fmap.to_geojson(targets["geojson"], t, excluded)
             paths["tiles_csv"] = fmap.to_csv(targets["tiles_csv"], t, excluded)
-            paths["tiles_geojson"] = write_tiles_geojson(fmap, targets["tiles_geojson"], t, excluded,
-                                                         roi=self._roi.get("rings") if self._roi else None)
+            paths.update(write_qupath_tiles(fmap, folder, stem, t, excluded,
+                                            roi=self._roi.get("rings") if self._roi else None))
             row = results_row(restrict_to_roi(fmap, roi), stem=stem, input_path=fmap.source or stem,
                               seconds=float(fmap.extra.get("seconds", 0.0)), threshold_um=t, excluded=excluded)
             paths["results"] = folder / "results.tsv"
