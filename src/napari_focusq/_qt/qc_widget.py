@@ -16,6 +16,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from . import edge_tiles as E
 from . import layers as L
 from .edits import ExclusionEdits
 from .redraw import Throttle
@@ -634,13 +635,17 @@ class FocusQCWidget(QWidget):
             run["layer_obj"] = None  # kept: _on_finished removes only a partial layer
             if run.get("redraw") is not None:
                 run["redraw"].cancel()
-            running.data = fmap.defocus_um.copy()
+            running.data = E.whole_tiles_grid(fmap)  # partial edge tiles: the edge layer below
             running.name = kw["name"]
             running.metadata.update(kw["metadata"])
             self.heatmap = running
         else:
-            self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
+            self.heatmap = self.viewer.add_image(E.whole_tiles_grid(fmap), **kw)
         self.heatmap.colorbar.visible = True
+        rects, rgba = E.edge_shapes(fmap, self.heatmap.colormap, L.CONTRAST_UM)
+        if rects:  # tiles cut by the slide's edge, drawn only over the slide (edge_tiles.py)
+            self.extras["edge"] = self.viewer.add_shapes(
+                rects, face_color=rgba, **E.edge_kwargs(scale, translate, units, {"result_id": self._result_id}))
         kw = L.excluded_kwargs(scale, translate)
         kw.update(metadata={"focusq": "excluded", **ident}, units=units)
         t = self.threshold_slider.value()
@@ -857,7 +862,8 @@ class FocusQCWidget(QWidget):
 
     def toggle_overlay(self, *_):
         """One key (H): the tissue alone, or the heatmap and exclusions over it."""
-        layers = [ly for ly in (self.heatmap, self.extras.get("hatch")) if ly is not None and ly in self.viewer.layers]
+        layers = [ly for ly in (self.heatmap, self.extras.get("edge"), self.extras.get("hatch"))
+                  if ly is not None and ly in self.viewer.layers]
         if not layers:
             return
         show = not any(ly.visible for ly in layers)
