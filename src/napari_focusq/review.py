@@ -49,7 +49,9 @@ def read_review(folder, stem: str) -> dict | None:
 
 
 def slide_state(entry: dict) -> str:
-    """One word for the list: error, accepted, rejected, pass or fail."""
+    """One word for the list: not scored, error, accepted, rejected, pass or fail."""
+    if not entry.get("status"):  # a queued slide (review_queue.py) with no results.tsv row yet
+        return "not scored"
     if entry.get("status") != "ok":
         return "error"
     verdict = (entry.get("review") or {}).get("verdict")
@@ -59,22 +61,24 @@ def slide_state(entry: dict) -> str:
 
 
 def list_slides(folder) -> list[dict]:
-    """The slides of an output folder: the latest ``results.tsv`` row of each, with its saved review.
+    """The slides of an output folder: the latest ``results.tsv`` row of each, with its saved review,
+    then the slides of its queue (``review_slides.txt``) that have no row yet ("not scored").
 
     Each entry: ``{"stem", "input", "status", "pass", "median_um", "p90_um", "error",
     "review" (dict or None), "review_error" (str), "state"}``.
     """
     from .outputs import read_results
+    from .review_queue import QUEUE_NAME, unscored_entries
 
     folder = Path(folder)
     tsv = folder / "results.tsv"
     if not folder.is_dir():
         raise ReviewError(f"{folder}: no such folder")
-    if not tsv.exists():
+    if not tsv.exists() and not (folder / QUEUE_NAME).exists():
         raise ReviewError(f"{folder}: no results.tsv here; choose a folder written by focusq batch or "
-                          "focusq score (or Export in Focus QC)")
+                          "focusq score (or Export in Focus QC), or add slides to review")
     latest: dict[str, dict] = {}
-    for r in read_results(tsv):
+    for r in (read_results(tsv) if tsv.exists() else []):
         latest.pop(r.get("stem", ""), None)
         latest[r.get("stem", "")] = r
     entries = []
@@ -86,7 +90,7 @@ def list_slides(folder) -> list[dict]:
             e["review"], e["review_error"] = None, str(exc)
         e["state"] = slide_state(e)
         entries.append(e)
-    return entries
+    return entries + unscored_entries(folder, entries)
 
 
 def with_review(row: dict, folder) -> dict:
@@ -112,9 +116,9 @@ def is_reviewed(entry: dict) -> bool:
 
 
 def first_unreviewed(entries: list[dict]) -> int | None:
-    """Index of the first slide still to review (scored and without a verdict); None when all are done."""
+    """Index of the first slide still to review (scored or not yet scored, without a verdict); None when all are done."""
     for i, e in enumerate(entries):
-        if e.get("status") == "ok" and not is_reviewed(e):
+        if e.get("status") in ("ok", "") and not is_reviewed(e):
             return i
     return None
 
