@@ -97,3 +97,87 @@ def test_edge_tiles_drawn_only_over_the_slide(make_napari_viewer_proxy, tmp_path
     assert not heat.visible and not edge.visible and not hatch.visible
     w.toggle_overlay()
     assert heat.visible and edge.visible
+
+
+# ---------------------------------------------------------------- a review queue from a list of slides
+def _queue_slides(root):
+    import tifffile
+
+    from napari_focusq.io import open_image, sample_slide_path
+
+    with open_image(sample_slide_path()) as s:
+        plane = np.asarray(s.read_plane())
+    paths = []
+    for i, (y, x) in enumerate(((2000, 650), (1500, 500), (2300, 1100))):
+        p = root / f"q{i}.tif"
+        tifffile.imwrite(p, plane[y:y + 700, x:x + 700], photometric="rgb",
+                         resolution=(1e4 / PX, 1e4 / PX), resolutionunit="CENTIMETER")
+        paths.append(p)
+    return paths
+
+
+def test_review_queue_from_a_list_of_slides(make_napari_viewer_proxy, qtbot, notes, tmp_path):
+    from conftest import shot
+
+    from napari_focusq.outputs import read_results
+
+    slides = _queue_slides(tmp_path)
+    lst = tmp_path / "monday.txt"
+    lst.write_text("\n".join(p.name for p in slides[:2]) + "\n")  # relative to the list, as focusq batch reads it
+    out = tmp_path / "out"
+    viewer = make_napari_viewer_proxy()
+    _, rw = viewer.window.add_plugin_dock_widget("napari-focusq", "Review slides")
+    assert rw.open_slides([lst], out), notes["error"]
+    assert [(e["stem"], e["state"]) for e in rw.entries] == [("q0", "not scored"), ("q1", "not scored")]
+    # the first slide to review is open, chosen in Focus QC, and can be scored here
+    assert rw.entries[rw.current]["stem"] == "q0" and "q0.tif" in viewer.layers
+    qc = rw.qc_widget()
+    assert qc.layer_combo.currentText() == "q0.tif" and rw.score_btn.isEnabled() and not rw.accept_btn.isEnabled()
+    assert "not scored" in rw.status.text()
+    rw.filter.setCurrentText("not scored")
+    assert len(rw.visible_order()) == 2
+    rw.filter.setCurrentText("all")
+    shot(viewer, "review_queue.png", tmp_path)
+
+    # Score in the queue: the focusq score pipeline into the folder, then the stored result opens
+    assert rw.score_current() is not None
+    assert rw.cancel_btn.isEnabled() and not rw.score_btn.isEnabled()
+    qtbot.waitUntil(lambda: not rw.busy, timeout=TIMEOUT_MS)
+    e0 = next(e for e in rw.entries if e["stem"] == "q0")
+    assert e0["state"] in ("pass", "fail") and e0["median_um"], notes["error"]
+    assert (out / "q0.heatmap.tif").exists() and (out / "q0.tiles.geojson.zip").exists()
+    assert rw.entries[rw.current]["stem"] == "q0" and qc.fmap is not None and rw.accept_btn.isEnabled()
+
+    # the next one is scored from Focus QC: its row fills in, stored as focusq score would
+    rw.next()
+    assert rw.entries[rw.current]["stem"] == "q1" and qc.layer_combo.currentText() == "q1.tif"
+    assert qc.score() is not None
+    qtbot.waitUntil(lambda: not qc.busy, timeout=TIMEOUT_MS)
+    e1 = next(e for e in rw.entries if e["stem"] == "q1")
+    assert e1["state"] in ("pass", "fail"), notes["error"]
+    assert (out / "q1.heatmap.tif").exists() and rw.entries[rw.current]["stem"] == "q1"
+    rows = {r["stem"]: r for r in read_results(out / "results.tsv")}
+    assert set(rows) == {"q0", "q1"} and rows["q1"]["status"] == "ok"
+    assert qc.heatmap is not None and qc.heatmap in rw._opened  # moving on closes it with the slide
+    shot(viewer, "review_queue_scored.png", tmp_path)
+
+    # edits are saved the same way as for batch outputs
+    rw.comment.setText("fine")
+    assert rw.save("accepted") is not None
+    rows = {r["stem"]: r for r in read_results(out / "results.tsv")}
+    assert rows["q1"]["review"] == "accepted" and (out / "q1.review.json").exists()
+
+    # a third slide, scoring cancelled: nothing written, the row stays "not scored"
+    assert rw.open_slides([slides[2]], out)
+    i = next(i for i, e in enumerate(rw.entries) if e["stem"] == "q2")
+    rw.select(i)
+    assert rw.score_current() is not None
+    rw.cancel()
+    qtbot.waitUntil(lambda: not rw.busy, timeout=TIMEOUT_MS)
+    assert not list(out.glob("q2.*")) and "cancelled" in rw.status.text()
+    assert next(e for e in rw.entries if e["stem"] == "q2")["state"] == "not scored"
+
+    # reopening the folder shows the whole queue again
+    assert rw.open_folder(out)
+    assert sorted((e["stem"], e["state"] == "not scored") for e in rw.entries) == [
+        ("q0", False), ("q1", False), ("q2", True)]

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -54,6 +54,9 @@ def _confirm(parent, title: str, question: str) -> bool:
 
 class FocusQCWidget(QWidget):
     """Score an image layer's defocus per tile, show it as a heatmap, exclude and export tiles."""
+
+    #: a FocusMap just scored here (not a stored one shown for review)
+    result_shown = Signal(object)
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -590,6 +593,7 @@ class FocusQCWidget(QWidget):
             if result.source in (None, "image"):
                 result.source = str(run["source"])
             self._show_result(result, run)
+            self.result_shown.emit(result)  # e.g. Review slides stores it for a queued slide
 
     def show_stored(self, fmap, layer=None, *, excluded=None, threshold_um: float | None = None) -> None:
         """Show a stored result (the review of a batch folder) over ``layer``, without rescoring.
