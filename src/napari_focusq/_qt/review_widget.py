@@ -506,7 +506,9 @@ class ReviewWidget(QWidget):
         if self.folder is None or not fmap.source:
             return
         src = os.path.abspath(str(fmap.source))
-        match = [e for e in self.entries if e.get("input") and os.path.abspath(e["input"]) == src]
+        # only a slide still without a result: a rescore of a scored slide does not overwrite its stored outputs
+        match = [e for e in self.entries if e.get("input") and e.get("status") in ("", "error")
+                 and os.path.abspath(e["input"]) == src]
         if not match:
             return
         e = match[0]
