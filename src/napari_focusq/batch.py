@@ -382,6 +382,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     """
     from napari_focusq.export.results import append_results, results_row
     from napari_focusq.export.outputs import error_reason
+    from napari_focusq.review.queue import with_review
 
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
@@ -424,7 +425,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
             summary.n_skipped += 1
             done += 1
             if key not in recorded and manifest.slides[key].get("row"):
-                append_results(tsv, manifest.slides[key]["row"])  # results.tsv was lost or edited
+                append_results(tsv, with_review(manifest.slides[key]["row"], out))  # results.tsv lost/edited
             yield Progress("batch", done, total, f"{p.name}: finished earlier",
                            data={"row": manifest.slides[key].get("row"), "skipped": True})
         else:
@@ -464,7 +465,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
                         reason = f"the worker scoring it died {retries + 1} times (out of memory or a crash?)"
                     res = {"row": results_row(None, stem=stem, input_path=p, seconds=0.0, status="error",
                                               error=reason), "outputs": []}
-                row = res["row"]
+                row = with_review(res["row"], out)  # a rescored slide keeps its review
                 append_results(tsv, row)
                 if row["status"] == "ok":
                     summary.n_ok += 1

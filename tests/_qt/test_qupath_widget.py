@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -31,6 +32,8 @@ def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
     paths = w.export(out)
     assert paths is not None, notes["error"]
     doc = json.loads(gzip.decompress(paths["tiles_geojson"].read_bytes()))
+    with zipfile.ZipFile(paths["tiles_qupath"]) as zf:  # the file QuPath opens: the same objects
+        assert json.loads(zf.read(zf.namelist()[0])) == doc
     tiles = [f for f in doc["features"] if f["properties"]["objectType"] == "tile"]
     assert {f["properties"]["measurements"][EXCLUDED] for f in tiles} == {0, 1}
     assert sum(DEFOCUS in f["properties"]["measurements"] for f in tiles) == int(fmap.scored.sum())

@@ -68,7 +68,10 @@ def test_review_queue_end_to_end(make_napari_viewer_proxy, qtbot, notes, batch_f
     assert first["status"] == "ok"
     qc = rw.qc_widget()
     stored = tifffile.imread(out / f"{first['stem']}.heatmap.tif")
-    np.testing.assert_array_equal(viewer.layers["Defocus (µm)"].data, stored)
+    from napari_focusq.napari.edge_tiles import whole_tiles_grid
+
+    np.testing.assert_array_equal(qc.fmap.defocus_um, stored)
+    np.testing.assert_array_equal(viewer.layers["Defocus (µm)"].data, whole_tiles_grid(qc.fmap))  # edge: own layer
     assert f"{first['stem']}.tif" in viewer.layers and not any(ly.name.endswith("[scoring]") for ly in viewer.layers)
     assert qc.fmap is not None and qc.fmap.shape == stored.shape
     shot(viewer, "review_open.png", tmp_path)

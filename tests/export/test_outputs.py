@@ -42,10 +42,10 @@ def written(tmp_path_factory):
 
 def test_write_outputs_writes_every_file_and_nothing_else(written):
     fm, paths, out = written
-    assert set(paths) == {"tiles_csv", "heatmap", "mask", "geojson", "overlay", "tiles_geojson"}
+    assert set(paths) == {"tiles_csv", "heatmap", "mask", "geojson", "overlay", "tiles_geojson", "tiles_qupath"}
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"slide{s}" for s in (".tiles.csv", ".heatmap.tif", ".mask.png", ".geojson", ".overlay.png",
-                                                 ".tiles.geojson.gz"))
+                                                 ".tiles.geojson.gz", ".tiles.geojson.zip"))
     assert all(paths[k].stat().st_size > 0 for k in paths)
 
 

@@ -237,9 +237,9 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
     Returns
     -------
     dict
-        ``{"tiles_csv", "heatmap", "mask", "geojson", "overlay", "tiles_geojson"}`` -> paths.
+        ``{"tiles_csv", "heatmap", "mask", "geojson", "overlay", "tiles_geojson", "tiles_qupath"}`` -> paths.
     """
-    from napari_focusq.export.qupath import write_tiles_geojson
+    from napari_focusq.export.qupath import write_qupath_tiles
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
         "overlay": write_overlay_png(fmap, out / f"{stem}.overlay.png", stem=stem, threshold_um=threshold_um,
                                      excluded=excluded, thumbnail=thumbnail),
         # every tile as a QuPath object with measurements (qupath.py)
-        "tiles_geojson": write_tiles_geojson(fmap, out / f"{stem}.tiles.geojson.gz", threshold_um, excluded),
+        **write_qupath_tiles(fmap, out, stem, threshold_um, excluded),  # .gz (contract) and .zip (QuPath opens)
     }
     return {k: Path(v) for k, v in paths.items()}
 

@@ -9,9 +9,10 @@ tissue simply leave the defocus out, JSON having no NaN) and ``properties.classi
 as ``{"name", "color"}``. Coordinates are level-0 pixels, origin at the image's top left.
 
 One caveat found in that same code: QuPath's ``PathIO.readObjects`` opens ``.geojson``,
-``.json``, ``.qpdata`` and ``.zip`` files, not ``.gz``; a ``.tiles.geojson.gz`` (the
-name the design fixes, a tenth of the size) is unpacked first (``gunzip -k``) or
-dropped in a zip. :func:`read_geojson` here reads all of those.
+``.json``, ``.qpdata`` and ``.zip`` files, not ``.gz``. So every slide gets both
+``<stem>.tiles.geojson.gz`` (the name the design contract fixes) and
+``<stem>.tiles.geojson.zip`` (the same bytes deflated in a zip: QuPath opens it as it
+is); :func:`read_geojson` here reads all of those.
 
 Import: ``Ignore*`` annotations (QuPath's class for regions to leave out) become
 exclusions; any other annotation is a region of interest, and the summary then uses
@@ -109,16 +110,61 @@ def tile_features(fmap: FocusMap, threshold_um: float = DEFAULT_THRESHOLD_UM, ex
                        "threshold_um": threshold_um, "grid_shape": list(fmap.shape)}}
 
 
-def write_tiles_geojson(fmap: FocusMap, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None,
-                        roi=None) -> Path:
-    """Write :func:`tile_features` as gzipped GeoJSON (``<stem>.tiles.geojson.gz``), atomically."""
-    text = json.dumps(tile_features(fmap, threshold_um, excluded, roi), separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)
+#: Suffixes of the two tiles files: the contract's gzip (DESIGN §1) and the zip QuPath opens.
+TILES_GZ, TILES_ZIP = ".tiles.geojson.gz", ".tiles.geojson.zip"
+
+
+def _tiles_json(fmap: FocusMap, threshold_um, excluded, roi) -> bytes:
+    return json.dumps(tile_features(fmap, threshold_um, excluded, roi), separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _gzip(data: bytes) -> bytes:
     buf = io.BytesIO()
     # mtime=0: the same map gives the same bytes (reproducible outputs)
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-        gz.write(text.encode("utf-8"))
-    return write_bytes(path, buf.getvalue())
+        gz.write(data)
+    return buf.getvalue()
+
+
+def _zip(data: bytes, entry: str) -> bytes:
+    buf = io.BytesIO()
+    info = zipfile.ZipInfo(entry, date_time=(1980, 1, 1, 0, 0, 0))  # no clock in the bytes, like the gzip
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(info, data, compresslevel=9)
+    return buf.getvalue()
+
+
+def write_tiles_geojson(fmap: FocusMap, path, threshold_um: float = DEFAULT_THRESHOLD_UM, excluded=None,
+                        roi=None) -> Path:
+    """Write :func:`tile_features` atomically, compressed by the name: ``.zip``, ``.gz``, else plain GeoJSON.
+
+    A ``.zip`` holds one entry, the name less ``.zip`` (``<stem>.tiles.geojson``): QuPath
+    reads each entry of a zip by its own name, so the entry must end in ``.geojson``.
+    """
+    path = Path(path)
+    data = _tiles_json(fmap, threshold_um, excluded, roi)
+    if path.name.lower().endswith(".zip"):
+        return write_bytes(path, _zip(data, path.name[:-4]))
+    if path.name.lower().endswith(".gz"):
+        return write_bytes(path, _gzip(data))
+    return write_bytes(path, data)
+
+
+def write_qupath_tiles(fmap: FocusMap, folder, stem: str, threshold_um: float = DEFAULT_THRESHOLD_UM,
+                       excluded=None, roi=None) -> dict[str, Path]:
+    """Both tiles files of a slide, from one serialisation: ``{"tiles_geojson": .gz, "tiles_qupath": .zip}``.
+
+    ``<stem>.tiles.geojson.gz`` is the name the design contract fixes (tools read it);
+    QuPath opens only ``.geojson``/``.json``/``.qpdata``/``.zip`` (``PathIO.readObjects``),
+    so ``<stem>.tiles.geojson.zip`` is the one to drop on QuPath. Both deflate the same
+    bytes: the zip costs one more compression and a few hundred bytes of headers.
+    """
+    folder = Path(folder)
+    data = _tiles_json(fmap, threshold_um, excluded, roi)
+    return {"tiles_geojson": write_bytes(folder / f"{stem}{TILES_GZ}", _gzip(data)),
+            "tiles_qupath": write_bytes(folder / f"{stem}{TILES_ZIP}", _zip(data, f"{stem}.tiles.geojson"))}
 
 
 # ------------------------------------------------------------------------------ import

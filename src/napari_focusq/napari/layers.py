@@ -24,7 +24,7 @@ ALL_IN_FOCUS_NAME = "All in focus"
 PREVIEW_NAME = "Deblurred preview (not data)"
 ROI_NAME = "Region of interest"
 #: metadata["focusq"] of layers the widget derives from a result; never offered for scoring.
-DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview", "hatch")
+DERIVED = ("heatmap", "excluded", "certainty", "best_plane", "preview", "hatch", "heatmap_edge")
 #: Fixed colour range of the heatmap, µm (so colours mean the same on every slide).
 CONTRAST_UM = (0.0, 6.0)
 #: Defocus colour map: (µm, RGBA). Transparent at focus, so in-focus tissue stays unshaded,
@@ -174,13 +174,13 @@ def hatch_rgba(excluded: np.ndarray, fmap=None, k: int = HATCH_PX, step: int = H
     edge |= (ix == 0) & ~pad[r, c - 1]
     edge |= (ix == k - 1) & ~pad[r, c + 1]
     on = big & (hatch | edge)
-    if fmap is not None:  # clip to the image: a tile pixel's level-0 position
+    if fmap is not None:  # clip to the image: only hatch pixels wholly on it (never beyond the edge)
         oy, ox = fmap.origin_px
         t = float(fmap.tile_size_px)
         H, W = fmap.image_shape
-        py = oy + (np.arange(rows * k) + 0.5) * t / k
-        px = ox + (np.arange(cols * k) + 0.5) * t / k
-        on &= ((py >= 0) & (py < H))[:, None] & ((px >= 0) & (px < W))[None, :]
+        py = oy + np.arange(rows * k + 1) * t / k  # pixel edges, level-0
+        px = ox + np.arange(cols * k + 1) * t / k
+        on &= ((py[:-1] >= 0) & (py[1:] <= H))[:, None] & ((px[:-1] >= 0) & (px[1:] <= W))[None, :]
     out = np.zeros((rows * k, cols * k, 4), np.uint8)
     out[on] = (np.asarray(rgba) * 255).astype(np.uint8)
     return out

@@ -49,7 +49,9 @@ def read_review(folder, stem: str) -> dict | None:
 
 
 def slide_state(entry: dict) -> str:
-    """One word for the list: error, accepted, rejected, pass or fail."""
+    """One word for the list: not scored, error, accepted, rejected, pass or fail."""
+    if not entry.get("status"):  # a queued slide (review/slide_list.py) with no results.tsv row yet
+        return "not scored"
     if entry.get("status") != "ok":
         return "error"
     verdict = (entry.get("review") or {}).get("verdict")
@@ -59,22 +61,24 @@ def slide_state(entry: dict) -> str:
 
 
 def list_slides(folder) -> list[dict]:
-    """The slides of an output folder: the latest ``results.tsv`` row of each, with its saved review.
+    """The slides of an output folder: the latest ``results.tsv`` row of each, with its saved review,
+    then the slides of its queue (``review_slides.txt``) that have no row yet ("not scored").
 
     Each entry: ``{"stem", "input", "status", "pass", "median_um", "p90_um", "error",
     "review" (dict or None), "review_error" (str), "state"}``.
     """
     from napari_focusq.export.results import read_results
+    from napari_focusq.review.slide_list import QUEUE_NAME, unscored_entries
 
     folder = Path(folder)
     tsv = folder / "results.tsv"
     if not folder.is_dir():
         raise ReviewError(f"{folder}: no such folder")
-    if not tsv.exists():
+    if not tsv.exists() and not (folder / QUEUE_NAME).exists():
         raise ReviewError(f"{folder}: no results.tsv here; choose a folder written by focusq batch or "
-                          "focusq score (or Export in Focus QC)")
+                          "focusq score (or Export in Focus QC), or add slides to review")
     latest: dict[str, dict] = {}
-    for r in read_results(tsv):
+    for r in (read_results(tsv) if tsv.exists() else []):
         latest.pop(r.get("stem", ""), None)
         latest[r.get("stem", "")] = r
     entries = []
@@ -86,7 +90,25 @@ def list_slides(folder) -> list[dict]:
             e["review"], e["review_error"] = None, str(exc)
         e["state"] = slide_state(e)
         entries.append(e)
-    return entries
+    return entries + unscored_entries(folder, entries)
+
+
+def with_review(row: dict, folder) -> dict:
+    """``row`` (a ``results.tsv`` row) with the review columns filled from the slide's sidecar, if it has one.
+
+    ``focusq batch`` writes rows from scratch (a rescored slide, or a results.tsv that was
+    lost); the review lives in ``<stem>.review.json`` and must not be lost with them. An
+    unreadable sidecar leaves the row as it is (the Review slides list reports it).
+    """
+    stem = row.get("stem", "")
+    try:
+        rec = read_review(folder, stem) if stem else None
+    except ReviewError:
+        rec = None
+    if not rec or not rec.get("verdict"):
+        return row
+    return {**row, "review": str(rec.get("verdict", "")), "reviewed_by": str(rec.get("reviewed_by", "")),
+            "review_comment": str(rec.get("comment", ""))}
 
 
 def is_reviewed(entry: dict) -> bool:
@@ -94,9 +116,9 @@ def is_reviewed(entry: dict) -> bool:
 
 
 def first_unreviewed(entries: list[dict]) -> int | None:
-    """Index of the first slide still to review (scored and without a verdict); None when all are done."""
+    """Index of the first slide still to review (scored or not yet scored, without a verdict); None when all are done."""
     for i, e in enumerate(entries):
-        if e.get("status") == "ok" and not is_reviewed(e):
+        if e.get("status") in ("ok", "") and not is_reviewed(e):
             return i
     return None
 
@@ -159,7 +181,7 @@ def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: fl
     """Save one slide's review beside its outputs (see the module docstring); returns the record."""
     from napari_focusq.export.results import _fmt, upsert_results
     from napari_focusq.export.masks import write_mask_png
-    from napari_focusq.export.qupath import write_tiles_geojson
+    from napari_focusq.export.qupath import write_qupath_tiles
 
     folder = Path(folder)
     if verdict not in ("", *VERDICTS):
@@ -179,7 +201,7 @@ def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: fl
     # the outputs that carry the exclusions follow the review
     fmap.to_geojson(folder / f"{stem}.geojson", threshold_um, excluded)
     fmap.to_csv(folder / f"{stem}.tiles.csv", threshold_um, excluded)
-    write_tiles_geojson(fmap, folder / f"{stem}.tiles.geojson.gz", threshold_um, excluded, roi_rings)
+    write_qupath_tiles(fmap, folder, stem, threshold_um, excluded, roi_rings)
     write_mask_png(fmap, folder / f"{stem}.mask.png", threshold_um=threshold_um, excluded=excluded)
     s = fmap.summary(threshold_um, excluded)
     upsert_results(folder / "results.tsv", {"stem": stem, "excluded_pct": _fmt(s["excluded_pct"], 2),

@@ -12,13 +12,15 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from napari_focusq.napari import edge_tiles as E
 from napari_focusq.napari import layers as L
 from napari_focusq.napari.widgets.edits import ExclusionEdits
 from napari_focusq.napari.widgets.redraw import Throttle
+from napari_focusq.napari.widgets.viewer_hooks import ViewerHooks
 from napari_focusq.napari.widgets.workers import ActivityBar, model_registry, progress_worker, settings
 
 HELP = ("Blue hatched tiles are excluded; tissue in focus stays clear, out-of-focus tiles turn yellow to "
@@ -52,6 +54,9 @@ def _confirm(parent, title: str, question: str) -> bool:
 
 class FocusQCWidget(QWidget):
     """Score an image layer's defocus per tile, show it as a heatmap, exclude and export tiles."""
+
+    #: a FocusMap just scored here (not a stored one shown for review)
+    result_shown = Signal(object)
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -270,9 +275,9 @@ class FocusQCWidget(QWidget):
         self.import_btn.clicked.connect(self._import_dialog)
         model_registry().added.connect(self._on_model_added)
         model_registry().listed.connect(self._on_model_listed)
-        self.viewer.mouse_drag_callbacks.append(self._on_click)
-        self.viewer.bind_key(L.TOGGLE_KEY, self.toggle_overlay, overwrite=True)
-        self.viewer.mouse_move_callbacks.append(self._on_hover)
+        # unbound when the dock closes (napari keeps them on the viewer)
+        self._viewer_hooks = ViewerHooks(self.viewer, self, keys={L.TOGGLE_KEY: self.toggle_overlay},
+                                         drag=[self._on_click], move=[self._on_hover])
         self.destroyed.connect(_stop_worker_later(self))
 
     def _restore(self) -> None:
@@ -592,6 +597,7 @@ class FocusQCWidget(QWidget):
             if result.source in (None, "image"):
                 result.source = str(run["source"])
             self._show_result(result, run)
+            self.result_shown.emit(result)  # e.g. Review slides stores it for a queued slide
 
     def show_stored(self, fmap, layer=None, *, excluded=None, threshold_um: float | None = None) -> None:
         """Show a stored result (the review of a batch folder) over ``layer``, without rescoring.
@@ -637,13 +643,17 @@ class FocusQCWidget(QWidget):
             run["layer_obj"] = None  # kept: _on_finished removes only a partial layer
             if run.get("redraw") is not None:
                 run["redraw"].cancel()
-            running.data = fmap.defocus_um.copy()
+            running.data = E.whole_tiles_grid(fmap)  # partial edge tiles: the edge layer below
             running.name = kw["name"]
             running.metadata.update(kw["metadata"])
             self.heatmap = running
         else:
-            self.heatmap = self.viewer.add_image(fmap.defocus_um.copy(), **kw)
+            self.heatmap = self.viewer.add_image(E.whole_tiles_grid(fmap), **kw)
         self.heatmap.colorbar.visible = True
+        rects, rgba = E.edge_shapes(fmap, self.heatmap.colormap, L.CONTRAST_UM)
+        if rects:  # tiles cut by the slide's edge, drawn only over the slide (edge_tiles.py)
+            self.extras["edge"] = self.viewer.add_shapes(
+                rects, face_color=rgba, **E.edge_kwargs(scale, translate, units, {"result_id": self._result_id}))
         kw = L.excluded_kwargs(scale, translate)
         kw.update(metadata={"focusq": "excluded", **ident}, units=units)
         t = self.threshold_slider.value()
@@ -861,7 +871,8 @@ class FocusQCWidget(QWidget):
 
     def toggle_overlay(self, *_):
         """One key (H): the tissue alone, or the heatmap and exclusions over it."""
-        layers = [ly for ly in (self.heatmap, self.extras.get("hatch")) if ly is not None and ly in self.viewer.layers]
+        layers = [ly for ly in (self.heatmap, self.extras.get("edge"), self.extras.get("hatch"))
+                  if ly is not None and ly in self.viewer.layers]
         if not layers:
             return
         show = not any(ly.visible for ly in layers)
@@ -1075,9 +1086,10 @@ class FocusQCWidget(QWidget):
         Exporting the same slide again replaces its row (one row per slide) and asks
         before overwriting its files. Returns the written paths (None if nothing was written).
         """
-        from napari_focusq.export.results import results_row, upsert_results
+        from napari_focusq.export.results import results_row
         from napari_focusq.export.outputs import unique_stem
-        from napari_focusq.export.qupath import restrict_to_roi, write_tiles_geojson
+        from napari_focusq.export.results import upsert_results
+        from napari_focusq.export.qupath import TILES_GZ, TILES_ZIP, restrict_to_roi, write_qupath_tiles
         from napari_focusq.napari.writer import ExportError, save_mask
 
         if self.fmap is None:
@@ -1089,7 +1101,7 @@ class FocusQCWidget(QWidget):
         ds = self.downsample.value()
         targets = {"mask": folder / f"{stem}.mask.{self.mask_format.currentText()}",
                    "geojson": folder / f"{stem}.geojson", "tiles_csv": folder / f"{stem}.tiles.csv",
-                   "tiles_geojson": folder / f"{stem}.tiles.geojson.gz"}
+                   "tiles_geojson": folder / f"{stem}{TILES_GZ}", "tiles_qupath": folder / f"{stem}{TILES_ZIP}"}
         existing = [p.name for p in targets.values() if p.exists()]
         if existing and not _confirm(self, "Overwrite?", f"{folder} already holds {', '.join(existing)} for this "
                                      "slide. Overwrite them (its results.tsv row is replaced)?"):
@@ -1103,8 +1115,8 @@ class FocusQCWidget(QWidget):
                                       fmap.pixel_size_um * ds)
             paths["geojson"] = fmap.to_geojson(targets["geojson"], t, excluded)
             paths["tiles_csv"] = fmap.to_csv(targets["tiles_csv"], t, excluded)
-            paths["tiles_geojson"] = write_tiles_geojson(fmap, targets["tiles_geojson"], t, excluded,
-                                                         roi=self._roi.get("rings") if self._roi else None)
+            paths.update(write_qupath_tiles(fmap, folder, stem, t, excluded,
+                                            roi=self._roi.get("rings") if self._roi else None))
             row = results_row(restrict_to_roi(fmap, roi), stem=stem, input_path=fmap.source or stem,
                               seconds=float(fmap.extra.get("seconds", 0.0)), threshold_um=t, excluded=excluded)
             paths["results"] = folder / "results.tsv"

@@ -7,6 +7,11 @@ rescoring), where tiles are clicked in or out as usual. Accept or Reject saves t
 review beside the outputs (``<stem>.review.json``, the exclusion files, the
 ``results.tsv`` row and ``report.html``; see :mod:`napari_focusq.review.queue`) and moves on.
 Keyboard: Page Down / Page Up for the next / previous slide.
+
+Slides… starts (or extends) a queue from slide files or a ``.txt`` list, before any
+scoring: they show as "not scored"; opening one opens the slide, and Score (here, the
+``focusq score`` pipeline into the queue's folder, cancellable) or Score defocus in Focus
+QC fills its row (:mod:`napari_focusq.review.slide_list`).
 """
 from __future__ import annotations
 
@@ -16,13 +21,13 @@ from pathlib import Path
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
-                            QLabel, QLineEdit, QPushButton, QShortcut, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                            QWidget)
+                            QLabel, QLineEdit, QProgressBar, QPushButton, QShortcut, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
 
-from napari_focusq.napari.widgets.workers import settings
+from napari_focusq.napari.widgets.workers import progress_worker, settings
 
 COLUMNS = ("slide", "state", "median µm", "p90 µm", "review")
-FILTERS = ("all", "to review", "pass", "fail", "error", "reviewed")
+FILTERS = ("all", "to review", "not scored", "pass", "fail", "error", "reviewed")
 NEXT_KEY, PREV_KEY = "PgDown", "PgUp"
 
 
@@ -70,6 +75,8 @@ class ReviewWidget(QWidget):
         self.entries: list[dict] = []
         self.current: int | None = None  # index into entries
         self._opened: list = []  # layers this widget opened (the current slide)
+        self._worker = None  # scoring a queued slide
+        self._qc = None  # the Focus QC panel whose results this widget listens to
         self._build()
         self._wire()
         s = settings()
@@ -84,8 +91,12 @@ class ReviewWidget(QWidget):
         self.folder_edit.setToolTip("An output folder with results.tsv and the slides' heatmaps.")
         self.open_btn = QPushButton("Open…")
         self.open_btn.setToolTip("Choose the output folder to review.")
+        self.slides_btn = QPushButton("Slides…")
+        self.slides_btn.setToolTip("Review slides not scored yet: pick slide files or a .txt list (one path a "
+                                   "line, as focusq batch takes); their results go to the Outputs folder.")
         row.addWidget(self.folder_edit, 1)
         row.addWidget(self.open_btn)
+        row.addWidget(self.slides_btn)
         form.addRow("Outputs", row)
         self.reviewer = QLineEdit()
         self.reviewer.setToolTip("Your name or initials, saved with each review (reviewed_by).")
@@ -133,6 +144,17 @@ class ReviewWidget(QWidget):
         self.next_btn.setToolTip(f"Next slide in the list ({NEXT_KEY}).")
         for b in (self.prev_btn, self.accept_btn, self.reject_btn, self.save_btn, self.next_btn):
             vrow.addWidget(b)
+        srow = QHBoxLayout()
+        self.score_btn = QPushButton("Score")
+        self.score_btn.setToolTip("Score this slide as focusq score does (Focus QC's model and modality), "
+                                  "into the Outputs folder; its row fills in.")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop scoring (nothing is written).")
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        srow.addWidget(self.score_btn)
+        srow.addWidget(self.progress, 1)
+        srow.addWidget(self.cancel_btn)
 
         lay = QVBoxLayout(self)
         lay.addLayout(form)
@@ -140,10 +162,14 @@ class ReviewWidget(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.comment)
         lay.addLayout(vrow)
+        lay.addLayout(srow)
         self._set_enabled()
 
     def _wire(self):
         self.open_btn.clicked.connect(self._open_dialog)
+        self.slides_btn.clicked.connect(self._slides_dialog)
+        self.score_btn.clicked.connect(self.score_current)
+        self.cancel_btn.clicked.connect(self.cancel)
         self.folder_edit.returnPressed.connect(lambda: self.open_folder(self.folder_edit.text()))
         self.filter.currentTextChanged.connect(self._apply_filter)
         self.search.textChanged.connect(self._apply_filter)
@@ -164,6 +190,10 @@ class ReviewWidget(QWidget):
             b.setEnabled(has)
         self.prev_btn.setEnabled(bool(self.entries))
         self.next_btn.setEnabled(bool(self.entries))
+        e = self.entries[self.current] if self.current is not None else {}
+        self.score_btn.setEnabled(self._worker is None and e.get("status") in ("", "error") and bool(e.get("input")))
+        self.cancel_btn.setEnabled(self._worker is not None)
+        self.progress.setVisible(self._worker is not None)
 
     # ------------------------------------------------------------------ folder and list
     def _open_dialog(self):
@@ -193,6 +223,7 @@ class ReviewWidget(QWidget):
         i = None if i is None else order[i]
         if i is None:
             self.status.setText(f"All {sum(e['status'] == 'ok' for e in entries)} scored slides are reviewed.")
+            self._where = ""
             i = 0 if entries else None
         if i is not None:
             self.select(i)
@@ -237,7 +268,7 @@ class ReviewWidget(QWidget):
         if text and text not in e["stem"].lower():
             return False
         if f == "to review":
-            return e["status"] == "ok" and e["state"] not in ("accepted", "rejected")
+            return e["status"] in ("ok", "") and e["state"] not in ("accepted", "rejected")
         if f == "reviewed":
             return e["state"] in ("accepted", "rejected")
         return f == "all" or e["state"] == f
@@ -287,6 +318,9 @@ class ReviewWidget(QWidget):
     def qc_widget(self):
         """The Focus QC panel (docked on first use) that shows and edits the slide's tiles."""
         _, w = self.viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+        if w is not self._qc:  # a new panel (the user may have closed the last one)
+            self._qc = w
+            w.result_shown.connect(self._on_qc_result)
         return w
 
     def _close_opened(self):
@@ -303,6 +337,9 @@ class ReviewWidget(QWidget):
         self.current = index
         self._set_enabled()
         self.comment.setText((e.get("review") or {}).get("comment", ""))
+        if not e["status"]:  # a queued slide: open it to score here or in Focus QC
+            self._open_unscored(e)
+            return
         if e["status"] != "ok":
             self.status.setText(f"{e['stem']}: not scored – {e.get('error') or 'error'}")
             return
@@ -314,15 +351,8 @@ class ReviewWidget(QWidget):
             return
         qc = self.qc_widget()
         self._close_opened()
-        layer = None
+        layer = self._open_slide(e)
         src = Path(e.get("input") or "")
-        if src.is_file():
-            try:
-                opened = self.viewer.open(str(src), plugin="napari-focusq")
-                layer = opened[0] if opened else None
-                self._opened = list(opened)
-            except Exception as exc:  # an unreadable slide must not stop the review of the others
-                _notify_error(f"Review slides: cannot open {src}: {exc}")
         qc.show_stored(fmap, layer, excluded=excluded, threshold_um=threshold)
         for ly in (qc.heatmap, qc.excluded, *qc.extras.values()):
             if ly is not None:
@@ -340,6 +370,170 @@ class ReviewWidget(QWidget):
         qc_state = "pass" if e.get("pass") == "yes" else "fail"
         self.status.setText(f"{n} {e['stem']}: QC {qc_state}, median {e.get('median_um') or '–'} µm, "
                             f"p90 {e.get('p90_um') or '–'} µm{done}{getattr(self, '_where', '')}".strip())
+
+    # ------------------------------------------------------------------ a queue of slides not scored yet
+    def _slides_dialog(self):
+        start = settings().value("review/slides", "") or ""
+        paths, _ = QFileDialog.getOpenFileNames(self, "Slides to review (or a .txt list of slides)", start,
+                                                "Slides and lists (*)")
+        if not paths:
+            return
+        settings().setValue("review/slides", str(Path(paths[0]).parent))
+        folder = self.folder or (Path(self.folder_edit.text()) if self.folder_edit.text().strip() else None)
+        if folder is None:
+            d = QFileDialog.getExistingDirectory(self, "Output folder for their results",
+                                                 settings().value("review/folder", ""))
+            if not d:
+                return
+            folder = Path(d)
+        self.open_slides(paths, folder)
+
+    def open_slides(self, specs, folder) -> bool:
+        """Queue slides (files, a .txt list, folders, globs) for review in ``folder`` and show the queue."""
+        from napari_focusq.review.slide_list import add_slides
+
+        try:
+            _queue, missing = add_slides(folder, specs)
+        except OSError as exc:
+            _notify_error(f"Review slides: cannot write the queue in {folder}: {exc}")
+            return False
+        if missing:
+            _notify_error("Review slides: not found, left out: " + ", ".join(str(m) for m in missing))
+        return self.open_folder(folder)
+
+    def _open_slide(self, e: dict):
+        """Open the slide file of entry ``e`` (its layer, or None after saying why)."""
+        src = Path(e.get("input") or "")
+        if not src.is_file():
+            return None
+        try:
+            opened = self.viewer.open(str(src), plugin="napari-focusq")
+        except Exception as exc:  # an unreadable slide must not stop the review of the others
+            _notify_error(f"Review slides: cannot open {src}: {exc}")
+            return None
+        self._opened = list(opened)
+        return opened[0] if opened else None
+
+    def _open_unscored(self, e: dict) -> None:
+        qc = self.qc_widget()
+        self._close_opened()
+        layer = self._open_slide(e)
+        if layer is not None:
+            qc.layer_combo.setCurrentText(layer.name)  # Score defocus there scores this slide
+        where = "" if layer is not None else f" (slide not found at {e.get('input')})"
+        self.status.setText(f"{e['stem']}: not scored yet – press Score (or Score defocus in Focus QC){where}")
+
+    def _current_px(self, qc) -> float | None:
+        """The pixel size typed in Focus QC for the opened slide, if any (else the file's own)."""
+        names = {ly.name for ly in self._opened}
+        px = float(qc.pixel_size.value())
+        return px if px > 0 and qc.layer_combo.currentText() in names else None
+
+    def score_current(self, *_):
+        """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
+        from napari_focusq.review.slide_list import iter_score_into
+
+        if self._worker is not None or self.current is None or self.folder is None:
+            return None
+        e = self.entries[self.current]
+        qc = self.qc_widget()
+        gen = iter_score_into(e["input"], self.folder, e["stem"], model=qc.model_combo.currentData(),
+                              modality=qc.modality.currentText(), pixel_size_um=self._current_px(qc),
+                              threshold_um=qc.threshold_slider.value(), optics=qc.optics())
+        self._scoring = e["stem"]
+        self._worker = progress_worker(gen, on_started=lambda: None, on_event=self._on_event,
+                                       on_result=self._on_scored, on_error=self._on_error,
+                                       on_finished=self._on_finished)
+        self.progress.setRange(0, 0)
+        self._set_enabled()
+        self.status.setText(f"{e['stem']}: scoring…")
+        self._worker.start()
+        return self._worker
+
+    def cancel(self, *_):
+        if self._worker is not None:
+            self._worker.quit()
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def _on_event(self, ev):
+        if ev.total:
+            self.progress.setRange(0, int(ev.total))
+            self.progress.setValue(int(ev.done))
+            self.progress.setFormat(f"{ev.stage} %v/%m")
+        if ev.message:
+            self.status.setText(f"{self._scoring}: {ev.stage}: {ev.message}")
+
+    def _on_scored(self, row):
+        if row.get("status") != "ok":
+            _notify_error(f"Review slides: {self._scoring}: {row.get('error')}")
+        self._reload(self._scoring)
+
+    def _on_error(self, exc):
+        _notify_error(f"Review slides: scoring {self._scoring} failed: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self):
+        aborted = self._worker is not None and self._worker.abort_requested
+        self._worker = None
+        if aborted:
+            self.status.setText(f"{self._scoring}: scoring cancelled; nothing was written.")
+        self._set_enabled()
+
+    def _reload(self, stem: str) -> None:
+        """Reread the folder (a slide was scored) and open ``stem`` again, now with its stored result."""
+        from napari_focusq.review.queue import ReviewError, list_slides
+
+        try:
+            self.entries = list_slides(self.folder)
+        except ReviewError as exc:
+            _notify_error(f"Review slides: {exc}")
+            return
+        self.current = None
+        self._fill_table()
+        for i, e in enumerate(self.entries):
+            if e["stem"] == stem:
+                self.select(i)
+        self._set_enabled()
+
+    def _on_qc_result(self, fmap) -> None:
+        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
+        import os
+
+        from napari_focusq.review.slide_list import record_result
+
+        if self.folder is None or not fmap.source:
+            return
+        src = os.path.abspath(str(fmap.source))
+        # only a slide still without a result: a rescore of a scored slide does not overwrite its stored outputs
+        match = [e for e in self.entries if e.get("input") and e.get("status") in ("", "error")
+                 and os.path.abspath(e["input"]) == src]
+        if not match:
+            return
+        e = match[0]
+        qc = self.qc_widget()
+        try:
+            record_result(fmap, self.folder, e["stem"], e["input"], seconds=float(fmap.extra.get("seconds", 0.0)),
+                          threshold_um=qc.threshold_slider.value())
+        except (OSError, ValueError) as exc:
+            _notify_error(f"Review slides: could not store {e['stem']}'s result in {self.folder}: {exc}")
+            return
+        from napari_focusq.review.queue import list_slides
+
+        keep = list(self._opened) + [ly for ly in (qc.heatmap, qc.excluded, *qc.extras.values()) if ly is not None]
+        self.entries = list_slides(self.folder)
+        self._fill_table()
+        self.current = next((i for i, x in enumerate(self.entries) if x["stem"] == e["stem"]), None)
+        row = self._row_of(self.current) if self.current is not None else None
+        if row is not None:
+            self.table.blockSignals(True)  # the result is shown already: no reopening
+            self.table.selectRow(row)
+            self.table.blockSignals(False)
+            self._where = ""
+            self._show_status(self.current)
+        self._opened = keep
+        self._set_enabled()
 
     # ------------------------------------------------------------------ saving
     def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
@@ -385,7 +579,7 @@ class ReviewWidget(QWidget):
         start = order.index(self.current) + 1 if self.current in order else 0
         for i in order[start:] + order[:start]:
             e = self.entries[i]
-            if e["status"] == "ok" and e["state"] not in ("accepted", "rejected"):
+            if e["status"] in ("ok", "") and e["state"] not in ("accepted", "rejected"):
                 self.select(i)
                 return
         self.status.setText("All slides in the list are reviewed.")
