@@ -28,7 +28,7 @@ from typing import Generator, Iterable
 from distributed import WorkerPlugin
 
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import BatchUsageError, FocusQError
 from napari_focusq.progress import Progress, drive
 
 __all__ = ["BatchSummary", "BatchUsageError", "expand_inputs", "iter_batch", "run_batch", "main_batch",
@@ -47,10 +47,6 @@ DICOM_SUFFIXES = {".dcm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: The manifest is rewritten at most this often while slides finish (and always at the end).
 _MANIFEST_EVERY_S = 1.0
-
-
-class BatchUsageError(FocusQError, ValueError):
-    """Bad batch options or inputs (exit status 2)."""
 
 
 @dataclass

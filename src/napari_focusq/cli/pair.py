@@ -12,11 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.errors import FocusQError
-
-
-class PairInputError(FocusQError, ValueError):
-    """A pair that cannot be read (missing file, unknown pixel size, bad pairs list)."""
+from napari_focusq.errors import FocusQError, PairInputError
 
 
 def read_capture(path, pixel_size_um=None):

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from napari_focusq.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """Bad options found after parsing (exit 2)."""
 
 
 def _err(msg: str) -> None:

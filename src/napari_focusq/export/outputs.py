@@ -16,7 +16,7 @@ import numpy as np
 
 from napari_focusq._atomic import atomic_path, write_bytes
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, MissingPixelSizeError
 
 #: Columns of ``results.tsv``, in order. New columns go at the end, so a table written by
 #: an older version (whose header is a prefix of this one) can be upgraded in place.
@@ -257,10 +257,6 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
 
 
 # ------------------------------------------------------------------- one whole input
-class MissingPixelSizeError(FocusQError, ValueError):
-    """The input's pixel size is neither in its metadata nor given by the user."""
-
-
 def error_reason(exc: BaseException, path=None) -> str:
     """A one-line reason for a failed input, without repeating the path the message starts with."""
     if isinstance(exc, MemoryError):  # numpy's message ("Unable to allocate 7 GiB ...") or none

@@ -10,11 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError
-
-
-class OutputFolderError(FocusQError, ValueError):
-    """The output folder cannot take a run's outputs; the message names it."""
+from napari_focusq.errors import FocusQError, OutputFolderError
 
 
 def check_output_folder(out, results_name: str = "results.tsv") -> Path:

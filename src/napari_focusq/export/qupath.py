@@ -32,6 +32,7 @@ import numpy as np
 from napari_focusq._atomic import write_bytes
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
 from napari_focusq.scoring.focusmap import FocusMap
+from napari_focusq.errors import QuPathImportError
 
 #: Measurement names (shown in QuPath's measurement table and maps).
 DEFOCUS = "Defocus (µm)"
@@ -168,10 +169,6 @@ def write_qupath_tiles(fmap: FocusMap, folder, stem: str, threshold_um: float = 
 
 
 # ------------------------------------------------------------------------------ import
-class QuPathImportError(ValueError):
-    """A file that is not QuPath GeoJSON (names the file and the problem)."""
-
-
 def read_geojson(path) -> list[dict]:
     """The features of a QuPath GeoJSON file (``.geojson``, ``.json``, ``.geojson.gz`` or ``.zip``).
 

@@ -18,7 +18,7 @@ import math
 import os
 from contextlib import contextmanager
 
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, MemoryBudgetError
 
 #: Default budget (decimal MB, as the messages print it). The estimates below are upper
 #: bounds: for a 100k x 100k px scan at 0.25 µm/px they are 0.53 GB (strips), 0.20 GB
@@ -34,17 +34,6 @@ OPTION = "--max-memory MB"
 BYTES_PER_GRID_TILE = 2048
 
 _override: int | None = None
-
-
-class MemoryBudgetError(FocusQError, ValueError):
-    """A read that would exceed the memory budget; the message names the file and the option."""
-
-    def __init__(self, path, what: str, need: int, limit: int, hint: str = ""):
-        self.path, self.need, self.limit = str(path), int(need), int(limit)
-        self.reason = (f"{what} needs {human_bytes(need)} of memory at once, more than the "
-                       f"{human_bytes(limit)} budget; raise it with {OPTION} (or {ENV_VAR}) "
-                       f"if this machine has the memory{'; ' + hint if hint else ''}")
-        super().__init__(f"{self.path}: {self.reason}")
 
 
 def human_bytes(n: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError, ImageReadError
+from napari_focusq.errors import FocusQError, ImageReadError, MissingExtraError
 
 #: extra name -> what it adds (for messages and the README)
 EXTRAS = {
@@ -14,16 +14,6 @@ EXTRAS = {
     "slideio": "slideio (Olympus/Evident VSI)",
     "inception": "torchvision (the inception model preset)",
 }
-
-
-class MissingExtraError(FocusQError, ImportError):
-    """An optional dependency is not installed; the message says how to add it."""
-
-    def __init__(self, extra: str, module: str, what: str):
-        self.extra = extra
-        package = module.split(".")[0]
-        ImportError.__init__(self, f"{what} needs the optional package {package!r}, which is not "
-                                   f'installed: pip install "napari-focusq[{extra}]"', name=module)
 
 
 def require(module: str, extra: str, what: str):

@@ -17,19 +17,11 @@ import os
 from pathlib import Path
 
 from napari_focusq._atomic import atomic_path, write_text
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, ModelFileError
 
 FORMAT = "napari-focusq/1"
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-class ModelFileError(FocusQError, ValueError):
-    """A model file that is missing, corrupt, tampered with or of the wrong kind."""
-
-    def __init__(self, path, reason: str):
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"{path}: {reason}")
 
 
 #: Metadata that changes what a model reads from a tile: covered by the digest. Names,

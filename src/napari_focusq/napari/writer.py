@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari_focusq.errors import ExportError
 
 #: Masks larger than this many pixels are written downsampled (the scale is recorded).
 MAX_MASK_PIXELS = 64_000_000
-
-
-class ExportError(OSError):
-    """An export could not be written; the message names the file and why."""
 
 
 def focusmap_for_layer(data: Any, meta: dict):

@@ -9,11 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import FocusQError
-
-
-class DeblurError(FocusQError, ValueError):
-    """Bad input or options for the de-blurring preview."""
+from napari_focusq.errors import DeblurError, FocusQError
 
 
 def deblur(image, defocus_um: float, *, pixel_size_um: float, modality: str = "fluorescence",

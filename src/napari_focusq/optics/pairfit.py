@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, PairError
 
 __all__ = ["PairError", "PairFit", "fit_pair", "otf_profile", "pair_channel", "registration", "plot_pair_fit"]
 
@@ -41,10 +41,6 @@ MIN_PEAK_RATIO = 8.0
 MIN_COHERENCE = 0.2
 #: NA values tried when the NA is unknown (then refined), as a fraction of n.
 _NA_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class PairError(FocusQError, ValueError):
-    """Two captures that cannot give a physical defocus (different sizes, misregistered...)."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, OpticsError
 
 __all__ = [
     "OpticsError",
@@ -45,10 +45,6 @@ Z_STEP_UM = 0.05
 _SIGMA_TABLE_MAX_UM = 12.0
 _SIGMA_TABLE_STEP_UM = 0.25
 METHODS = ("optical", "gaussian")
-
-
-class OpticsError(FocusQError, ValueError):
-    """Bad parameters for a PSF or a defocus simulation."""
 
 
 def _tan_theta(optics_na: float, n: float) -> float:

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from napari_focusq.config import WORKING_PIXEL_UM, Optics
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, OpticsOptionError
 
 __all__ = ["IMMERSION_INDEX", "OpticsOptionError", "OpticsMap", "immersion_index", "ome_objective",
            "resolve_optics", "optics_map", "parse_optics"]
@@ -41,10 +41,6 @@ _USER_Z_STEP, _MODEL_Z_STEP = 0.25, 0.1
 #: Model-side defocus range of the table: past it the shipped models' readings are
 #: extrapolation (trained to 6-8 µm), and a high-NA PSF there is costly to compute.
 _MODEL_Z_MAX = 14.0
-
-
-class OpticsOptionError(FocusQError, ValueError):
-    """An NA, immersion or wavelength that cannot be used."""
 
 
 def immersion_index(value) -> float:

@@ -27,15 +27,11 @@ import numpy as np
 
 from napari_focusq._atomic import atomic_path, write_bytes
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import CollectionError, FocusQError
 
 TABLE = "collection.jsonl"
 TILES = "tiles"
 IN_FOCUS, OUT_OF_FOCUS = "in-focus", "out-of-focus"
-
-
-class CollectionError(FocusQError, ValueError):
-    """A collection that cannot be read or changed, with the file and the reason."""
 
 
 def parse_label(label) -> str | float:

@@ -19,15 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq._atomic import write_text
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, ReviewError
 from napari_focusq.scoring.focusmap import FocusMap
 
 VERDICTS = ("accepted", "rejected")
 SIDECAR_SUFFIX = ".review.json"
-
-
-class ReviewError(FocusQError, ValueError):
-    """A review folder or file that cannot be used (the message names the file and the problem)."""
 
 
 def sidecar_path(folder, stem: str) -> Path:

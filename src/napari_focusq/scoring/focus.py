@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator
 
 import numpy as np
 
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusMeasureError, FocusQError
 from napari_focusq.progress import Progress, drive
 
 __all__ = [
@@ -35,10 +35,6 @@ __all__ = [
 
 MEASURES = ("std", "normvar", "laplacian", "tenengrad", "brenner")
 _LUMA = np.array([0.299, 0.587, 0.114])
-
-
-class FocusMeasureError(FocusQError, ValueError):
-    """Bad input to a focus measure or to :func:`sharpest_slice`."""
 
 
 def _check_measure(measure: str) -> None:

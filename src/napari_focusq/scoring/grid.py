@@ -13,16 +13,13 @@ from typing import Iterator
 import numpy as np
 
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+from napari_focusq.errors import TilingError
 
 #: Pixel sizes within this relative distance of the working one are used as they are.
 
 
 class ResolutionWarning(UserWarning):
     """The input is coarser than the working resolution; small defocus is beyond it."""
-
-
-class TilingError(ValueError):
-    """Bad geometry or image passed to the tiling functions."""
 
 
 # --------------------------------------------------------------------------- grid

@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_focusq.io import budget
 from napari_focusq.config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, ScoringError
 from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.progress import Progress, drive
 
@@ -29,10 +29,6 @@ from napari_focusq.progress import Progress, drive
 STRIP_TILES = 16
 #: Fluorescence default minimum signal fraction: sparse nuclei leave most of a tile dark.
 MIN_SIGNAL_FRACTION = 0.1
-
-
-class ScoringError(FocusQError, ValueError):
-    """Input that cannot be scored, with the reason."""
 
 
 class ArraySource:

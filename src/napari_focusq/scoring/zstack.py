@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_focusq.errors import FocusQError
-
-
-class ZStackError(FocusQError, ValueError):
-    """A stack and a focus map that do not belong together."""
+from napari_focusq.errors import FocusQError, ZStackError
 
 
 def focus_plane_fit(stack: np.ndarray, *, half: int = 4, step: float = 0.05) -> np.ndarray:

@@ -278,7 +278,7 @@ def main_train_collection(args) -> int:
     from napari_focusq.progress import StderrBar, drive
 
     if getattr(args, "data", None):
-        from napari_focusq.cli.parser import UsageError
+        from napari_focusq.errors import UsageError
 
         raise UsageError("--collection trains on the collection's tiles: give no DATA with it")
     path = drive(iter_train_collection(

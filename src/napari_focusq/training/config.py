@@ -6,13 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from napari_focusq.config import MODALITIES
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, TrainingError
 
 #: Pixel sizes of the shared real images whose files do not record one (README of the data).
-
-
-class TrainingError(FocusQError, ValueError):
-    """Training that cannot start or go on, with the reason."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM, Optics
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import DeviceDataError, FocusQError
 
 #: libjpeg's standard quantisation tables (ITU T.81 Annex K), natural order.
 _LUMA_Q = np.array([
@@ -33,10 +33,6 @@ _LUMA_Q = np.array([
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float32).reshape(8, 8)
 _CHROMA_Q = np.full((8, 8), 99, np.float32)
 _CHROMA_Q[:4, :4] = np.array([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]])
-
-
-class DeviceDataError(FocusQError, ValueError):
-    """Source images the device tile maker cannot use."""
 
 
 def quant_tables(quality) -> np.ndarray:

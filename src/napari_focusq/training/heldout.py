@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError
+from napari_focusq.errors import FocusQError, FrozenSetError
 
 #: Frozen test images: name -> (modality, pixel size in µm used to resample them to the
 #: working grid). Neither source states its pixel size; both are estimates from nuclear
@@ -39,10 +39,6 @@ FROZEN_IMAGES: dict[str, tuple[str, float]] = {
 #: SHA-256 over the sorted lines "modality/name sha256-of-file" of the frozen set, fixed
 #: when the set was frozen (round of issue 24). Changing a file changes it.
 FROZEN_DIGEST = "7770b6b1b3edfad7169925924b5fe49836e813d73a5ff9930a853e6d1bd7a221"
-
-
-class FrozenSetError(FocusQError, ValueError):
-    """The frozen test set on disk is not the one that was frozen."""
 
 
 def frozen_dir() -> Path:
