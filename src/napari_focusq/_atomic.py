@@ -1,4 +1,9 @@
-"""Atomic file output: write to a temporary name beside the target, then rename."""
+"""Atomic file output: write to a temporary name beside the target, flush it to disk, then rename.
+
+Every file the package writes goes through :func:`atomic_path` (or :func:`write_text` /
+:func:`write_bytes` over it); ``results.tsv``'s first write (``export.results``) is the one
+exception, a hard link that must never replace, and it shares :data:`UMASK`.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +11,17 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import: ``os.umask`` can only be read by setting it,
+#: and it is process-wide, so reading it per write would race other threads' file creation.
+UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -24,11 +40,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise _named(exc, path) from None
     os.close(fd)
     # mkstemp creates 0600 files; outputs should get the usual permissions (0666 - umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~UMASK)
     try:
         yield Path(tmp)
+        _fsync(tmp)  # the data on disk before the name: a crash after the rename leaves no empty file
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -36,6 +51,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _named(exc, path) from None
         raise
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a file system that cannot sync (some FUSE mounts)
+            raise
+    finally:
+        os.close(fd)
 
 
 # Errors of the disk or folder rather than of the data: the message must say which output.

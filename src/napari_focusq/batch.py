@@ -13,6 +13,7 @@ retried ``retries`` times; a slide that is simply unreadable is recorded at once
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -27,8 +28,8 @@ from typing import Generator, Iterable
 
 from distributed import WorkerPlugin
 
-from napari_focusq.config import DEFAULT_THRESHOLD_UM
-from napari_focusq.errors import BatchUsageError, FocusQError
+from napari_focusq.config import ScoreConfig
+from napari_focusq.errors import BatchUsageError, ConfigError, FocusQError
 from napari_focusq.progress import Progress, drive
 
 __all__ = ["BatchSummary", "BatchUsageError", "expand_inputs", "iter_batch", "run_batch", "main_batch",
@@ -38,11 +39,6 @@ MANIFEST_NAME = "manifest.json"
 ERROR_LOG_NAME = "error.log"
 RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
-#: Files a folder argument contributes (anything else in it is ignored).
-SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff",
-                  ".png", ".jpg", ".jpeg", ".mrxs", ".vms", ".vmu", ".czi", ".vsi"}
-#: DICOM files: a folder holding them is one slide (its levels), never one input per file.
-DICOM_SUFFIXES = {".dcm"}
 #: A file argument with one of these suffixes is a list of inputs, one per line.
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: The manifest is rewritten at most this often while slides finish (and always at the end).
@@ -111,17 +107,11 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
 
     def visit(spec: str, from_list: bool) -> None:
         p = Path(spec).expanduser()
-        if p.is_dir():
-            from napari_focusq.io.dicom import is_dicom_folder
+        if p.is_dir():  # its images (io/formats.py's list), a DICOM slide's folder as one
+            from napari_focusq.io.formats import find_images
 
-            if is_dicom_folder(p):
-                add(p)
-                return
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith("."):
-                    add(f)
-                elif f.is_file() and f.suffix.lower() in DICOM_SUFFIXES and is_dicom_folder(f.parent):
-                    add(f.parent)
+            for f in find_images(p, recursive=True):
+                add(f)
         elif p.is_file():
             if p.suffix.lower() in LIST_SUFFIXES and not from_list:
                 for item in _list_file(p):
@@ -213,20 +203,19 @@ def _peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
-def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
-    """One slide, in a worker: score, write its outputs, return its row and file names.
+def _score_task(path: str, out_dir: str, stem: str, config: ScoreConfig, max_memory_mb: float | None) -> dict:
+    """One slide, in a worker: :func:`~napari_focusq.export.outputs.score_to_outputs`, the
+    function ``focusq score`` calls, with the worker's loaded model and threads.
 
-    Input problems (unreadable file, no pixel size: FocusQError / ValueError) become an
-    "error" row; anything else raises so that dask retries the task.
+    Input problems (:data:`~napari_focusq.errors.INPUT_ERRORS`) come back as an "error" row;
+    anything else raises so that dask retries the task.
     """
     import torch
 
-    from napari_focusq.export.outputs import error_reason, write_outputs
-    from napari_focusq.export.results import results_row
-    from napari_focusq.scoring.pipeline import iter_score_slide
+    from napari_focusq.export.outputs import score_to_outputs
+    from napari_focusq.io.budget import max_memory_mb as memory_budget
 
-    t0 = time.perf_counter()
-    model, threads, worker = opts["model"], 1, ""
+    threads, worker = 1, ""
     try:
         from distributed import get_worker
 
@@ -234,33 +223,20 @@ def _score_task(path: str, out_dir: str, stem: str, opts: dict) -> dict:
         worker = w.address
         plugin = w.plugins.get(PLUGIN_NAME)
         if plugin is not None:
-            model, threads = plugin.model_for(opts["modality"]), plugin.threads
+            config = dataclasses.replace(config, model=plugin.model_for(config.modality))
+            threads = plugin.threads
             torch.set_num_threads(threads)
     except ValueError:  # not in a worker (called directly)
         pass
     result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
-    from napari_focusq.io.budget import max_memory_mb
-
     try:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        with max_memory_mb(opts.get("max_memory_mb")):  # a remote worker has not our environment
-            gen = iter_score_slide(path, pixel_size_um=opts["pixel_size_um"], modality=opts["modality"], model=model,
-                                   level=opts["level"], slice=opts["slice"], threads=threads,
-                                   optics=opts.get("optics"))
-            try:
-                fmap = drive(gen)
-            finally:
-                gen.close()
-        paths = write_outputs(fmap, out_dir, stem, threshold_um=opts["threshold_um"])
-        result["row"] = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
-                                    threshold_um=opts["threshold_um"])
-        result["outputs"] = sorted(p.name for p in paths.values())
-        result["model_label"] = fmap.model
-    except (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, MemoryError) as exc:
-        # MemoryError: the slide is too big for this worker; retrying it elsewhere would fail alike
-        result["row"] = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
-                                    status="error", error=error_reason(exc, path))
+    except OSError:  # score_to_outputs records why the file cannot be read
+        pass
+    with memory_budget(max_memory_mb):  # a remote worker has not our environment
+        row, paths = score_to_outputs(path, out_dir, stem, config, threads=threads)
+    result.update(row=row, outputs=sorted(p.name for p in paths.values()), model_label=row["model"])
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
@@ -367,10 +343,9 @@ def _open_client(workers: int | None, scheduler: str | None, retries: int):
 
 
 # --------------------------------------------------------------------------- run
-def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
-               threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
-               modality: str = "auto", level: int | None = None, slice="auto",
-               retries: int = 2, optics: dict | None = None) -> Generator[Progress, None, BatchSummary]:
+def iter_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: int | None = None,
+               scheduler: str | None = None, retries: int = 2,
+               **options) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
@@ -386,8 +361,7 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
     paths, missing = expand_inputs(inputs)
     if not paths and not missing:
         raise BatchUsageError(f"no inputs matched {' '.join(map(str, inputs))}")
-    if modality not in ("auto", "brightfield", "fluorescence"):
-        raise BatchUsageError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
+    config = _config(config, options)
     from napari_focusq.export.preflight import OutputFolderError, check_output_folder
 
     out = Path(out_dir)
@@ -395,11 +369,10 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         check_output_folder(out)
     except OutputFolderError as exc:
         raise BatchUsageError(str(exc)) from exc
-    model_fp = model_fingerprint(model, modality)
+    model_fp = model_fingerprint(config.model, config.modality)
     tsv, errlog = out / "results.tsv", out / ERROR_LOG_NAME
     manifest = Manifest(out / MANIFEST_NAME)
-    options = {"threshold_um": threshold_um, "pixel_size_um": pixel_size_um, "modality": modality,
-               "level": level, "slice": slice, "optics": optics or None}
+    options = config.resume_key()
     from napari_focusq.io.budget import max_memory_bytes
 
     max_memory_mb = max_memory_bytes() / 1e6
@@ -441,11 +414,12 @@ def iter_batch(inputs, out_dir, *, model="default", workers: int | None = None, 
         client, cluster = _open_client(workers, scheduler, retries)
         futures = {}
         try:
-            client.register_plugin(ModelPlugin(model, modality), name=PLUGIN_NAME)
+            client.register_plugin(ModelPlugin(config.model, config.modality), name=PLUGIN_NAME)
+            # the workers get the model by name (or path) and load it once each (ModelPlugin)
+            task_config = dataclasses.replace(config, model=str(config.model))
             for p in todo:
                 stem = stems[str(p)]
-                fut = client.submit(_score_task, str(p), str(out), stem,
-                                    {**options, "model": str(model), "max_memory_mb": max_memory_mb},
+                fut = client.submit(_score_task, str(p), str(out), stem, task_config, max_memory_mb,
                                     key=f"focusq-{stem}-{uuid.uuid4().hex[:8]}", retries=retries, pure=False)
                 futures[fut] = p
             yield Progress("batch", done, total, f"{len(todo)} slides on {len(client.scheduler_info()['workers'])} "
@@ -514,10 +488,8 @@ def _write_run(out: Path, s: BatchSummary, model_fp: str, options: dict, total: 
     }, indent=1))
 
 
-def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, scheduler: str | None = None,
-              threshold_um: float = DEFAULT_THRESHOLD_UM, pixel_size_um: float | None = None,
-              modality: str = "auto", progress=None, retries: int = 2, level: int | None = None,
-              slice="auto", optics: dict | None = None) -> BatchSummary:
+def run_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: int | None = None,
+              scheduler: str | None = None, progress=None, retries: int = 2, **options) -> BatchSummary:
     """Score many slides in parallel on dask.distributed and write their outputs to ``out_dir``.
 
     Parameters
@@ -527,18 +499,18 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     out_dir
         Output folder (shared by the workers): per-slide outputs, ``results.tsv``,
         ``error.log``, ``manifest.json``, ``report.html``.
-    model
-        Shipped model name or checkpoint path (workers must be able to read it).
+    config
+        The scoring settings (:class:`~napari_focusq.config.ScoreConfig`), or give them as
+        keyword ``options``: ``model`` (a shipped model name or checkpoint path the workers
+        can read), ``threshold_um``, ``pixel_size_um``, ``modality``, ``level``, ``slice`` as for
+        ``focusq score``, and ``optics``, a dict with any of ``na``, ``immersion``,
+        ``wavelength_um`` (``--na``, ``--immersion``, ``--wavelength``; the rest from each file
+        or the model).
     workers
         Local worker processes (one thread each); default one per core.
     scheduler
         Address of a running dask scheduler (or its ``--scheduler-file`` JSON) instead of
         a local cluster.
-    threshold_um, pixel_size_um, modality, level, slice
-        As for ``focusq score``.
-    optics
-        The objective: a dict with any of ``na``, ``immersion``, ``wavelength_um``
-        (``--na``, ``--immersion``, ``--wavelength``); the rest from each file or the model.
     progress
         Callable receiving Progress events; return False from it to cancel.
     retries
@@ -548,15 +520,17 @@ def run_batch(inputs, out_dir, *, model="default", workers: int | None = None, s
     -------
     BatchSummary
     """
-    return drive(iter_batch(inputs, out_dir, model=model, workers=workers, scheduler=scheduler,
-                            threshold_um=threshold_um, pixel_size_um=pixel_size_um, modality=modality,
-                            level=level, slice=slice, retries=retries, optics=optics), progress)
+    return drive(iter_batch(inputs, out_dir, config, workers=workers, scheduler=scheduler, retries=retries,
+                            **options), progress)
 
 
-def _cli_optics(args) -> dict | None:
-    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
-         "wavelength_um": getattr(args, "wavelength", None)}
-    return {k: v for k, v in d.items() if v is not None} or None
+def _config(config: ScoreConfig | None, options: dict) -> ScoreConfig:
+    if config is not None and options:
+        raise TypeError(f"give the settings in config or as options, not both ({', '.join(options)})")
+    try:
+        return config if config is not None else ScoreConfig.from_options(**options)
+    except ConfigError as exc:
+        raise BatchUsageError(str(exc)) from exc
 
 
 def main_batch(args) -> int:
@@ -564,13 +538,10 @@ def main_batch(args) -> int:
     from napari_focusq.progress import StderrBar
 
     try:
-        s = run_batch(args.inputs, args.out, model=getattr(args, "model", "default"),
+        s = run_batch(args.inputs, args.out, ScoreConfig.from_args(args),
                       workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None),
-                      threshold_um=getattr(args, "threshold_um", DEFAULT_THRESHOLD_UM),
-                      pixel_size_um=getattr(args, "pixel_size", None), modality=getattr(args, "modality", "auto"),
-                      level=getattr(args, "level", None), slice=getattr(args, "slice", "auto"),
-                      optics=_cli_optics(args), progress=StderrBar())
-    except BatchUsageError as exc:
+                      progress=StderrBar())
+    except (BatchUsageError, ConfigError) as exc:
         print(f"focusq: {exc}", file=sys.stderr, flush=True)
         return 2
     for path, reason in s.failures:

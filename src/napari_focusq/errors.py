@@ -33,6 +33,23 @@ class ImageReadError(FocusQError, ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+#: What a bad *input* raises, as opposed to a bug or a fault of the machine: a slide that
+#: raises one of these gets an "error" row and is not retried (it would fail the same way
+#: again). ``MemoryError``: the slide is too big for this process. Other ``OSError`` s (an
+#: I/O error on a network share, a full disk) are not here: batch retries them, and
+#: ``focusq score`` records them through its catch-all.
+INPUT_ERRORS = (FocusQError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, MemoryError)
+
+
+# config
+class ConfigError(FocusQError, ValueError):
+    """A scoring setting that cannot be used; ``field`` names it (a widget can point at it)."""
+
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(reason)
+
+
 # io.extras
 class MissingExtraError(FocusQError, ImportError):
     """An optional dependency is not installed; the message says how to add it."""

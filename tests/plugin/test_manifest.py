@@ -89,3 +89,17 @@ def test_core_imports_without_qt_napari_or_torchvision():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "core ok" in proc.stdout
+
+
+def test_manifest_patterns_are_the_formats_list_exactly():
+    # napari.yaml cannot import Python: its patterns are a copy of io/formats.py's list, and
+    # this keeps the copy whole both ways (a suffix added to one side only fails here)
+    from npe2 import PluginManifest
+
+    from napari_focusq.io.formats import IMAGE_SUFFIXES, PILLOW_SUFFIXES, READER_SUFFIXES
+
+    pm = PluginManifest.from_file(MANIFEST)
+    patterns = set(pm.contributions.readers[0].filename_patterns)
+    assert patterns == {f"*{c(s)}" for s in READER_SUFFIXES for c in (str.lower, str.upper)}
+    # the reader is offered every image file type but those napari's own reader opens
+    assert {s for s in READER_SUFFIXES if s.count(".") == 1} - {".dcm"} == IMAGE_SUFFIXES - PILLOW_SUFFIXES

@@ -143,12 +143,6 @@ def _check_optics(args) -> None:
             raise UsageError(str(exc)) from exc
 
 
-def _optics_dict(args) -> dict | None:
-    d = {"na": getattr(args, "na", None), "immersion": getattr(args, "immersion", None),
-         "wavelength_um": getattr(args, "wavelength", None)}
-    return {k: v for k, v in d.items() if v is not None} or None
-
-
 def _memory_option(p) -> None:
     from napari_focusq.io.budget import DEFAULT_MAX_MEMORY_MB, ENV_VAR
 

@@ -1,11 +1,11 @@
 """``focusq score``: each input -> its maps, masks and results.tsv row."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
-from napari_focusq.cli.parser import EXIT_FAILED, EXIT_OK, UsageError, _bar, _check_optics, _err, _optics_dict
+from napari_focusq.cli.parser import EXIT_FAILED, EXIT_OK, UsageError, _bar, _check_optics, _err
+from napari_focusq.config import ScoreConfig
 
 
 # ------------------------------------------------------------------------ commands
@@ -15,10 +15,8 @@ def _check_model(name: str, modality: str) -> str:
     The name, not the loaded model, goes to the pipeline so that "default" can pick the
     shipped model of each input's modality (models are cached, so nothing loads twice).
     """
-    try:
-        from napari_focusq.models import load_model
-    except ImportError as exc:
-        raise UsageError(f"the models are not available in this installation ({exc})") from exc
+    from napari_focusq.models import load_model
+
     try:
         load_model(name, modality="brightfield" if modality == "auto" else modality)
     except (ValueError, OSError, KeyError) as exc:
@@ -30,8 +28,6 @@ def cmd_score(args) -> int:
     from napari_focusq.export.results import append_results
     from napari_focusq.export.outputs import error_reason, score_to_outputs, unique_stem
 
-    if importlib.util.find_spec("napari_focusq.scoring.pipeline") is None:
-        raise UsageError("scoring is not available: napari_focusq.scoring.pipeline is missing from this installation")
     from napari_focusq.export.preflight import OutputFolderError, check_output_folder
 
     out = Path(args.out)
@@ -39,8 +35,9 @@ def cmd_score(args) -> int:
         check_output_folder(out)
     except OutputFolderError as exc:
         raise UsageError(str(exc)) from exc
-    model = _check_model(args.model, args.modality)
+    _check_model(args.model, args.modality)
     _check_optics(args)
+    config = ScoreConfig.from_args(args)
     tsv = out / "results.tsv"
     taken: set = set()
     failed = 0
@@ -48,10 +45,7 @@ def cmd_score(args) -> int:
         stem = unique_stem(path, taken)
         print(f"[{i}/{len(args.inputs)}] {path}", file=sys.stderr, flush=True)
         try:
-            row, paths = score_to_outputs(
-                path, out, stem, pixel_size_um=args.pixel_size, modality=args.modality, model=model,
-                level=args.level, slice=args.slice, threshold_um=args.threshold_um, progress=_bar(),
-                results_tsv=tsv, optics=_optics_dict(args))
+            row, paths = score_to_outputs(path, out, stem, config, progress=_bar(), results_tsv=tsv)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # MemoryError or a bug on one input: the rest of a long run goes on

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 #: Pixel sizes of the shared real images whose files do not record one (README of the data).
+from napari_focusq.io.formats import find_images
 from napari_focusq.training.config import TrainConfig, TrainingError
 from napari_focusq.training.fit import iter_fit
 from napari_focusq.training.recipes import BRIGHTFIELD_ARCH, RECIPES
@@ -14,7 +15,7 @@ def _expand(paths) -> list[str]:
     out = []
     for d in paths:
         p = Path(d)
-        out += sorted(str(q) for q in p.iterdir() if q.is_file() and not q.name.startswith(".")) if p.is_dir() else [str(p)]
+        out += [str(q) for q in find_images(p)] if p.is_dir() else [str(p)]
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq._atomic import atomic_path, write_bytes
-from napari_focusq.config import DEFAULT_THRESHOLD_UM
+from napari_focusq.config import DEFAULT_THRESHOLD_UM, ScoreConfig
 from napari_focusq.errors import FocusQError, MissingPixelSizeError
 
 #: Columns of ``results.tsv``, in order. New columns go at the end, so a table written by
@@ -23,13 +23,13 @@ from napari_focusq.errors import FocusQError, MissingPixelSizeError
 #: ``tiles`` counts the whole tile grid, glass included; ``tissue_tiles`` the tiles with
 #: enough tissue to be scored, over which the defocus figures and ``excluded_pct`` are
 #: taken (``tissue_pct`` = 100 * tissue_tiles / tiles).
-from napari_focusq.export.masks import write_mask_png
+from napari_focusq.export.masks import write_tissue_mask
+from napari_focusq.io.formats import MULTI_SUFFIXES
 from napari_focusq.export.results import _clean, append_results, results_row
 from napari_focusq.scoring.focusmap import FocusMap
 
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
-_MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".ome.btf", ".ome.tf2", ".ome.tf8")
 
 
 # ------------------------------------------------------------------------------ names
@@ -54,7 +54,7 @@ def unique_stem(path: str | os.PathLike, taken: set) -> str:
     p = Path(path)
     name = p.name
     low = name.lower()
-    stem = next((name[: -len(s)] for s in _MULTI_SUFFIXES if low.endswith(s)), None)
+    stem = next((name[: -len(s)] for s in MULTI_SUFFIXES if low.endswith(s)), None)
     if stem is None:
         stem = p.stem if p.suffix else name
     stem = re.sub(r"[^\w.+-]+", "_", stem).strip("._") or "input"
@@ -246,7 +246,7 @@ def write_outputs(fmap: FocusMap, out_dir, stem: str, *, threshold_um: float = D
     paths = {
         "tiles_csv": fmap.to_csv(out / f"{stem}.tiles.csv", threshold_um, excluded),
         "heatmap": write_heatmap_tif(fmap, out / f"{stem}.heatmap.tif", threshold_um=threshold_um),
-        "mask": write_mask_png(fmap, out / f"{stem}.mask.png", threshold_um=threshold_um, excluded=excluded),
+        "mask": write_tissue_mask(fmap, out / f"{stem}.mask.png", threshold_um=threshold_um, excluded=excluded),
         "geojson": fmap.to_geojson(out / f"{stem}.geojson", threshold_um, excluded),
         "overlay": write_overlay_png(fmap, out / f"{stem}.overlay.png", stem=stem, threshold_um=threshold_um,
                                      excluded=excluded, thumbnail=thumbnail),
@@ -275,15 +275,22 @@ def error_reason(exc: BaseException, path=None) -> str:
     return _clean(reason)
 
 
-def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = None, modality: str = "auto",
-                     model=None, level: int | None = None, slice="auto",
-                     threshold_um: float = DEFAULT_THRESHOLD_UM, progress=None,
-                     results_tsv=None, optics=None) -> tuple[dict, dict[str, Path]]:
+def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None, *, progress=None,
+                     results_tsv=None, threads: int = 2, **options) -> tuple[dict, dict[str, Path]]:
     """Score one slide, write its outputs and (optionally) append its ``results.tsv`` row.
 
-    Expected failures (unreadable file, unknown pixel size, bad options: ``FocusQError``,
-    ``ValueError``, ``OSError``) do not raise: they give a row with status "error" and the
-    reason, and no paths. Anything else (a bug, ``KeyboardInterrupt``) propagates.
+    The one path from a slide to its outputs, for ``focusq score``, ``focusq batch``'s
+    workers and the demo. Expected failures of the input (:data:`~napari_focusq.errors.INPUT_ERRORS`:
+    unreadable file, unknown pixel size, too big for this machine) do not raise: they give a
+    row with status "error" and the reason, and no paths. Anything else (a bug, a disk
+    fault, ``KeyboardInterrupt``) propagates, which is what lets batch retry it.
+
+    Parameters
+    ----------
+    config
+        The scoring settings; or give them as keyword ``options`` (:meth:`ScoreConfig.from_options`).
+    threads
+        Decode threads feeding the model.
 
     Returns
     -------
@@ -292,11 +299,16 @@ def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = 
     """
     import time
 
+    from napari_focusq.errors import INPUT_ERRORS
     from napari_focusq.progress import drive
 
+    if config is None:
+        config = ScoreConfig.from_options(**options)
+    elif options:
+        raise TypeError(f"give the settings in config or as options, not both ({', '.join(options)})")
     t0 = time.perf_counter()
     try:
-        if pixel_size_um is None:
+        if config.pixel_size_um is None:
             from napari_focusq.io.formats import open_image
 
             with open_image(path) as src:
@@ -306,16 +318,15 @@ def score_to_outputs(path, out_dir, stem: str, *, pixel_size_um: float | None = 
                         "pass it with --pixel-size UM (µm per pixel at full resolution)")
         from napari_focusq.scoring.pipeline import iter_score_slide
 
-        gen = iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model,
-                               level=level, slice=slice, optics=optics)
+        gen = iter_score_slide(path, threads=threads, **config.pipeline_kwargs())
         try:
             fmap = drive(gen, progress)
         finally:
             gen.close()
-        paths = write_outputs(fmap, out_dir, stem, threshold_um=threshold_um)
+        paths = write_outputs(fmap, out_dir, stem, threshold_um=config.threshold_um)
         row = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
-                          threshold_um=threshold_um)
-    except (FocusQError, ValueError, OSError) as exc:
+                          threshold_um=config.threshold_um)
+    except INPUT_ERRORS as exc:
         row = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                           status="error", error=error_reason(exc, path))
         paths = {}

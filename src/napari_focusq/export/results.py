@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_focusq._atomic import UMASK
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
 from napari_focusq.scoring.focusmap import FocusMap
 
@@ -188,16 +189,6 @@ def _upgrade_table(path: Path) -> None:
     write_text(path, b"".join(lines).decode("utf-8"))
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# read once at import: os.umask is process-wide, so toggling it later could race other threads
-_UMASK = _read_umask()
-
-
 def _create_with_header(path: Path) -> None:
     if not path.parent.exists():
         raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
@@ -205,7 +196,7 @@ def _create_with_header(path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(_line(RESULTS_COLUMNS))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a results table is for sharing
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; a results table is for sharing
         try:
             os.link(tmp, path)  # never replaces: if another writer was first, keep theirs
         except FileExistsError:

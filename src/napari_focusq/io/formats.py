@@ -15,7 +15,8 @@ from napari_focusq.errors import ImageReadError
 from napari_focusq.io.source import ImageSource
 from napari_focusq.io.tiff import _open_tiff
 
-__all__ = ["open_image", "sample_slide_path", "SUPPORTED_FORMATS"]
+__all__ = ["open_image", "sample_slide_path", "find_images", "is_image_file", "SUPPORTED_FORMATS", "IMAGE_SUFFIXES",
+           "READER_SUFFIXES"]
 
 #: Suffixes of files only OpenSlide reads here (MIRAX, Hamamatsu VMS/VMU).
 OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu"}
@@ -28,6 +29,50 @@ SUPPORTED_FORMATS = ("TIFF, BigTIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, DICOM WSI, 
 SLIDEIO_SUFFIXES = {".vsi"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff"}
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CZI_SUFFIXES = {".czi"}
+#: DICOM files: a folder holding them is one slide (its levels), never one input per file.
+DICOM_SUFFIXES = {".dcm"}
+
+# ---- the one list of file types: every other list of suffixes in the package derives from these
+#: Files one of which is one image (a folder scan yields these; DICOM files are a folder's).
+IMAGE_SUFFIXES = frozenset(TIFF_SUFFIXES | PILLOW_SUFFIXES | OPENSLIDE_SUFFIXES | SLIDEIO_SUFFIXES | CZI_SUFFIXES)
+#: Double suffixes an output's stem loses whole (``slide.ome.tif`` -> ``slide``).
+MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".ome.btf", ".ome.tf2", ".ome.tf8")
+#: What the napari reader is offered (napari.yaml's filename_patterns, a test checks): the
+#: slide formats and DICOM, not PNG/JPEG (napari's own reader opens those); the OME ones are
+#: listed too so that napari names the plugin for them when several readers match.
+READER_SUFFIXES = tuple(sorted((IMAGE_SUFFIXES - PILLOW_SUFFIXES) | DICOM_SUFFIXES)) + (".ome.tif", ".ome.tiff")
+
+
+def is_image_file(path) -> bool:
+    """A visible file whose suffix is one of :data:`IMAGE_SUFFIXES`."""
+    p = Path(path)
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder, *, recursive: bool = False) -> list[Path]:
+    """The images in ``folder`` (sorted; hidden files skipped), the one folder scanner.
+
+    A folder holding a DICOM slide's ``.dcm`` files is one image (the folder itself): given
+    as ``folder``, the result is ``[folder]``; met while ``recursive``, it is listed in place
+    of its files.
+    """
+    from napari_focusq.io.dicom import is_dicom_folder
+
+    folder = Path(folder)
+    if is_dicom_folder(folder):
+        return [folder]
+    found, dicom_dirs = [], set()
+    for f in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        if is_image_file(f):
+            found.append(f)
+        elif recursive and f.is_file() and f.suffix.lower() in DICOM_SUFFIXES and f.parent not in dicom_dirs \
+                and is_dicom_folder(f.parent):
+            dicom_dirs.add(f.parent)
+            found.append(f.parent)
+    return found
+
+
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -115,7 +160,7 @@ def _open_file(path: Path) -> ImageSource:
         from napari_focusq.io.openslide import open_openslide
 
         return open_openslide(path)
-    if suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES | {".czi", ".dcm"}:
+    if suffix in TIFF_SUFFIXES | PILLOW_SUFFIXES | CZI_SUFFIXES | DICOM_SUFFIXES:
         kind = {".czi": "CZI", ".dcm": "DICOM"}.get(suffix, "TIFF" if suffix in TIFF_SUFFIXES
                                                        else suffix[1:].upper())
         raise ImageReadError(path, f"not a valid {kind} file (it starts with bytes {head[:4]!r})")

@@ -11,9 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Any, Callable
 
-#: Suffixes this reader is offered (napari.yaml lists the same as filename patterns).
-SUFFIXES = (".svs", ".ndpi", ".ome.tif", ".ome.tiff", ".tif", ".tiff", ".btf", ".tf2", ".tf8", ".qptiff",
-            ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".dcm", ".czi", ".vsi")
+from napari_focusq.io.formats import READER_SUFFIXES as SUFFIXES  # napari.yaml lists the same
 
 # token -> opened source, while layers made from it may still read it
 _OPEN_SOURCES: dict[str, Any] = {}

@@ -1,15 +1,15 @@
 """npe2 writers for the "Excluded tiles" layer: a usable-tissue mask (TIFF/PNG) and QuPath GeoJSON."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari_focusq.errors import ExportError
 
-#: Masks larger than this many pixels are written downsampled (the scale is recorded).
-MAX_MASK_PIXELS = 64_000_000
+from napari_focusq.errors import ExportError
+# the one mask writer and downsample rule (export/masks.py); save_mask is the widget's export
+from napari_focusq.export.masks import export_tissue_mask, save_mask
+
+__all__ = ["ExportError", "save_mask", "write_mask", "write_geojson", "focusmap_for_layer", "is_exclusion_layer"]
 
 
 def focusmap_for_layer(data: Any, meta: dict):
@@ -33,46 +33,6 @@ def focusmap_for_layer(data: Any, meta: dict):
         tile_size_px=1.0, image_shape=excluded.shape, pixel_size_um=float(scale[-1]),
         modality="unknown", model="",
     ), excluded
-
-
-def save_mask(path: str | Path, mask: np.ndarray, pixel_size_um: float | None) -> Path:
-    """Write a uint8 mask as TIFF or PNG atomically, with its pixel size recorded.
-
-    TIFF gets resolution tags in pixels per centimetre (plus ImageJ-style µm); PNG gets
-    a pHYs chunk (via its dpi). Raises :class:`ExportError` naming the file on failure.
-    """
-    from napari_focusq._atomic import atomic_path
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".tif", ".tiff", ".png"):
-        raise ExportError(f"{path}: a mask is written as .tif, .tiff or .png, not {suffix or 'no extension'!r}")
-    try:
-        with atomic_path(path) as tmp:
-            if suffix == ".png":
-                from PIL import Image
-
-                kw = {"dpi": (25400.0 / pixel_size_um,) * 2} if pixel_size_um else {}
-                Image.fromarray(np.ascontiguousarray(mask)).save(tmp, format="PNG", **kw)
-            else:
-                import tifffile
-
-                kw = {}
-                if pixel_size_um:
-                    kw = {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER",
-                          "metadata": {"unit": "um", "axes": "YX"}, "imagej": True}
-                tifffile.imwrite(tmp, np.ascontiguousarray(mask), compression="zlib" if not kw else None, **kw)
-    except PermissionError as exc:
-        raise ExportError(f"{path}: cannot write here (permission denied: the folder may be read-only)") from exc
-    except FileNotFoundError as exc:
-        raise ExportError(f"{path}: {exc}") from exc
-    return path
-
-
-def mask_downsample(image_shape, max_pixels: int = MAX_MASK_PIXELS) -> float:
-    """Smallest integer downsample keeping a level-0 mask under ``max_pixels``."""
-    h, w = image_shape
-    return float(max(1, math.ceil(math.sqrt(h * w / max_pixels))))
 
 
 #: metadata["focusq"] of the Focus QC widget's exclusion layer (see _qt/layers.py)
@@ -103,9 +63,8 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
     if tuple(fmap.defocus_um.shape) != excluded.shape:
         raise ExportError(f"{path}: the exclusion layer's grid {excluded.shape} no longer matches its "
                           f"focus map {tuple(fmap.defocus_um.shape)}; score the slide again")
-    ds = mask_downsample(fmap.image_shape)
-    mask = fmap.pixel_mask(excluded=excluded, downsample=ds)
-    return [str(save_mask(path, mask, fmap.pixel_size_um * ds))]
+    # the downsample rule and the metadata of focusq score's .mask.png (export/masks.py)
+    return [str(export_tissue_mask(fmap, path, excluded=excluded))]
 
 
 def write_geojson(path: str, data: Any, meta: dict) -> list[str]:

@@ -176,7 +176,7 @@ def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: fl
                 comment: str = "", reviewed_by: str = "", roi_rings=None) -> dict:
     """Save one slide's review beside its outputs (see the module docstring); returns the record."""
     from napari_focusq.export.results import _fmt, upsert_results
-    from napari_focusq.export.masks import write_mask_png
+    from napari_focusq.export.masks import write_tissue_mask
     from napari_focusq.export.qupath import write_qupath_tiles
 
     folder = Path(folder)
@@ -198,7 +198,7 @@ def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: fl
     fmap.to_geojson(folder / f"{stem}.geojson", threshold_um, excluded)
     fmap.to_csv(folder / f"{stem}.tiles.csv", threshold_um, excluded)
     write_qupath_tiles(fmap, folder, stem, threshold_um, excluded, roi_rings)
-    write_mask_png(fmap, folder / f"{stem}.mask.png", threshold_um=threshold_um, excluded=excluded)
+    write_tissue_mask(fmap, folder / f"{stem}.mask.png", threshold_um=threshold_um, excluded=excluded)
     s = fmap.summary(threshold_um, excluded)
     upsert_results(folder / "results.tsv", {"stem": stem, "excluded_pct": _fmt(s["excluded_pct"], 2),
                                             "review": verdict, "reviewed_by": reviewed_by,

@@ -64,8 +64,9 @@ def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
     folder = Path(data) if data else project_data_dir() / modality
     if not folder.is_dir():
         raise TrainingError(f"{folder}: folder of in-focus {modality} images not found (set FOCUSQ_DATA)")
-    images = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name not in set(skip)
-                    and p.suffix.lower() in (".svs", ".tif", ".tiff", ".png", ".jpg", ".jpeg"))
+    from napari_focusq.io.formats import find_images
+
+    images = [str(p) for p in find_images(folder) if p.name not in set(skip)]
     return folder, images
 
 
