@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_focusq.training.metrics import (
-    format_interval, ranking_metrics, regression_metrics, seed_intervals,
-)
 from napari_focusq.progress import drive
 from napari_focusq.training.data import iter_dataset
+from napari_focusq.training.metrics import (
+    format_interval,
+    ranking_metrics,
+    regression_metrics,
+    seed_intervals,
+)
 
 SEEDS = (2026, 2027, 2028)
 

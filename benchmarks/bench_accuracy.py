@@ -25,16 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.scoring.certainty import (
-    certainty_report, format_certainty_report, model_certainty, noise_ratio,
-)
-from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.models import available_models, load_model
 from napari_focusq.optics.psf import simulate_defocus
-from napari_focusq.training.recipes import DEFAULT_TEST, project_data_dir
-from napari_focusq.training.config import TrainConfig
+from napari_focusq.scoring.certainty import (
+    certainty_report,
+    format_certainty_report,
+    model_certainty,
+    noise_ratio,
+)
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.training.augment import _jpeg
+from napari_focusq.training.config import TrainConfig
 from napari_focusq.training.data import load_training_image
+from napari_focusq.training.recipes import DEFAULT_TEST, project_data_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, predict, print_table, seeded_tiles  # noqa: E402

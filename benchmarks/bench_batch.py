@@ -150,9 +150,9 @@ def _peak_of_run(slide: Path, out: Path, model) -> tuple[float, float, int]:
 
     t = time.perf_counter()
     drive(iter_batch([str(slide)], out, model=model, workers=1), grab)
-    from napari_focusq.export.results import read_results
-
     import csv
+
+    from napari_focusq.export.results import read_results
 
     stem = read_results(out / "results.tsv")[0]["stem"]
     with open(out / f"{stem}.tiles.csv", newline="") as fh:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.review.collection import Collection, TileRecord
-from napari_focusq.training.collection import iter_train_collection
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
 from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.progress import drive
+from napari_focusq.review.collection import Collection, TileRecord
 from napari_focusq.scoring.tissue import tissue_fraction
-from napari_focusq.training.recipes import DEFAULT_EXCLUDE, DEFAULT_TEST, project_data_dir
-from napari_focusq.training.data import KNOWN_PIXEL_UM, load_training_image
 from napari_focusq.training.augment import _jpeg
+from napari_focusq.training.collection import iter_train_collection
+from napari_focusq.training.data import KNOWN_PIXEL_UM, load_training_image
+from napari_focusq.training.recipes import DEFAULT_EXCLUDE, DEFAULT_TEST, project_data_dir
 
 
 def build(folder: Path, z_lo: float, z_hi: float, per_slide: int, seed: int) -> Collection:

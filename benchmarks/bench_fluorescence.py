@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
 from napari_focusq.training.config import TrainConfig
 from napari_focusq.training.data import load_training_image
+from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, print_table, seeded_tiles  # noqa: E402
@@ -42,7 +42,10 @@ PIXEL_UM = {"cells3d_nuclei_zstack.tif": 0.26, CROP: 0.656}
 
 def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
     from napari_focusq.scoring.certainty import (
-        certainty_report, format_certainty_report, model_certainty, noise_ratio,
+        certainty_report,
+        format_certainty_report,
+        model_certainty,
+        noise_ratio,
     )
     from napari_focusq.scoring.focus import variance_of_laplacian_batch
 
@@ -75,9 +78,9 @@ def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
 
 def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+    from napari_focusq.scoring.focus import variance_of_laplacian
     from napari_focusq.scoring.pipeline import ArraySource, score_slide
     from napari_focusq.scoring.zstack import all_in_focus, tilted_stack
-    from napari_focusq.scoring.focus import variance_of_laplacian
 
     print("\n== tilted specimen: in-focus plane k0(c) = 1 + c per tile column, 9 planes, 4 x 6 tiles ==")
     results = []

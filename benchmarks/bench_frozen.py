@@ -23,10 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _seeds import SEEDS, interval_rows, predict, print_table, seeded_tiles  # noqa: E402
 
-from napari_focusq.scoring.focus import variance_of_laplacian_batch  # noqa: E402
-from napari_focusq.training.heldout import check_frozen_set, frozen_images, frozen_pixel_sizes  # noqa: E402
 from napari_focusq.models import load_model  # noqa: E402
+from napari_focusq.scoring.focus import variance_of_laplacian_batch  # noqa: E402
 from napari_focusq.training.config import TrainConfig  # noqa: E402
+from napari_focusq.training.heldout import check_frozen_set, frozen_images, frozen_pixel_sizes  # noqa: E402
 
 
 def run(modality: str, per_image: int) -> dict:

@@ -64,11 +64,11 @@ def main(argv=None) -> int:
     import torch
 
     from napari_focusq.config import Optics
-    from napari_focusq.training.device_tiles import DeviceTileMaker
-    from napari_focusq.training.inception import speed_habits
     from napari_focusq.models.inception import InceptionFocusNet
     from napari_focusq.training.config import TrainConfig
     from napari_focusq.training.data import load_training_image, sample_tiles
+    from napari_focusq.training.device_tiles import DeviceTileMaker
+    from napari_focusq.training.inception import speed_habits
     from napari_focusq.training.recipes import project_data_dir
 
     cuda = args.device == "cuda"

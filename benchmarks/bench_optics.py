@@ -20,10 +20,10 @@ import numpy as np
 from napari_focusq.config import Optics
 from napari_focusq.models import load_model
 from napari_focusq.optics.psf import simulate_defocus
-from napari_focusq.training.recipes import DEFAULT_TEST, FLUORESCENCE_TEST, project_data_dir
+from napari_focusq.optics.user import optics_map, resolve_optics
 from napari_focusq.training.augment import _jpeg
 from napari_focusq.training.data import load_training_image
-from napari_focusq.optics.user import optics_map, resolve_optics
+from napari_focusq.training.recipes import DEFAULT_TEST, FLUORESCENCE_TEST, project_data_dir
 
 OBJECTIVES = (("NA 0.3 dry", 0.3, "air"), ("NA 0.45 dry", 0.45, "air"), ("NA 0.75 dry (model's)", 0.75, "air"),
               ("NA 0.95 dry", 0.95, "air"), ("NA 1.4 oil", 1.4, "oil"))

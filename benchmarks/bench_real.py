@@ -32,18 +32,23 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq.config import TILE_PX
-from napari_focusq.scoring.focus import variance_of_laplacian_batch
-from napari_focusq.optics.layered import Layer, simulate_layered
-from napari_focusq.training.metrics import regression_metrics
 from napari_focusq.models import load_model
+from napari_focusq.optics.layered import Layer, simulate_layered
 from napari_focusq.progress import drive
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
-from napari_focusq.training.recipes import (
-    DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, data_image, project_data_dir,
-)
-from napari_focusq.training.config import TrainConfig
 from napari_focusq.training.augment import _jpeg
+from napari_focusq.training.config import TrainConfig
 from napari_focusq.training.data import iter_dataset, load_training_image
+from napari_focusq.training.metrics import regression_metrics
+from napari_focusq.training.recipes import (
+    DEFAULT_TEST,
+    DEFAULT_VAL,
+    FLUORESCENCE_TEST,
+    FLUORESCENCE_VAL,
+    data_image,
+    project_data_dir,
+)
 
 STACKS = {"smear_through_focus_19planes.tif": 9, "urjc_tissue_S1_17planes.tif": 9}
 MAIN_Z = (1.5, 2.5, 4.0)
@@ -230,7 +235,7 @@ def main(argv=None):
         Xf, Tf, Wf, Kf = layered_set(paths, a.per_image, modality="fluorescence")
         res["layered_fluorescence"] = _print_layered(fl, {k: reader(m) for k, m in fl.items()}, Xf, Tf, Wf, Kf)
 
-    print(f"\n== simulated thin tiles of the same images, |z| 0-6 µm (targets: R² >= 0.99, slope 0.95-1.05, "
+    print("\n== simulated thin tiles of the same images, |z| 0-6 µm (targets: R² >= 0.99, slope 0.95-1.05, "
           "MAE0-4 <= 0.2 µm) ==")
     cfg = TrainConfig(images=[str(folder / n) for n in names], z_max_um=6.0, jpeg=(70, 95))
     Xs, Zs, _ = drive(iter_dataset(cfg.images, a.thin_per_image, cfg, 2026, "test data"))

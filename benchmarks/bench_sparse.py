@@ -27,8 +27,8 @@ import numpy as np
 
 from napari_focusq import score_image
 from napari_focusq.config import Optics
-from napari_focusq.training.sparse_field import capture_field, make_sparse_field, nuclei_crops
 from napari_focusq.training.recipes import project_data_dir
+from napari_focusq.training.sparse_field import capture_field, make_sparse_field, nuclei_crops
 
 SOURCES = (  # file, µm/px (data/README.md), held out of the shipped model's training
     ("bbbc007_A9_p10d.tif", 0.36, True), ("bbbc007_20P1_POS0007_D_1UL.tif", 0.36, True),

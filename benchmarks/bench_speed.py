@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.io.formats import open_image, sample_slide_path
 from napari_focusq.models import load_model, new_model
+from napari_focusq.scoring.focus import variance_of_laplacian_batch
 from napari_focusq.scoring.pipeline import score_slide
 
 

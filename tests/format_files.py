@@ -26,10 +26,21 @@ def make_dicom_wsi(rgb: np.ndarray, folder: Path, pixel_size_um: float, *, tile:
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     from wsidicom import WsiDicom
     from wsidicom.codec import Encoder
-    from wsidicom.geometry import Point, Size, SizeMm
+    from wsidicom.geometry import Size, SizeMm
     from wsidicom.instance import ImageData, WsiInstance
-    from wsidicom.metadata import (Equipment, Image, ImageType, Label, OpticalPath, Patient, Pyramid,
-                                   Series, Slide, Study, WsiMetadata)
+    from wsidicom.metadata import (
+        Equipment,
+        Image,
+        ImageType,
+        Label,
+        OpticalPath,
+        Patient,
+        Pyramid,
+        Series,
+        Slide,
+        Study,
+        WsiMetadata,
+    )
     from wsidicom.metadata.sample import SlideSample
     from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
     from wsidicom.source import Source

@@ -351,8 +351,8 @@ def iter_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: i
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
     scored now, ``peak_rss_mb`` and ``worker``.
     """
-    from napari_focusq.export.results import append_results, results_row
     from napari_focusq.export.outputs import error_reason
+    from napari_focusq.export.results import append_results, results_row
     from napari_focusq.review.queue import with_review
 
     t0 = time.perf_counter()

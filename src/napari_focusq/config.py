@@ -51,14 +51,17 @@ class Optics:
 
     @classmethod
     def brightfield(cls, **kw) -> "Optics":
+        """Brightfield optics (RGB wavelengths), other fields as given."""
         return cls(**kw)
 
     @classmethod
     def fluorescence(cls, emission_um: float = 0.52, **kw) -> "Optics":
+        """Fluorescence optics: one channel at the emission wavelength ``emission_um``."""
         return cls(wavelengths_um=(emission_um,), **kw)
 
     @classmethod
     def for_modality(cls, modality: str) -> "Optics":
+        """The default optics of ``modality`` ("brightfield" or "fluorescence")."""
         if modality == "fluorescence":
             return cls.fluorescence()
         if modality == "brightfield":
@@ -66,12 +69,14 @@ class Optics:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (wavelengths as a list); :meth:`from_dict` reverses it."""
         d = asdict(self)
         d["wavelengths_um"] = list(self.wavelengths_um)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Optics":
+        """The Optics of a dict made by :meth:`to_dict`."""
         d = dict(d)
         d["wavelengths_um"] = tuple(d["wavelengths_um"])
         return cls(**d)

@@ -320,8 +320,8 @@ def run_demo(out_dir, *, model="default", progress=None, crop_px: int = 1024, lo
     int
         0, or 1 when the scoring part could not run (the rest is still written).
     """
-    from napari_focusq.io.formats import open_image, sample_slide_path
     from napari_focusq.export.outputs import score_to_outputs
+    from napari_focusq.io.formats import open_image, sample_slide_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

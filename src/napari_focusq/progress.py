@@ -8,14 +8,26 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterator, TypeVar
+from typing import Any, Callable, Generator, TypeVar
 
 T = TypeVar("T")
 
 
 @dataclass
 class Progress:
-    """One step of long work: ``done`` of ``total`` units of ``stage``."""
+    """One step of long work: ``done`` of ``total`` units of ``stage``.
+
+    Attributes
+    ----------
+    stage
+        What is being done ("tissue", "score", "batch"...).
+    done, total
+        Units done and in all (``total`` None when unknown).
+    message
+        A line for the user.
+    data
+        Results a front end may use as they come (a batch row, a finished plane...).
+    """
 
     stage: str
     done: int
@@ -25,6 +37,7 @@ class Progress:
 
     @property
     def fraction(self) -> float | None:
+        """Share of the stage done, in [0, 1]; None when the total is unknown."""
         if not self.total:
             return None
         return min(1.0, self.done / self.total)
@@ -62,6 +75,7 @@ class StderrBar:
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def __call__(self, ev: Progress) -> None:
+        """Show ``ev`` (at most every ``min_interval`` s within a stage)."""
         now = time.monotonic()
         finished = ev.total is not None and ev.done >= ev.total
         if ev.stage == self._stage and not finished and now - self._last < self.min_interval:
@@ -78,9 +92,3 @@ class StderrBar:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
-
-
-def iter_with_progress(items: Iterator, stage: str, total: int | None = None):
-    """Yield ``(Progress, item)`` pairs; a small helper for loops over work units."""
-    for i, item in enumerate(items):
-        yield Progress(stage, i, total), item

@@ -20,7 +20,8 @@ from napari_focusq.cli.app import main
 from napari_focusq.export.results import read_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bad_inputs"))
-from make_corpus import CASE_NAMES as NAMES, make_corpus  # noqa: E402
+from make_corpus import CASE_NAMES as NAMES  # noqa: E402
+from make_corpus import make_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from napari_focusq.cli import app as cli
 from napari_focusq.cli.app import main
-from napari_focusq.scoring.focusmap import CSV_COLUMNS
-from napari_focusq.io.formats import open_image
 from napari_focusq.export.results import RESULTS_COLUMNS, read_results
+from napari_focusq.io.formats import open_image
+from napari_focusq.scoring.focusmap import CSV_COLUMNS
 
 DATA = Path(__file__).parents[2] / "data"
 SAMPLE = DATA / "brightfield" / "CMU-1-Small-Region.svs"
@@ -274,14 +274,6 @@ def test_delegated_commands_get_their_args(command, module, func, argv, monkeypa
         assert args.model == "default" and args.data == ["d1"]
 
 
-def test_missing_batch_module_is_a_clear_usage_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "napari_focusq.batch", None)  # import raises ImportError
-    assert main(["batch", "x", "--out", "o"]) == 2
-    assert "focusq batch" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------- demo
-@pytest.mark.slow
 def test_demo_writes_data_and_scores_both_slides(tmp_path, capsys):
     """`focusq demo` end to end with the shipped model: nothing stubbed."""
     rc = main(["demo", "--out", str(tmp_path)])

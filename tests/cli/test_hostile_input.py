@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_focusq.io import budget
 from napari_focusq.cli.app import main
-from napari_focusq.io.formats import open_image
-from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
 from napari_focusq.export.outputs import unique_stem
+from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
+from napari_focusq.io import budget
+from napari_focusq.io.formats import open_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bad_inputs"))
 from make_corpus import _tif, huge_header_tiff  # noqa: E402

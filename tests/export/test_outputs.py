@@ -13,12 +13,12 @@ import tifffile
 from PIL import Image
 
 from napari_focusq.demo import band_edges, make_defocus_demo, make_half_defocused, tissue_map, write_tif
-from napari_focusq.scoring.focus import focus_measure
-from napari_focusq.scoring.focusmap import CSV_COLUMNS, FocusMap
-from napari_focusq.io.formats import open_image
-from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
 from napari_focusq.export.masks import mask_downsample
 from napari_focusq.export.outputs import read_heatmap_description, unique_stem, write_outputs
+from napari_focusq.export.results import RESULTS_COLUMNS, append_results, read_results, results_row
+from napari_focusq.io.formats import open_image
+from napari_focusq.scoring.focus import focus_measure
+from napari_focusq.scoring.focusmap import CSV_COLUMNS, FocusMap
 
 DATA = Path(__file__).parents[2] / "data"
 

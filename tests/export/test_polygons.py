@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 shapely = pytest.importorskip("shapely")
 from shapely.geometry import Polygon, box, shape  # noqa: E402

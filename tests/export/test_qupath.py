@@ -8,11 +8,19 @@ import zipfile
 import numpy as np
 import pytest
 
-from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.export.qupath import (
-    DEFOCUS, EXCLUDED, EXPECTED_ERROR, TISSUE, QuPathImportError, import_annotations, read_geojson,
-    restrict_to_roi, tile_features, write_tiles_geojson,
+    DEFOCUS,
+    EXCLUDED,
+    EXPECTED_ERROR,
+    TISSUE,
+    QuPathImportError,
+    import_annotations,
+    read_geojson,
+    restrict_to_roi,
+    tile_features,
+    write_tiles_geojson,
 )
+from napari_focusq.scoring.focusmap import FocusMap
 
 
 def _fmap(shape=(6, 8), image_shape=(3700, 5000), px=0.25, origin=(-37.0, -12.5), seed=0) -> FocusMap:

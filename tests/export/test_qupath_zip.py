@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 
-from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.export.qupath import import_annotations, read_geojson
+from napari_focusq.scoring.focusmap import FocusMap
 
 
 def qupath_reads(path) -> list[dict]:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_focusq.export.results import RESULTS_COLUMNS, append_results
 from napari_focusq.export.report import THUMB_MAX_WIDTH, write_report
+from napari_focusq.export.results import RESULTS_COLUMNS, append_results
 
 
 def _row(**kw) -> dict:

@@ -236,11 +236,11 @@ def test_npe2_reads_each_format_through_the_manifest(files):
 # ------------------------------------------------------------------------------ CLI
 @pytest.mark.parametrize("name", ["generic_tiff", "philips_tiff", "dicom", "czi_rgb", "czi_stack"])
 def test_cli_scores_each_format(files, tmp_path, name, capsys):
-    from napari_focusq.cli.app import main
-    from napari_focusq.models import new_model
-    from napari_focusq.export.results import read_results
-
     import torch
+
+    from napari_focusq.cli.app import main
+    from napari_focusq.export.results import read_results
+    from napari_focusq.models import new_model
 
     torch.manual_seed(0)
     model = new_model("fast").save(tmp_path / "untrained.safetensors")

@@ -14,8 +14,8 @@ import tifffile
 from PIL import Image
 
 from napari_focusq.errors import ImageReadError
-from napari_focusq.io.source import finite_fraction
 from napari_focusq.io.formats import open_image, sample_slide_path
+from napari_focusq.io.source import finite_fraction
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"

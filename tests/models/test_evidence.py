@@ -11,10 +11,20 @@ import numpy as np
 import pytest
 
 from napari_focusq.training.heldout import (
-    FROZEN_IMAGES, FrozenSetError, check_frozen_set, frozen_dir, frozen_images, frozen_pixel_sizes,
+    FROZEN_IMAGES,
+    FrozenSetError,
+    check_frozen_set,
+    frozen_dir,
+    frozen_images,
+    frozen_pixel_sizes,
 )
 from napari_focusq.training.recipes import (
-    DEFAULT_TEST, DEFAULT_VAL, FLUORESCENCE_TEST, FLUORESCENCE_VAL, default_recipe, fluorescence_recipe,
+    DEFAULT_TEST,
+    DEFAULT_VAL,
+    FLUORESCENCE_TEST,
+    FLUORESCENCE_VAL,
+    default_recipe,
+    fluorescence_recipe,
     project_data_dir,
 )
 
@@ -49,8 +59,7 @@ def test_a_changed_or_extra_file_is_refused(tmp_path):
 def test_frozen_images_are_in_no_recipe_and_no_other_folder(tmp_path):
     """No recipe lists them (by name or by content), and data/'s other images are not copies."""
     names = set(FROZEN_IMAGES)
-    for cfg in (default_recipe(tmp_path / "a"), fluorescence_recipe(tmp_path / "b"),
-                fluorescence_recipe(tmp_path / "c", extra_sources=True)):
+    for cfg in (default_recipe(tmp_path / "a"), fluorescence_recipe(tmp_path / "b")):
         assert not {Path(p).name for p in cfg.images + cfg.val_images} & names
         assert not any("frozen_test" in p for p in cfg.images + cfg.val_images)
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()

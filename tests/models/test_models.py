@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from napari_focusq.models import FocusModel, new_model, prepare_input
-from napari_focusq.models.registry import build_module
 from napari_focusq.models.calibration import apply_calibration, fit_isotonic
 from napari_focusq.models.fast import FastFocusNet
 from napari_focusq.models.inception import InceptionFocusNet
+from napari_focusq.models.registry import build_module
 
 
 @pytest.fixture(scope="module")

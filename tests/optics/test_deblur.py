@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from napari_focusq.optics.deblur import DeblurError, deblur, deblur_region
+from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.scoring.focus import variance_of_laplacian
 from napari_focusq.scoring.focusmap import FocusMap
-from napari_focusq.optics.psf import simulate_defocus
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -6,7 +6,12 @@ import pytest
 
 from napari_focusq.config import Optics
 from napari_focusq.optics.layered import (
-    Layer, best_plane, layer_weights, optical_density, random_specimen, simulate_layered,
+    Layer,
+    best_plane,
+    layer_weights,
+    optical_density,
+    random_specimen,
+    simulate_layered,
 )
 from napari_focusq.optics.psf import OpticsError, defocus_psf, simulate_defocus
 

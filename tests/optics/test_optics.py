@@ -9,11 +9,16 @@ from PIL import Image
 from scipy.special import j0, j1
 
 from napari_focusq.config import Optics
-from napari_focusq.scoring.focus import variance_of_laplacian
 from napari_focusq.optics.psf import (
-    OpticsError, blur_radius_um, defocus_psf, depth_of_field_um, gaussian_sigma_px, simulate_defocus,
+    OpticsError,
+    blur_radius_um,
+    defocus_psf,
+    depth_of_field_um,
+    gaussian_sigma_px,
+    simulate_defocus,
     simulate_defocus_batch,
 )
+from napari_focusq.scoring.focus import variance_of_laplacian
 
 DATA = Path(__file__).parents[2] / "data"
 BF = dict(wavelength_um=0.54, na=0.75, n=1.0)

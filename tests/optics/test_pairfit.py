@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tifffile
 from scipy.ndimage import fourier_shift, rotate
+from tests.conftest import SVS_PIXEL_UM, TISSUE_YX
 
 from napari_focusq.cli.app import main
 from napari_focusq.config import Optics
-from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.optics.pairfit import PairError, fit_pair, registration
-from tests.conftest import SVS_PIXEL_UM, TISSUE_YX
+from napari_focusq.optics.psf import simulate_defocus
 
 PX = SVS_PIXEL_UM
 

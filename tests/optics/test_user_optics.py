@@ -7,16 +7,20 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from tests.conftest import SVS_PIXEL_UM, TISSUE_YX
 
 from napari_focusq.cli.app import main
 from napari_focusq.config import Optics
-from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.export.outputs import read_heatmap_description
 from napari_focusq.export.results import read_results
+from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.optics.user import (
-    OpticsOptionError, immersion_index, ome_objective, optics_map, resolve_optics,
+    OpticsOptionError,
+    immersion_index,
+    ome_objective,
+    optics_map,
+    resolve_optics,
 )
-from tests.conftest import SVS_PIXEL_UM, TISSUE_YX
 
 OME = """<?xml version="1.0" encoding="UTF-8"?>
 <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">

@@ -52,8 +52,8 @@ def test_reader_refuses_what_it_cannot_open(tmp_path):
 
 
 def test_reader_keeps_the_file_open_until_released():
-    from napari_focusq.napari import reader as _reader
     from napari_focusq.io.formats import sample_slide_path
+    from napari_focusq.napari import reader as _reader
 
     p = str(sample_slide_path())
     data, kwargs, _ = _reader.read_layers(p)[0]

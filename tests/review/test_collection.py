@@ -6,14 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from napari_focusq.review import collection as coll_mod
 from napari_focusq.cli.app import main
-from napari_focusq.review.collect import parse_tiles, parse_where, select_tiles
-from napari_focusq.review.collection import (
-    Collection, CollectionError, TileRecord, default_collection_dir, parse_label,
-)
 from napari_focusq.config import TILE_PX
 from napari_focusq.io.formats import open_image, sample_slide_path
+from napari_focusq.review import collection as coll_mod
+from napari_focusq.review.collect import parse_tiles, parse_where, select_tiles
+from napari_focusq.review.collection import (
+    Collection,
+    CollectionError,
+    TileRecord,
+    default_collection_dir,
+    parse_label,
+)
 
 
 def _tile(seed, rgb=True):

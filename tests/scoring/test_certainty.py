@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from napari_focusq.scoring.certainty import (
-    FALLBACK_FACTOR, certainty_layers, expected_error, fit_certainty, model_certainty,
+    FALLBACK_FACTOR,
+    certainty_layers,
+    expected_error,
+    fit_certainty,
+    model_certainty,
 )
 from napari_focusq.scoring.focusmap import CSV_COLUMNS, FocusMap
 
@@ -160,14 +164,14 @@ def test_pipeline_measures_noise_only_for_maps_fitted_on_it():
     certainty map needs it, and its certainty then follows it; a spread map skips the work."""
     import copy
 
-    from napari_focusq.scoring.certainty import noise_ratio
     from napari_focusq.models import load_model
+    from napari_focusq.scoring.certainty import noise_ratio
     from napari_focusq.scoring.pipeline import score_image
 
     fm = load_model("default", modality="fluorescence")
     assert fm.meta["certainty"]["score"] == "noise"
-    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
     from napari_focusq.training.data import load_training_image
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
 
     rng = np.random.default_rng(0)
     cells = load_training_image(data_image(FLUORESCENCE_TEST[0], "fluorescence"), "fluorescence")

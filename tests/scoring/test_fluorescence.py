@@ -158,8 +158,8 @@ def test_all_in_focus_checks_its_inputs():
 
 
 def test_recipe_trains_on_channels_zoomed_out_crops_and_source_split_heads(model, made_stack):
-    from napari_focusq.training.recipes import FLUORESCENCE_TEST, fluorescence_recipe
     from napari_focusq.training.data import load_training_planes
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, fluorescence_recipe
 
     cfg = fluorescence_recipe("x.safetensors", data=FLUO)
     assert cfg.split_channels and cfg.zoom_out > 1 and cfg.head_split == "sources"
@@ -177,7 +177,11 @@ def test_held_out_images_resolve_and_are_never_trained_on():
     it is looked for in data/external/) and no recipe, with or without the extra sources,
     trains or validates on one of them."""
     from napari_focusq.training.recipes import (
-        FLUORESCENCE_EXTRA, FLUORESCENCE_TEST, data_image, fluorescence_recipe, project_data_dir,
+        FLUORESCENCE_EXTRA,
+        FLUORESCENCE_TEST,
+        data_image,
+        fluorescence_recipe,
+        project_data_dir,
     )
 
     carried = [n for n in FLUORESCENCE_TEST if n != "cells3d_nuclei_zstack.tif"]
@@ -218,8 +222,8 @@ def test_held_out_confocal_mitochondria_read_by_their_defocus(model):
     """A specimen unlike any the model was trained on (one cell's mitochondria, confocal,
     0.176 µm/px from the file, resampled to the working grid): readings grow with z."""
     from napari_focusq.optics.psf import simulate_defocus
-    from napari_focusq.training.recipes import data_image
     from napari_focusq.training.data import load_training_image
+    from napari_focusq.training.recipes import data_image
 
     img = load_training_image(data_image("oiffile_mitoEGFP_ch1.tif", "fluorescence"), "fluorescence")
     assert img.shape == (90, 90)  # 256 px x 0.1763 µm at 0.5 µm/px
@@ -241,10 +245,10 @@ def test_certainty_falls_on_dim_held_out_tiles_that_are_read_worse(model):
     """The held-out images the repository carries (cells3d too where a user has put it in
     data/external/), one tile each, at z 0-6 µm and 30 to 30000 photons: the expected error
     rises as light falls, and the least certain quarter of the tiles is the one read worst."""
-    from napari_focusq.scoring.certainty import expected_error, model_certainty, noise_ratio
     from napari_focusq.optics.psf import simulate_defocus
-    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
+    from napari_focusq.scoring.certainty import expected_error, model_certainty, noise_ratio
     from napari_focusq.training.data import load_training_image
+    from napari_focusq.training.recipes import FLUORESCENCE_TEST, data_image
 
     calib = model_certainty(model)
     assert calib["score"] == "noise" and calib["selection"]["noise"] > calib["selection"]["spread"]

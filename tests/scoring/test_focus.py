@@ -8,12 +8,18 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_focusq.scoring.focus import (
-    MEASURES, FocusMeasureError, focus_measure, focus_measures_batch, iter_sharpest_slice, sharpest_slice,
-    variance_of_laplacian, variance_of_laplacian_batch,
-)
 from napari_focusq.optics.psf import simulate_defocus
 from napari_focusq.progress import Cancelled, Progress
+from napari_focusq.scoring.focus import (
+    MEASURES,
+    FocusMeasureError,
+    focus_measure,
+    focus_measures_batch,
+    iter_sharpest_slice,
+    sharpest_slice,
+    variance_of_laplacian,
+    variance_of_laplacian_batch,
+)
 
 DATA = Path(__file__).parents[2] / "data"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from napari_focusq.config import MIN_TISSUE_FRACTION
-from napari_focusq.scoring.pipeline import ScoringError, iter_score_image, score_image, score_slide
 from napari_focusq.progress import Cancelled, drive
 from napari_focusq.scoring.grid import TileGrid
+from napari_focusq.scoring.pipeline import ScoringError, iter_score_image, score_image, score_slide
 
 REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from tests.conftest import DATA
 
 from napari_focusq.config import Optics
 from napari_focusq.training.sparse_field import FIELD_SHAPE, capture_field, make_sparse_field, nuclei_crops
-from tests.conftest import DATA
 
 
 @pytest.fixture(scope="module")

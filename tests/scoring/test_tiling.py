@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.scoring.grid import ResolutionWarning, TileGrid, TilingError
-from napari_focusq.scoring.tissue import detect_modality, estimate_white_level, tissue_fraction, tissue_mask
 from napari_focusq.scoring.resample import resample_to_working, tile_to_working
+from napari_focusq.scoring.tissue import detect_modality, estimate_white_level, tissue_fraction, tissue_mask
 
 REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from napari_focusq.cli.app import main
-from napari_focusq.review.collection import Collection, CollectionError, TileRecord
-from napari_focusq.training.collection import _not_worse, separation, split_slides
 from napari_focusq.io.formats import open_image, sample_slide_path
 from napari_focusq.models.checkpoint import read_tensors
+from napari_focusq.review.collection import Collection, CollectionError, TileRecord
+from napari_focusq.training.collection import _not_worse, separation, split_slides
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import io
 import json
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from napari_focusq.training.device_tiles import DeviceTileMaker, jpeg_torch, quant_tables
-from napari_focusq.training.inception import (
-    InceptionRun, iter_train_inception, paper_recipe, resolve_device, run_from_args, speed_habits,
-)
 from napari_focusq.progress import drive
 from napari_focusq.training.config import TrainingError
 from napari_focusq.training.data import load_training_image
+from napari_focusq.training.device_tiles import DeviceTileMaker, jpeg_torch, quant_tables
+from napari_focusq.training.inception import (
+    InceptionRun,
+    iter_train_inception,
+    paper_recipe,
+    resolve_device,
+    run_from_args,
+    speed_habits,
+)
 from napari_focusq.training.recipes import project_data_dir
 
 BF = project_data_dir() / "brightfield"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.color import rgb2hed
 
-from napari_focusq.training.stain import ihc_like
 from napari_focusq.training.config import TrainConfig
 from napari_focusq.training.data import sample_tiles
+from napari_focusq.training.stain import ihc_like
 
 
 def _he_tile(slide_crop):

@@ -5,7 +5,6 @@ import errno
 import json
 import math
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,8 +328,8 @@ def test_focusq_train_on_own_images_gets_the_shipped_front_end(tmp_path, train_i
     """`focusq train DATA...` trains a brightfield `fast` model with the shipped weights' front end."""
     from argparse import Namespace
 
-    from napari_focusq.training.recipes import BRIGHTFIELD_ARCH, default_recipe
     from napari_focusq.cli.train import train_config
+    from napari_focusq.training.recipes import BRIGHTFIELD_ARCH, default_recipe
 
     args = Namespace(data=train_images[0], out=str(tmp_path / "m.safetensors"), preset=preset, modality=modality,
                      recipe="default", epochs=None, seed=None, lr=None, batch_size=None, init=None, pixel_size=0.5)

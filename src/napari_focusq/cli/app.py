@@ -13,7 +13,14 @@ from typing import Sequence
 
 from napari_focusq.cli.demo import cmd_demo
 from napari_focusq.cli.parser import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, _check_optics, _err, build_parser,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    _check_optics,
+    _err,
+    build_parser,
 )
 from napari_focusq.cli.score import cmd_score
 from napari_focusq.cli.sharpest import cmd_sharpest
@@ -21,19 +28,8 @@ from napari_focusq.cli.simulate import cmd_simulate
 
 
 def _delegate(module: str, func: str, args) -> int:
-    try:
-        mod = importlib.import_module(f"napari_focusq.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"napari_focusq.{module}", None):
-            raise UsageError(f"'focusq {args.command}' is not available: napari_focusq/{module.replace('.', '/')}.py "
-                             "is missing from this installation") from exc
-        raise
-    except ImportError as exc:  # e.g. sys.modules entry set to None
-        raise UsageError(f"'focusq {args.command}' is not available: {exc}") from exc
-    fn = getattr(mod, func, None)
-    if fn is None:
-        raise UsageError(f"'focusq {args.command}' is not available: {module}.{func} is missing")
-    rc = fn(args)
+    # imported when the command runs: `focusq score --help` need not import dask or torch
+    rc = getattr(importlib.import_module(f"napari_focusq.{module}"), func)(args)
     return EXIT_OK if rc is None else int(rc)
 
 

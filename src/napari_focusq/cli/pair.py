@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_focusq.errors import FocusQError, PairInputError
+from napari_focusq.errors import PairInputError
 
 
 def read_capture(path, pixel_size_um=None):
@@ -113,8 +113,8 @@ def parse_pairs(specs, csv_path=None) -> list[tuple[str, str]]:
 def evaluate_pairs(model, pairs, *, pixel_size_um=None, modality="auto", na=None, immersion=None,
                    wavelength_um=None, reference="capture", progress=None) -> dict:
     """Physical defocus of each pair beside the model's median reading of both captures."""
-    from napari_focusq.scoring.pipeline import score_image
     from napari_focusq.optics.user import resolve_optics
+    from napari_focusq.scoring.pipeline import score_image
 
     rows = []
     for i, (a_path, b_path) in enumerate(pairs):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from napari_focusq.errors import UsageError
+from napari_focusq.models.registry import PRESETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="*", metavar="DATA",
                    help="in-focus images or folders of them (default with --recipe: the project's real images)")
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.safetensors, or a folder)")
-    p.add_argument("--preset", choices=("fast", "inception"), default="fast", help="model architecture")
+    p.add_argument("--preset", choices=PRESETS, default="fast", help="model architecture")
     p.add_argument("--epochs", type=_nonneg_int, default=None, metavar="N", help="default: the preset's")
     p.add_argument("--recipe", default="default", choices=("default", "fluorescence"),
                    help="simulation / augmentation recipe; without DATA it also names the project's "
@@ -244,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=("auto", "brightfield", "fluorescence"), default="auto",
                    help="auto guesses from the data (RGB on a bright background = brightfield)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     p = _sub(subs, "simulate", "write a simulated defocus series of an in-focus image",
              "  focusq simulate crop.tif --z-um 0,1,2,4 --out series/\n"

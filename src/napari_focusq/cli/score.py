@@ -25,10 +25,9 @@ def _check_model(name: str, modality: str) -> str:
 
 
 def cmd_score(args) -> int:
-    from napari_focusq.export.results import append_results
     from napari_focusq.export.outputs import error_reason, score_to_outputs, unique_stem
-
     from napari_focusq.export.preflight import OutputFolderError, check_output_folder
+    from napari_focusq.export.results import append_results
 
     out = Path(args.out)
     try:  # before the first input: a run must not stop half-way on its output folder

@@ -24,8 +24,8 @@ from napari_focusq.errors import FocusQError, MissingPixelSizeError
 #: enough tissue to be scored, over which the defocus figures and ``excluded_pct`` are
 #: taken (``tissue_pct`` = 100 * tissue_tiles / tiles).
 from napari_focusq.export.masks import write_tissue_mask
-from napari_focusq.io.formats import MULTI_SUFFIXES
 from napari_focusq.export.results import _clean, append_results, results_row
+from napari_focusq.io.formats import MULTI_SUFFIXES
 from napari_focusq.scoring.focusmap import FocusMap
 
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.

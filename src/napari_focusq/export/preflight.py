@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError, OutputFolderError
+from napari_focusq.errors import OutputFolderError
 
 
 def check_output_folder(out, results_name: str = "results.tsv") -> Path:

@@ -31,8 +31,8 @@ import numpy as np
 
 from napari_focusq._atomic import write_bytes
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
-from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.errors import QuPathImportError
+from napari_focusq.scoring.focusmap import FocusMap
 
 #: Measurement names (shown in QuPath's measurement table and maps).
 DEFOCUS = "Defocus (µm)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError, ImageReadError, MissingExtraError
+from napari_focusq.errors import ImageReadError, MissingExtraError
 
 #: extra name -> what it adds (for messages and the README)
 EXTRAS = {

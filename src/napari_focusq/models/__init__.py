@@ -18,10 +18,7 @@ from napari_focusq import __version__
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
 from napari_focusq.models.calibration import apply_calibration
 from napari_focusq.models.checkpoint import ModelFileError, load_checkpoint, save_checkpoint
-
-#: preset name -> (builder, input kind). Input kinds: "green" (one channel of an RGB
-#: brightfield tile, or the tile's intensity), "rgb01" (RGB scaled to [0, 1]).
-from napari_focusq.models.registry import _SHIPPED, PRESETS, build_module, input_kind
+from napari_focusq.models.registry import PRESETS, SHIPPED, build_module, input_kind
 
 
 def choose_device():
@@ -65,7 +62,17 @@ def torch_threads(change: int = 0):
 
 
 class FocusModel:
-    """A trained (or freshly built) defocus model with its metadata and calibration."""
+    """A trained (or freshly built) defocus model with its metadata and calibration.
+
+    Parameters
+    ----------
+    module
+        The torch module (built by :func:`~napari_focusq.models.registry.build_module`).
+    meta
+        Its metadata (the checkpoint's JSON): name, architecture, calibration, training...
+    device
+        Where it runs; default :func:`choose_device`.
+    """
 
     def __init__(self, module, meta: dict, device=None):
         self.module = module.eval()
@@ -76,30 +83,37 @@ class FocusModel:
     # --- identity -------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The model's name (its metadata's, else its architecture's)."""
         return self.meta.get("name", self.meta.get("architecture", "model"))
 
     @property
     def version(self) -> str:
+        """The napari-focusq version that made the model."""
         return str(self.meta.get("version", __version__))
 
     @property
     def label(self) -> str:
+        """Name and version as results tables and overlays show them."""
         return f"{self.name} {self.version}"
 
     @property
     def architecture(self) -> str:
+        """The registered architecture (models.registry) of the module."""
         return self.meta["architecture"]
 
     @property
     def modality(self) -> str:
+        """The modality the model was trained for."""
         return self.meta.get("modality", "brightfield")
 
     @property
     def tile_px(self) -> int:
+        """Tile edge the model reads, in working-resolution pixels."""
         return int(self.meta.get("tile_px", TILE_PX))
 
     @property
     def working_pixel_um(self) -> float:
+        """The working resolution the model reads, µm per pixel."""
         return float(self.meta.get("working_pixel_um", WORKING_PIXEL_UM))
 
     @property
@@ -109,6 +123,7 @@ class FocusModel:
 
     @property
     def trained(self) -> bool:
+        """False for a freshly built model."""
         return bool(self.meta.get("trained", False))
 
     # --- inference --------------------------------------------------------------
@@ -119,6 +134,7 @@ class FocusModel:
         return torch.from_numpy(prepare_input(tiles, self.input_kind, self.modality))
 
     def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
+        """|z| in µm per tile (N,) before calibration, float32."""
         import torch
 
         if len(tiles) == 0:
@@ -153,12 +169,13 @@ class FocusModel:
 
     # --- files -----------------------------------------------------------------
     def save(self, path, **extra_meta) -> Path:
+        """Write the model as safetensors + JSON metadata (``extra_meta`` added to it)."""
         meta = {**self.meta, **extra_meta}
         return save_checkpoint(path, dict(self.module.state_dict()), meta)
 
 
 def prepare_input(tiles: np.ndarray, kind: str, modality: str) -> np.ndarray:
-    """numpy -> float32 array in the layout of ``kind``; see PRESETS."""
+    """numpy -> float32 array in the layout of ``kind`` (the kinds: :class:`~napari_focusq.models.registry.Architecture`)."""
     t = np.asarray(tiles)
     if t.ndim == 4 and t.shape[-1] == 4:
         t = t[..., :3]
@@ -273,15 +290,15 @@ def data_models_dir() -> Path:
 
 def _shipped_path(name: str) -> Path:
     """The package's weights for ``name``, else data/models/'s, else the package path (missing)."""
-    path = weights_dir() / _SHIPPED[name]
-    if not path.exists() and (data_models_dir() / _SHIPPED[name]).exists():
-        return data_models_dir() / _SHIPPED[name]
+    path = weights_dir() / SHIPPED[name]
+    if not path.exists() and (data_models_dir() / SHIPPED[name]).exists():
+        return data_models_dir() / SHIPPED[name]
     return path
 
 
 def available_models() -> list[str]:
     """Names load_model accepts without a path: presets with shipped weights (or in data/models/)."""
-    return [name for name in _SHIPPED if _shipped_path(name).exists()]
+    return [name for name in SHIPPED if _shipped_path(name).exists()]
 
 
 def new_model(architecture: str = "fast", *, modality: str = "brightfield", config: dict | None = None,
@@ -333,22 +350,30 @@ def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, moda
 
     "default" picks the shipped model for ``modality``. Models from files are
     cached by path and modification time, so repeated calls are cheap.
+
+    Parameters
+    ----------
+    name_or_path
+        A shipped name (:data:`~napari_focusq.models.registry.SHIPPED`, or "default"), a
+        ``.safetensors`` checkpoint path, or a FocusModel (returned as it is).
+    modality
+        Which shipped model "default" means.
     """
     if isinstance(name_or_path, FocusModel):
         return name_or_path
     name = str(name_or_path)
     if name == "default":
         name = "fast-fluorescence" if modality == "fluorescence" and "fast-fluorescence" in available_models() else "fast"
-    if name in _SHIPPED:
+    if name in SHIPPED:
         path = _shipped_path(name)
         if not path.exists():
-            raise ModelFileError(path, f"no shipped weights for {name!r} (nor {data_models_dir() / _SHIPPED[name]}); "
+            raise ModelFileError(path, f"no shipped weights for {name!r} (nor {data_models_dir() / SHIPPED[name]}); "
                                        f"train them with `focusq train --preset {name.split('-')[0]}` "
                                        "and pass the file with --model")
     else:
         path = Path(name).expanduser()
         if not path.exists():
-            raise ModelFileError(path, f"no such model file (known names: {', '.join(['default', *_SHIPPED])})")
+            raise ModelFileError(path, f"no such model file (known names: {', '.join(['default', *SHIPPED])})")
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     with _lock:
         if key not in _cache:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from napari_focusq._atomic import atomic_path, write_text
-from napari_focusq.errors import FocusQError, ModelFileError
+from napari_focusq.errors import ModelFileError
 
 FORMAT = "napari-focusq/1"
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")

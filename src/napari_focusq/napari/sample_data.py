@@ -9,8 +9,8 @@ DEMO_Z_UM = (0, 1, 2, 4)
 
 def sample_slide() -> list[tuple]:
     """The bundled CC0 CMU-1 slide region (Aperio SVS, H&E, 0.499 µm/px) as read by the reader."""
-    from napari_focusq.napari.reader import layer_tuple
     from napari_focusq.io.formats import sample_slide_path
+    from napari_focusq.napari.reader import layer_tuple
 
     return [layer_tuple(sample_slide_path())]
 
@@ -21,9 +21,9 @@ def defocus_demo() -> list[tuple]:
     Returns the simulated image (µm scale, RGB) and a hidden "True defocus (µm)" layer in
     the heatmap's colours, so the Focus QC result can be read against the truth.
     """
-    from napari_focusq.napari.layers import CONTRAST_UM, defocus_colormap
     from napari_focusq.demo import make_defocus_demo
     from napari_focusq.io.formats import open_image, sample_slide_path
+    from napari_focusq.napari.layers import CONTRAST_UM, defocus_colormap
 
     with open_image(sample_slide_path()) as src:
         image = src.read_plane()

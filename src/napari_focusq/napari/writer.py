@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from napari_focusq.errors import ExportError
+
 # the one mask writer and downsample rule (export/masks.py); save_mask is the widget's export
 from napari_focusq.export.masks import export_tissue_mask, save_mask
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import DeblurError, FocusQError
+from napari_focusq.errors import DeblurError
 
 
 def deblur(image, defocus_um: float, *, pixel_size_um: float, modality: str = "fluorescence",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import FocusQError, PairError
+from napari_focusq.errors import PairError
 
 __all__ = ["PairError", "PairFit", "fit_pair", "otf_profile", "pair_channel", "registration", "plot_pair_fit"]
 

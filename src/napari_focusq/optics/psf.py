@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from napari_focusq.config import Optics
-from napari_focusq.errors import FocusQError, OpticsError
+from napari_focusq.errors import OpticsError
 
 __all__ = [
     "OpticsError",

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from napari_focusq.config import WORKING_PIXEL_UM, Optics
-from napari_focusq.errors import FocusQError, OpticsOptionError
+from napari_focusq.errors import OpticsOptionError
 
 __all__ = ["IMMERSION_INDEX", "OpticsOptionError", "OpticsMap", "immersion_index", "ome_objective",
            "resolve_optics", "optics_map", "parse_optics"]

@@ -15,8 +15,8 @@ from typing import Generator
 
 import numpy as np
 
-from napari_focusq.review.collection import Collection, CollectionError, TileRecord, parse_label
 from napari_focusq.progress import Progress
+from napari_focusq.review.collection import Collection, CollectionError, TileRecord, parse_label
 
 #: Per-tile fields a --where condition can test (FocusMap arrays, and the grid position).
 WHERE_FIELDS = ("defocus_um", "certainty", "expected_error_um", "spread_um", "tissue_fraction", "row", "col")
@@ -100,8 +100,8 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
     """The working-resolution tiles (TILE_PX²) of ``cells`` of a scored slide, read as the
     pipeline reads them for the model (same level, plane and resampling)."""
     from napari_focusq.io.formats import open_image
-    from napari_focusq.scoring.pipeline import _read_strip
     from napari_focusq.scoring.grid import TileGrid
+    from napari_focusq.scoring.pipeline import _read_strip
 
     # a path is opened (and closed) here; a source (the QC dock's layer) is read as it is
     owned = isinstance(path, (str, os.PathLike))

@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_focusq._atomic import atomic_path, write_bytes
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-from napari_focusq.errors import CollectionError, FocusQError
+from napari_focusq.errors import CollectionError
 
 TABLE = "collection.jsonl"
 TILES = "tiles"

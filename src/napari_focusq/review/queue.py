@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq._atomic import write_text
-from napari_focusq.errors import FocusQError, ReviewError
+from napari_focusq.errors import ReviewError
 from napari_focusq.scoring.focusmap import FocusMap
 
 VERDICTS = ("accepted", "rejected")
@@ -175,9 +175,9 @@ def load_stored(folder, stem: str) -> tuple[FocusMap, float, np.ndarray]:
 def save_review(folder, stem: str, fmap: FocusMap, *, excluded, threshold_um: float, verdict: str = "",
                 comment: str = "", reviewed_by: str = "", roi_rings=None) -> dict:
     """Save one slide's review beside its outputs (see the module docstring); returns the record."""
-    from napari_focusq.export.results import _fmt, upsert_results
     from napari_focusq.export.masks import write_tissue_mask
     from napari_focusq.export.qupath import write_qupath_tiles
+    from napari_focusq.export.results import _fmt, upsert_results
 
     folder = Path(folder)
     if verdict not in ("", *VERDICTS):

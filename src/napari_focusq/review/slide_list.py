@@ -68,9 +68,8 @@ def unscored_entries(folder, scored: list[dict]) -> list[dict]:
 def record_result(fmap, folder, stem: str, input_path, *, seconds: float = 0.0,
                   threshold_um: float = DEFAULT_THRESHOLD_UM) -> dict:
     """Store a scored map as ``focusq score`` would: its outputs, its ``results.tsv`` row (upserted), the report."""
-    from napari_focusq.export.results import results_row
     from napari_focusq.export.outputs import write_outputs
-    from napari_focusq.export.results import upsert_results
+    from napari_focusq.export.results import results_row, upsert_results
     from napari_focusq.review.queue import with_review
 
     folder = Path(folder)
@@ -103,8 +102,7 @@ def iter_score_into(path, folder, stem: str, *, model="default", modality: str =
     """
     from napari_focusq.errors import FocusQError
     from napari_focusq.export.outputs import error_reason
-    from napari_focusq.export.results import results_row
-    from napari_focusq.export.results import upsert_results
+    from napari_focusq.export.results import results_row, upsert_results
     from napari_focusq.scoring.pipeline import iter_score_slide
 
     folder = Path(folder)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator
 
 import numpy as np
 
-from napari_focusq.errors import FocusMeasureError, FocusQError
+from napari_focusq.errors import FocusMeasureError
 from napari_focusq.progress import Progress, drive
 
 __all__ = [

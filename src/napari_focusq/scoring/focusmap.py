@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_focusq._atomic import write_text
-from napari_focusq.export.polygons import grid_polygons
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
+from napari_focusq.export.polygons import grid_polygons
 
 CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
                "certainty", "uncertain", "na", "immersion_n", "wavelength_um", "nonfinite_px")
@@ -39,6 +39,8 @@ class FocusMap:
     pixel_size_um, modality, model
         Level-0 pixel size, modality used ("brightfield"/"fluorescence") and the
         model's "name version".
+    source
+        The scored file's path (None for an in-memory image).
     extra
         Optional per-tile layers (e.g. "certainty", "best_plane") and notes.
     """
@@ -68,6 +70,7 @@ class FocusMap:
     # --- geometry -----------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
+        """The tile grid's (rows, cols)."""
         return self.defocus_um.shape
 
     @property

@@ -19,11 +19,11 @@ from typing import Generator
 
 import numpy as np
 
-from napari_focusq.io import budget
 from napari_focusq.config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
-from napari_focusq.errors import FocusQError, ScoringError
-from napari_focusq.scoring.focusmap import FocusMap
+from napari_focusq.errors import ScoringError
+from napari_focusq.io import budget
 from napari_focusq.progress import Progress, drive
+from napari_focusq.scoring.focusmap import FocusMap
 
 #: Tiles read per strip (one decode unit); bounds memory to ~strip x tile^2 x channels.
 STRIP_TILES = 16
@@ -53,16 +53,20 @@ class ArraySource:
         self.pixel_size_um = pixel_size_um
 
     def read_region(self, y0, x0, h, w, *, level=0, z=None):
+        """Pixels of a (y0, x0, h, w) region of plane ``z``, clipped to the image."""
         a = self.array if z is None or "Z" not in self.axes else self.array[z]
         return np.asarray(a[max(0, y0):max(0, y0 + h), max(0, x0):max(0, x0 + w)])
 
     def read_plane(self, z=None, level=0):
+        """The whole plane ``z`` (the array itself when there are no planes)."""
         return np.asarray(self.array if z is None or "Z" not in self.axes else self.array[z])
 
     def level_for(self, pixel_size_um):
+        """Always level 0: an array has no pyramid."""
         return 0
 
     def thumbnail(self, max_size=1024, z=None):
+        """A strided view of plane ``z`` (default the middle one) at most ``max_size`` a side."""
         z = z if z is not None else (self.n_z // 2 if "Z" in self.axes else None)
         a = self.array if z is None or "Z" not in self.axes else self.array[z]
         f = max(1, math.ceil(max(a.shape[:2]) / max_size))
@@ -70,6 +74,7 @@ class ArraySource:
         return np.asarray(a[::f, ::f])
 
     def close(self):
+        """Nothing to release: the array belongs to the caller."""
         pass
 
 
@@ -160,8 +165,8 @@ def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
     """Read the level region covering tiles (r, cols), cut it into working tiles and measure
     their information content (pooling weights) and, for certainty maps fitted on it, their
     noise ratio: all of it in a decode worker, off the thread that runs the model."""
-    from napari_focusq.scoring.certainty import noise_ratio
     from napari_focusq.models import mask_nonfinite, nonfinite_count
+    from napari_focusq.scoring.certainty import noise_ratio
     from napari_focusq.scoring.pooling import tile_information
     from napari_focusq.scoring.resample import tile_to_working
 
@@ -204,8 +209,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     ``optics``: the user's objective (user_optics.parse_optics: an Optics or a dict of na,
     immersion, wavelength_um); parts not given come from the file's OME metadata, then the
     model's own optics. Readings are in µm of defocus through that objective."""
-    from napari_focusq.scoring.certainty import model_certainty, uses_noise
     from napari_focusq.models import load_model, torch_threads
+    from napari_focusq.scoring.certainty import model_certainty, uses_noise
     from napari_focusq.scoring.grid import TileGrid
     from napari_focusq.scoring.tissue import estimate_white_level, tissue_mask
 
@@ -531,6 +536,8 @@ def score_slide(path, *, pixel_size_um: float | None = None, modality: str = "au
         SVS, (OME-)TIFF, NDPI (where tifffile reads it), PNG or JPEG.
     pixel_size_um
         Overrides the pixel size in the file; required when the file has none.
+    modality, model
+        As for :func:`score_image`.
     level
         Pyramid level to read; by default the coarsest one at least as fine as 0.5 µm/px.
     slice

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Generator
 
-from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.progress import Cancelled, Progress
+from napari_focusq.scoring.focusmap import FocusMap
 
 #: Decode threads feeding the model, as score_slide uses them.
 DECODE_THREADS = 2
@@ -26,8 +26,8 @@ def layer_source(data, metadata: dict | None, *, multiscale: bool, pixel_size_um
     The file is used only when it still holds what the layer shows (same level-0 shape): a
     layer split by channel, or a file changed since it was opened, falls back to the data.
     """
-    from napari_focusq.io.arrays import LevelsSource
     from napari_focusq.errors import FocusQError
+    from napari_focusq.io.arrays import LevelsSource
     from napari_focusq.io.formats import open_image
 
     levels = list(data) if multiscale else [data]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_focusq.errors import FocusQError, ZStackError
+from napari_focusq.errors import ZStackError
 
 
 def focus_plane_fit(stack: np.ndarray, *, half: int = 4, step: float = 0.05) -> np.ndarray:

@@ -23,8 +23,8 @@ from typing import Generator
 
 import numpy as np
 
-from napari_focusq.review.collection import IN_FOCUS, OUT_OF_FOCUS, Collection, CollectionError
 from napari_focusq.progress import Progress
+from napari_focusq.review.collection import IN_FOCUS, OUT_OF_FOCUS, Collection, CollectionError
 
 #: Margin (µm) of the hinge terms: a real out-of-focus tile should read at least this much
 #: above the threshold and above its slide's in-focus tiles.

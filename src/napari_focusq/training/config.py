@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from napari_focusq.config import MODALITIES
-from napari_focusq.errors import FocusQError, TrainingError
+from napari_focusq.errors import TrainingError
+from napari_focusq.models.registry import ARCHITECTURES, PRESETS
 
 #: Pixel sizes of the shared real images whose files do not record one (README of the data).
 
@@ -48,12 +49,10 @@ class TrainConfig:
     pixel_sizes: dict = field(default_factory=dict)
     resume: str | None = None
     name: str | None = None
-    workers: int = 0
     scale_jitter: float = 1.6
     #: Options of the preset's architecture (models.build_module), e.g. {"quadrants": True}.
     arch: dict = field(default_factory=dict)
     ihc_like: float = 0.0
-    sparse: float = 0.0
     #: Fluorescence: photons at a tile's bright end (99.5th percentile), log-uniform in this range.
     photons: tuple[float, float] = (20.0, 20000.0)
     #: Fluorescence: share of tiles left without noise (denoised, deconvolved, heavily averaged data).
@@ -63,8 +62,8 @@ class TrainConfig:
     layered: float = 0.0
 
     def __post_init__(self):
-        if self.preset not in ("fast", "inception"):
-            raise TrainingError(f"preset must be fast or inception; got {self.preset!r}")
+        if self.preset not in PRESETS:
+            raise TrainingError(f"preset must be {' or '.join(PRESETS)}; got {self.preset!r}")
         if self.modality not in MODALITIES:
             raise TrainingError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
         if self.head_split not in ("tiles", "sources"):
@@ -88,7 +87,5 @@ class TrainConfig:
         self.val_images = [str(p) for p in self.val_images]
 
 
-PRESET_DEFAULTS = {
-    "fast": {"epochs": 200, "lr": 2e-3, "batch_size": 256},
-    "inception": {"epochs": 500, "lr": 1e-5, "batch_size": 200},  # the founding paper
-}
+#: preset -> its training defaults (``epochs``, ``lr``, ``batch_size``), from the registry's table.
+PRESET_DEFAULTS = {name: dict(a.training) for name, a in ARCHITECTURES.items()}

@@ -213,10 +213,6 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             from napari_focusq.training.stain import ihc_like
 
             t = ihc_like(np.ascontiguousarray(t), rng)
-        if cfg.modality == "fluorescence" and cfg.sparse and rng.random() < cfg.sparse:
-            from napari_focusq.training.sparse_field import sparse_field
-
-            t = sparse_field(t, rng)
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]

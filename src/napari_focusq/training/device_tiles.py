@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM, Optics
-from napari_focusq.errors import DeviceDataError, FocusQError
+from napari_focusq.errors import DeviceDataError
 
 #: libjpeg's standard quantisation tables (ITU T.81 Annex K), natural order.
 _LUMA_Q = np.array([

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from napari_focusq.errors import FocusQError, FrozenSetError
+from napari_focusq.errors import FrozenSetError
 
 #: Frozen test images: name -> (modality, pixel size in µm used to resample them to the
 #: working grid). Neither source states its pixel size; both are estimates from nuclear

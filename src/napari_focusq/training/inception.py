@@ -195,10 +195,10 @@ def _train(run: InceptionRun) -> Generator[Progress, None, Path]:
 
     from napari_focusq import __version__
     from napari_focusq.config import Optics
-    from napari_focusq.training.device_tiles import DeviceTileMaker
-    from napari_focusq.training.metrics import regression_metrics
     from napari_focusq.models import model_from_file, new_model
     from napari_focusq.models.calibration import apply_calibration, fit_isotonic
+    from napari_focusq.training.device_tiles import DeviceTileMaker
+    from napari_focusq.training.metrics import regression_metrics
 
     t0 = time.perf_counter()
     deadline = t0 + run.minutes * 60 if run.minutes else math.inf
@@ -414,8 +414,8 @@ def train_inception(run: InceptionRun, progress=None) -> Path:
 def run_from_args(args, cfg=None) -> InceptionRun:
     """`focusq train --preset inception ...` -> the run. ``cfg``: ``training.train_config(args)``,
     whose split by source image it keeps (without DATA: `fast`'s default_recipe split)."""
-    from napari_focusq.training.recipes import split_images
     from napari_focusq.cli.train import train_config
+    from napari_focusq.training.recipes import split_images
 
     cfg = cfg or train_config(args)
     train, val = split_images(cfg)

@@ -19,7 +19,6 @@ def auc(scores_pos, scores_neg) -> float:
 
 def regression_metrics(pred, true) -> dict:
     """R², fit pred = intercept + slope·true, MAE over 0-4 µm, Spearman, AUC(z<=0.5 vs z>=1)."""
-    from scipy.stats import spearmanr
 
     pred = np.asarray(pred, float)
     true = np.asarray(true, float)

