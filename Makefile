@@ -41,6 +41,7 @@ demo: install
 	$(VENV)/bin/focusq demo --out $(DEMO_OUT)
 
 test: install-test sysdeps
+	$(VENV)/bin/ruff check src tests benchmarks
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -q tests
 
 bench: install
