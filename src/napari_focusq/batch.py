@@ -14,7 +14,6 @@ retried ``retries`` times; a slide that is simply unreadable is recorded at once
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -24,12 +23,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator, Iterable
+from typing import Generator
 
 from distributed import WorkerPlugin
 
 from napari_focusq.config import ScoreConfig
 from napari_focusq.errors import BatchUsageError, ConfigError, FocusQError
+from napari_focusq.export.run_files import Manifest, append_line, dedupe_results
+from napari_focusq.io.inputs import expand_inputs  # noqa: F401  (batch's input specs; imported from here too)
 from napari_focusq.progress import Progress, drive
 
 __all__ = ["BatchSummary", "BatchUsageError", "expand_inputs", "iter_batch", "run_batch", "main_batch",
@@ -39,10 +40,6 @@ MANIFEST_NAME = "manifest.json"
 ERROR_LOG_NAME = "error.log"
 RUN_NAME = "run.json"
 PLUGIN_NAME = "napari-focusq-model"
-#: A file argument with one of these suffixes is a list of inputs, one per line.
-LIST_SUFFIXES = {".txt", ".lst", ".list"}
-#: The manifest is rewritten at most this often while slides finish (and always at the end).
-_MANIFEST_EVERY_S = 1.0
 
 
 @dataclass
@@ -66,70 +63,6 @@ class BatchSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     out_dir: Path | None = None
     report: Path | None = None
-
-
-# ------------------------------------------------------------------------ inputs
-def _has_magic(s: str) -> bool:
-    return glob.has_magic(s)
-
-
-def _list_file(path: Path) -> list[str]:
-    items = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if line.startswith("#"):
-            continue
-        line = line.split(" #", 1)[0].strip()  # a trailing comment needs a space before "#"
-        if line:
-            p = Path(line).expanduser()
-            items.append(str(p if p.is_absolute() else path.parent / p))
-    return items
-
-
-def expand_inputs(specs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
-    """Slides named by globs, list files (one path per line, ``#`` comments), folders or paths.
-
-    Folders contribute the slide files under them (recursively); relative paths in a list
-    file are relative to the list file's folder; ``**`` in a glob spans folders.
-
-    Returns
-    -------
-    found, missing
-        Existing files in order without duplicates, and literal paths that do not exist
-        (reported as failed inputs, so a typo in a list is not silently lost).
-    """
-    found: dict[str, Path] = {}
-    missing: dict[str, Path] = {}
-
-    def add(p: Path) -> None:
-        key = os.path.realpath(p)  # realpath, unlike resolve(), never raises on a link loop
-        found.setdefault(key, Path(key))
-
-    def visit(spec: str, from_list: bool) -> None:
-        p = Path(spec).expanduser()
-        if p.is_dir():  # its images (io/formats.py's list), a DICOM slide's folder as one
-            from napari_focusq.io.formats import find_images
-
-            for f in find_images(p, recursive=True):
-                add(f)
-        elif p.is_file():
-            if p.suffix.lower() in LIST_SUFFIXES and not from_list:
-                for item in _list_file(p):
-                    visit(item, True)
-            else:
-                add(p)
-        elif os.path.lexists(p) and not p.is_symlink():  # a FIFO, socket or device: let the reader say so
-            add(p)
-        elif _has_magic(spec):
-            for m in sorted(glob.glob(str(p), recursive=True)):
-                if Path(m).is_file():
-                    add(Path(m))
-        else:
-            missing.setdefault(str(p.absolute()), p.absolute())
-
-    for s in specs:
-        visit(str(s), False)
-    return list(found.values()), list(missing.values())
 
 
 # ------------------------------------------------------------------------ model
@@ -242,67 +175,6 @@ def _score_task(path: str, out_dir: str, stem: str, config: ScoreConfig, max_mem
 
 
 # ------------------------------------------------------------------- run files
-class Manifest:
-    """``manifest.json``: absolute input path -> what was finished for it, and with what."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.slides: dict[str, dict] = {}
-        if path.exists():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                self.slides = dict(data.get("slides", {}))
-            except (ValueError, AttributeError) as exc:
-                logging.getLogger(__name__).warning("%s unreadable (%s): every slide will be redone", path, exc)
-        self._saved = 0.0
-
-    def is_complete(self, key: str, model_fp: str, options: dict, out_dir: Path) -> bool:
-        e = self.slides.get(key)
-        if not e or e.get("status") != "ok" or e.get("model") != model_fp or e.get("options") != options:
-            return False
-        try:
-            st = os.stat(key)
-        except OSError:
-            return False
-        if (st.st_size, st.st_mtime_ns) != (e.get("size"), e.get("mtime_ns")):
-            return False
-        outs = e.get("outputs") or []
-        return bool(outs) and all((out_dir / f).is_file() and (out_dir / f).stat().st_size > 0 for f in outs)
-
-    def save(self, force: bool = True) -> None:
-        from napari_focusq._atomic import write_text
-
-        if not force and time.monotonic() - self._saved < _MANIFEST_EVERY_S:
-            return
-        write_text(self.path, json.dumps({"version": 1, "slides": self.slides}, indent=1, sort_keys=True))
-        self._saved = time.monotonic()
-
-
-def _append_line(path: Path, line: str) -> None:
-    # one write of one line with O_APPEND: a crash can at worst cut the last line short
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        os.write(fd, (line.replace("\n", " ").replace("\r", " ") + "\n").encode("utf-8"))
-    finally:
-        os.close(fd)
-
-
-def _dedupe_results(tsv: Path) -> None:
-    """Keep the newest row per input (a redone slide replaces its earlier row)."""
-    from napari_focusq._atomic import write_text
-    from napari_focusq.export.results import RESULTS_COLUMNS, read_results
-
-    rows = read_results(tsv)
-    latest: dict[str, dict] = {}
-    for r in rows:
-        latest.pop(r.get("input", ""), None)
-        latest[r.get("input", "")] = r
-    if len(latest) == len(rows):
-        return
-    lines = ["\t".join(RESULTS_COLUMNS)] + ["\t".join(r.get(c, "") for c in RESULTS_COLUMNS) for r in latest.values()]
-    write_text(tsv, "\n".join(lines) + "\n")
-
-
 def _assign_stems(paths: list[Path], manifest: Manifest) -> dict[str, str]:
     """Stable stems: a slide keeps the stem of an earlier run; new ones avoid every recorded stem."""
     from napari_focusq.export.outputs import unique_stem
@@ -384,7 +256,7 @@ def iter_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: i
     def failed(path, row) -> None:
         summary.n_failed += 1
         summary.failures.append((str(path), row["error"]))
-        _append_line(errlog, f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{path}\t{row['error']}")
+        append_line(errlog, f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{path}\t{row['error']}")
 
     recorded = {r.get("input") for r in _read_rows(tsv) if r.get("status") == "ok"}
     todo = []
@@ -461,7 +333,7 @@ def iter_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: i
             if cluster is not None:
                 cluster.close()
     manifest.save()
-    _dedupe_results(tsv)
+    dedupe_results(tsv)
     summary.seconds = time.perf_counter() - t0
     _write_run(out, summary, model_fp, options, total)
     try:

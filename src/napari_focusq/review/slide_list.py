@@ -40,7 +40,7 @@ def add_slides(folder, specs) -> tuple[list[Path], list[Path]]:
     Returns (the whole queue, the paths that do not exist). The queue file is written
     atomically; the folder is created if needed.
     """
-    from napari_focusq.batch import expand_inputs
+    from napari_focusq.io.inputs import expand_inputs
 
     found, missing = expand_inputs([os.fspath(s) for s in specs])
     folder = Path(folder)
