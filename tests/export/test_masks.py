@@ -57,3 +57,14 @@ def test_a_bad_suffix_is_an_export_error_and_writes_nothing(tmp_path, name):
         save_mask(tmp_path / name, np.zeros((4, 4), np.uint8), 1.0)
     assert isinstance(e.value, FocusQError) and isinstance(e.value, OSError)  # both families catch it
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_mask_records_only_what_it_is_told(tmp_path):
+    # the QC widget's export gives the pixel size of its own downsample, not the downsample:
+    # a "downsample" chunk of 1 there would lie about a 16x mask
+    out = save_mask(tmp_path / "w.png", np.full((8, 8), 255, np.uint8), 8.0)
+    im = Image.open(out)
+    assert "downsample" not in im.text and "image_shape" not in im.text
+    assert float(im.text["pixel_size_um"]) == 8.0 and im.info["dpi"][0] == pytest.approx(25400 / 8.0, rel=1e-3)
+    out = save_mask(tmp_path / "v.png", np.zeros((8, 8), np.uint8), 8.0, downsample=16, image_shape=(128, 128))
+    assert Image.open(out).text["downsample"] == "16"

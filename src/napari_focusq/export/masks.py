@@ -60,12 +60,13 @@ def write_tissue_mask(fmap: FocusMap, path, *, threshold_um: float = DEFAULT_THR
                   png_dpi=png_dpi)
 
 
-def save_mask(path, mask: np.ndarray, pixel_size_um: float | None, *, downsample: float = 1,
+def save_mask(path, mask: np.ndarray, pixel_size_um: float | None, *, downsample: float | None = None,
               image_shape=None, png_dpi: bool = True) -> Path:
     """Write a uint8 mask as TIFF or PNG atomically, with its pixel size recorded.
 
     The writer of the viewer's exports: every failure is an :class:`ExportError` naming the
-    file. ``png_dpi`` adds a pHYs chunk to a PNG, which the viewer's masks have always had
+    file. ``downsample`` (level-0 pixels per mask pixel) and ``image_shape`` (level 0) are
+    recorded in a PNG's text chunks when given. ``png_dpi`` adds a pHYs chunk to a PNG, which the viewer's masks have always had
     (image viewers and Fiji read it as the scale); ``focusq score``'s ``.mask.png`` has
     none, and stays byte for byte what it was.
     """
@@ -117,7 +118,8 @@ def _write(path: Path, mask: np.ndarray, pixel_size_um: float | None, *, downsam
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("downsample", str(downsample))
+    if downsample is not None:  # a chunk only for what is known: a caller may give just the pixel size
+        info.add_text("downsample", str(downsample))
     if pixel_size_um:
         info.add_text("pixel_size_um", repr(pixel_size_um))
     if image_shape is not None:
