@@ -56,7 +56,7 @@ def test_partial_tiles_extents_end_at_the_image_edge():
 def test_edge_tiles_drawn_only_over_the_slide(make_napari_viewer_proxy, tmp_path):
     from conftest import shot
 
-    from napari_focusq.napari.widgets import layers as L
+    from napari_focusq.napari import layers as L
     from napari_focusq.napari.edge_tiles import EDGE_NAME
     from napari_focusq.io.formats import open_image, sample_slide_path
 
