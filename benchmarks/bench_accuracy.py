@@ -13,7 +13,7 @@ Prints one table: the shipped `fast` model, the `inception` preset (when it has
 weights) and variance of the Laplacian (ranking metrics only: it has no units). Then
 robustness (one seed): the same tiles at JPEG quality 30 vs 95 and stained lighter vs darker.
 
-    .venv/bin/python benchmarks/bench_accuracy.py [--per-image 100]
+    .venv/bin/python benchmarks/bench_accuracy.py [--per-image 100] [--model OTHER.safetensors ...]
 """
 from __future__ import annotations
 
@@ -82,18 +82,21 @@ def main(argv=None):
     ap.add_argument("--per-image", type=int, default=100,
                     help="tiles per image and seed (3 seeds x 100 = the 300 per image one seed used to give)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--model", action="append", default=[], metavar="PATH",
+                    help="also score these checkpoints in the table (e.g. the previous weights; repeatable)")
     a = ap.parse_args(argv)
     X, Z, S, K, cfg = held_out_tiles(a.per_image)
     print(f"accuracy: {len(Z)} tiles ({len(Z) // len(SEEDS)} per seed, seeds {', '.join(map(str, SEEDS))}) from the "
           f"development test images {', '.join(DEFAULT_TEST)}, |z| uniform 0-6 µm")
     rows, speed = {}, {}
-    models = ["fast"] + (["inception"] if "inception" in available_models() else [])
+    models = ["fast"] + (["inception"] if "inception" in available_models() else []) + list(a.model)
     for name in models:
         m = load_model(name)
+        label = Path(name).stem if name in a.model else m.label
         t = time.perf_counter()
         pred = predict(m, X)
-        speed[m.label] = len(X) / (time.perf_counter() - t)
-        rows[m.label] = interval_rows(pred, Z, K)
+        speed[label] = len(X) / (time.perf_counter() - t)
+        rows[label] = interval_rows(pred, Z, K)
     t = time.perf_counter()
     vol = variance_of_laplacian_batch(X)
     speed["variance of Laplacian"] = len(X) / (time.perf_counter() - t)
