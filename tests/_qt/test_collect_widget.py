@@ -236,7 +236,7 @@ def test_collect_from_an_in_memory_layer(qc, qtbot, notes, tmp_path):
 
     viewer, w = qc
     wait(qtbot, w.score())
-    layer = viewer.layers[w._scored["layer"]]
+    layer = viewer.layers[w.scored_on["layer"]]
     assert w.fmap.extra.get("read_from") == "levels"
     box = w.collect_box
     box.folder.setText(str(tmp_path / "c"))

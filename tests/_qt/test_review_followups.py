@@ -20,7 +20,7 @@ def test_overlay_key_is_unbound_when_the_dock_closes(make_napari_viewer_proxy):
     QApplication.processEvents()
     assert TOGGLE_KEY not in {str(k).lower() for k in real.keymap}
     # its clicks and hover go with it: a closed panel must not toggle tiles
-    assert w._on_click not in real.mouse_drag_callbacks and w._on_hover not in real.mouse_move_callbacks
+    assert w.review.on_click not in real.mouse_drag_callbacks and w.review.on_hover not in real.mouse_move_callbacks
 
 
 # ---------------------------------------------------------------- partial edge tiles
@@ -56,7 +56,7 @@ def test_partial_tiles_extents_end_at_the_image_edge():
 def test_edge_tiles_drawn_only_over_the_slide(make_napari_viewer_proxy, tmp_path):
     from conftest import shot
 
-    from napari_focusq.napari.widgets import layers as L
+    from napari_focusq.napari import layers as L
     from napari_focusq.napari.edge_tiles import EDGE_NAME
     from napari_focusq.io.formats import open_image, sample_slide_path
 

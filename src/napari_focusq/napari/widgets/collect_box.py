@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                             QProgressBar, QPushButton, QWidget)
 from superqt import QCollapsible
 
+from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets.workers import ActivityBar, progress_worker, settings
 
 #: Modifier of the click that collects a tile (napari's name; Qt maps Cmd to it on a Mac).
@@ -30,17 +31,6 @@ N_THUMBS = 8
 THUMB_PX = 56
 LABELS = ("in-focus", "out-of-focus", "defocus (µm)")
 
-
-def _notify_error(msg: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(msg)
-
-
-def _notify_info(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
 
 
 def count_text(coll) -> str:
@@ -259,7 +249,7 @@ class CollectBox(QCollapsible):
         from napari_focusq.napari import layers as L
 
         qc, fmap = self.qc, self.qc.fmap
-        name = (qc._scored or {}).get("layer")
+        name = (qc.scored_on or {}).get("layer")
         layer = qc.viewer.layers[name] if name is not None and name in qc.viewer.layers else None
         px = float(fmap.pixel_size_um)
         if layer is not None:
@@ -286,13 +276,13 @@ class CollectBox(QCollapsible):
     def add_cells(self, cells, what: str = ""):
         """Read ``cells`` of the shown result and add them with the chosen label (returns the worker)."""
         if self._worker is not None:
-            _notify_info("Collect tiles: an add is running; wait for it or press Cancel.")
+            notify.info("Collect tiles: an add is running; wait for it or press Cancel.")
             return None
         if self.qc.fmap is None:
-            _notify_error("Collect tiles: score an image first.")
+            notify.error("Collect tiles: score an image first.")
             return None
         if not cells:
-            _notify_info(f"Collect tiles: no {what} tiles to add." if what else "Collect tiles: no tiles to add.")
+            notify.info(f"Collect tiles: no {what} tiles to add." if what else "Collect tiles: no tiles to add.")
             return None
         from napari_focusq.review.collect import iter_add_cells
 
@@ -300,7 +290,7 @@ class CollectBox(QCollapsible):
             opener = self._open_source()
             folder = self.collection().folder
         except (OSError, ValueError) as exc:
-            _notify_error(f"Collect tiles: {exc}")
+            notify.error(f"Collect tiles: {exc}")
             return None
         settings().setValue("collect/folder", self.folder.text().strip())
         self._worker = progress_worker(iter_add_cells(folder, opener, self.qc.fmap, cells, self.current_label()),
@@ -313,7 +303,7 @@ class CollectBox(QCollapsible):
     def add_tile(self, row: int, col: int):
         fmap = self.qc.fmap
         if fmap is None or not fmap.scored[row, col]:
-            _notify_info(f"Collect tiles: tile {row}, {col} has no tissue score; only scored tiles are collected.")
+            notify.info(f"Collect tiles: tile {row}, {col} has no tissue score; only scored tiles are collected.")
             return None
         return self.add_cells([(row, col)])
 
@@ -352,18 +342,18 @@ class CollectBox(QCollapsible):
         self.last_add = added
         n, label = len(added.ids), added.label
         again = len(added.previous)
-        _notify_info(f"Collect tiles: added {n} tile{'s' if n != 1 else ''} as {label}"
+        notify.info(f"Collect tiles: added {n} tile{'s' if n != 1 else ''} as {label}"
                      + (f" ({again} already collected: relabelled)" if again else "") + f" to {added.folder}.")
 
     def _on_error(self, exc) -> None:
         from napari_focusq.errors import FocusQError
 
         msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-        _notify_error(f"Collect tiles failed: {msg}")
+        notify.error(f"Collect tiles failed: {msg}")
 
     def _on_finished(self) -> None:
         if self._worker is not None and self._worker.abort_requested:
-            _notify_info("Collect tiles: cancelled; the collection was not changed.")
+            notify.info("Collect tiles: cancelled; the collection was not changed.")
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -382,10 +372,10 @@ class CollectBox(QCollapsible):
         try:
             n = self.last_add.undo()
         except (OSError, ValueError) as exc:
-            _notify_error(f"Collect tiles: cannot undo: {exc}")
+            notify.error(f"Collect tiles: cannot undo: {exc}")
             return 0
         self.last_add = None
-        _notify_info(f"Collect tiles: undone ({n} tile{'s' if n != 1 else ''} removed).")
+        notify.info(f"Collect tiles: undone ({n} tile{'s' if n != 1 else ''} removed).")
         self.refresh()
         return n
 

@@ -24,23 +24,13 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
                             QLabel, QLineEdit, QProgressBar, QPushButton, QShortcut, QTableWidget, QTableWidgetItem,
                             QVBoxLayout, QWidget)
 
+from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets.workers import progress_worker, settings
 
 COLUMNS = ("slide", "state", "median µm", "p90 µm", "review")
 FILTERS = ("all", "to review", "not scored", "pass", "fail", "error", "reviewed")
 NEXT_KEY, PREV_KEY = "PgDown", "PgUp"
 
-
-def _notify_error(msg: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(msg)
-
-
-def _notify_info(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
 
 
 class _Item(QTableWidgetItem):
@@ -209,7 +199,7 @@ class ReviewWidget(QWidget):
         try:
             entries = list_slides(folder)
         except ReviewError as exc:
-            _notify_error(f"Review slides: {exc}")
+            notify.error(f"Review slides: {exc}")
             return False
         self.folder = Path(folder)
         self.folder_edit.setText(str(self.folder))
@@ -347,7 +337,7 @@ class ReviewWidget(QWidget):
             fmap, threshold, excluded = load_stored(self.folder, e["stem"])
         except ReviewError as exc:
             self.status.setText(f"{e['stem']}: {exc}")
-            _notify_error(f"Review slides: {exc}")
+            notify.error(f"Review slides: {exc}")
             return
         qc = self.qc_widget()
         self._close_opened()
@@ -395,10 +385,10 @@ class ReviewWidget(QWidget):
         try:
             _queue, missing = add_slides(folder, specs)
         except OSError as exc:
-            _notify_error(f"Review slides: cannot write the queue in {folder}: {exc}")
+            notify.error(f"Review slides: cannot write the queue in {folder}: {exc}")
             return False
         if missing:
-            _notify_error("Review slides: not found, left out: " + ", ".join(str(m) for m in missing))
+            notify.error("Review slides: not found, left out: " + ", ".join(str(m) for m in missing))
         return self.open_folder(folder)
 
     def _open_slide(self, e: dict):
@@ -409,7 +399,7 @@ class ReviewWidget(QWidget):
         try:
             opened = self.viewer.open(str(src), plugin="napari-focusq")
         except Exception as exc:  # an unreadable slide must not stop the review of the others
-            _notify_error(f"Review slides: cannot open {src}: {exc}")
+            notify.error(f"Review slides: cannot open {src}: {exc}")
             return None
         self._opened = list(opened)
         return opened[0] if opened else None
@@ -468,11 +458,11 @@ class ReviewWidget(QWidget):
 
     def _on_scored(self, row):
         if row.get("status") != "ok":
-            _notify_error(f"Review slides: {self._scoring}: {row.get('error')}")
+            notify.error(f"Review slides: {self._scoring}: {row.get('error')}")
         self._reload(self._scoring)
 
     def _on_error(self, exc):
-        _notify_error(f"Review slides: scoring {self._scoring} failed: {type(exc).__name__}: {exc}")
+        notify.error(f"Review slides: scoring {self._scoring} failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self):
         aborted = self._worker is not None and self._worker.abort_requested
@@ -488,7 +478,7 @@ class ReviewWidget(QWidget):
         try:
             self.entries = list_slides(self.folder)
         except ReviewError as exc:
-            _notify_error(f"Review slides: {exc}")
+            notify.error(f"Review slides: {exc}")
             return
         self.current = None
         self._fill_table()
@@ -517,7 +507,7 @@ class ReviewWidget(QWidget):
             record_result(fmap, self.folder, e["stem"], e["input"], seconds=float(fmap.extra.get("seconds", 0.0)),
                           threshold_um=qc.threshold_slider.value())
         except (OSError, ValueError) as exc:
-            _notify_error(f"Review slides: could not store {e['stem']}'s result in {self.folder}: {exc}")
+            notify.error(f"Review slides: could not store {e['stem']}'s result in {self.folder}: {exc}")
             return
         from napari_focusq.review.queue import list_slides
 
@@ -545,19 +535,19 @@ class ReviewWidget(QWidget):
         e = self.entries[self.current]
         qc = self.qc_widget()
         if e["status"] != "ok" or qc.fmap is None or qc.excluded_grid() is None:
-            _notify_error("Review slides: this slide has no result to review.")
+            notify.error("Review slides: this slide has no result to review.")
             return None
         if verdict is None:
             verdict = (e.get("review") or {}).get("verdict", "")
         reviewer = self.reviewer.text().strip()
         settings().setValue("review/reviewer", reviewer)
-        roi = qc._roi.get("rings") if getattr(qc, "_roi", None) else None
+        roi = qc.roi.get("rings") if getattr(qc, "roi", None) else None
         try:
             rec = save_review(self.folder, e["stem"], qc.fmap, excluded=qc.excluded_grid(),
                               threshold_um=qc.threshold_slider.value(), verdict=verdict,
                               comment=self.comment.text().strip(), reviewed_by=reviewer, roi_rings=roi)
         except (OSError, ValueError) as exc:
-            _notify_error(f"Review slides: could not save the review of {e['stem']} in {self.folder}: {exc}")
+            notify.error(f"Review slides: could not save the review of {e['stem']} in {self.folder}: {exc}")
             return None
         e["review"], e["review_error"] = read_review(self.folder, e["stem"]), ""
         e["state"] = slide_state(e)
@@ -568,7 +558,7 @@ class ReviewWidget(QWidget):
             self.table.setSortingEnabled(True)
             self._apply_filter()
         self._show_status(self.current)
-        _notify_info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
+        notify.info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
         if advance:
             self._advance_after_save()
         return rec

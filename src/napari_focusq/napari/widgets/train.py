@@ -15,21 +15,11 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from napari_focusq.napari import layers as L
+from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets.workers import ActivityBar, model_registry, progress_worker, settings
 
 IMAGE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
-
-def _notify_error(msg: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(msg)
-
-
-def _notify_info(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
 
 
 def folder_images(folder) -> list[str]:
@@ -416,7 +406,7 @@ class TrainWidget(QWidget):
     def train(self, *_):
         """Start training in a worker (returns it), or tell the user what is wrong."""
         if self.busy:
-            _notify_info("Training is already running; wait for it or press Cancel.")
+            notify.info("Training is already running; wait for it or press Cancel.")
             return None
         from napari_focusq.training.fit import iter_fit
 
@@ -429,7 +419,7 @@ class TrainWidget(QWidget):
             else:
                 gen = iter_fit(self.config())
         except (ValueError, OSError) as exc:
-            _notify_error(f"Train focus model: {exc}")
+            notify.error(f"Train focus model: {exc}")
             return None
         _guard_triton()
 
@@ -498,20 +488,20 @@ class TrainWidget(QWidget):
         # a failed model is listed (the user may choose it anyway) but never selected for them
         model_registry().add(self.checkpoint, select=ok)
         if ok:
-            _notify_info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
+            notify.info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
         else:
-            _notify_info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
+            notify.info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
                          "selected; choose it there to use it anyway.")
 
     def _on_error(self, exc):
         from napari_focusq.errors import FocusQError
 
         msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-        _notify_error(f"Training failed: {msg}")
+        notify.error(f"Training failed: {msg}")
 
     def _on_finished(self):
         if self._worker is not None and self._worker.abort_requested:
-            _notify_info("Training cancelled; no model was saved.")
+            notify.info("Training cancelled; no model was saved.")
             self.status.setText("cancelled")
         if self._pbar is not None:
             self._pbar.close()
