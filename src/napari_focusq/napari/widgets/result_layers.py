@@ -14,7 +14,6 @@ import numpy as np
 from napari_focusq.napari import edge_tiles as E
 from napari_focusq.napari import layers as L
 from napari_focusq.napari.widgets import notify
-from napari_focusq.napari.widgets.edits import ExclusionEdits
 
 
 def _remove(viewer, *layers) -> None:
