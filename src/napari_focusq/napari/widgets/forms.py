@@ -44,11 +44,11 @@ def label(text: str = "", tip: str = "", wrap: bool = True) -> QLabel:
     return lab
 
 
-def hrow(*widgets, stretch_first: bool = False) -> QHBoxLayout:
-    """The widgets side by side (the first one taking the room left, if asked)."""
+def hrow(*widgets, stretch: int | None = None) -> QHBoxLayout:
+    """The widgets side by side (widget number ``stretch`` taking the room left, if given)."""
     row = QHBoxLayout()
     for i, w in enumerate(widgets):
-        row.addWidget(w, 1 if stretch_first and i == 0 else 0)
+        row.addWidget(w, 1 if i == stretch else 0)
     return row
 
 
@@ -59,4 +59,4 @@ def path_row(tip: str, button_text: str, button_tip: str, placeholder: str = "",
         edit.setPlaceholderText(placeholder)
     edit.setToolTip(tip)
     btn = button(button_text, button_tip)
-    return hrow(edit, btn, stretch_first=True), edit, btn
+    return hrow(edit, btn, stretch=0), edit, btn

@@ -54,8 +54,7 @@ class TrainWidget(QWidget):
         self.use_layer = QCheckBox("also the image layer")
         self.use_layer.setToolTip("Add the chosen image layer (its shown plane) to the training images.")
         self.layer_combo = forms.combo([], "Image layer to add (must be in focus and have a pixel size).")
-        lr = forms.hrow(self.use_layer, self.layer_combo)
-        lr.setStretch(1, 1)
+        lr = forms.hrow(self.use_layer, self.layer_combo, stretch=1)
         form.addRow("", lr)
         self.modality = forms.combo(["brightfield", "fluorescence"], "What the images are; the model learns this "
                                                                      "modality.")
