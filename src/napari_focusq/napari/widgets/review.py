@@ -24,7 +24,8 @@ from qtpy.QtWidgets import (QFileDialog, QFormLayout, QLineEdit, QProgressBar, Q
 
 from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets import forms
-from napari_focusq.napari.widgets.jobs import Job, JobRunner
+from napari_focusq.napari.widgets import review_unscored as U
+from napari_focusq.napari.widgets.jobs import JobRunner
 from napari_focusq.napari.widgets.review_table import FILTERS, SlideTable
 from napari_focusq.napari.widgets.workers import settings
 
@@ -96,7 +97,7 @@ class ReviewWidget(QWidget):
 
     def _wire(self):
         self.open_btn.clicked.connect(self._open_dialog)
-        self.slides_btn.clicked.connect(self._slides_dialog)
+        self.slides_btn.clicked.connect(lambda: U.slides_dialog(self))
         self.score_btn.clicked.connect(self.score_current)
         self.cancel_btn.clicked.connect(self.cancel)
         self.folder_edit.returnPressed.connect(lambda: self.open_folder(self.folder_edit.text()))
@@ -226,7 +227,7 @@ class ReviewWidget(QWidget):
         self._set_enabled()
         self.comment.setText((e.get("review") or {}).get("comment", ""))
         if not e["status"]:  # a queued slide: open it to score here or in Focus QC
-            self._open_unscored(e)
+            U.open_unscored(self, e)
             return
         if e["status"] != "ok":
             self.status.setText(f"{e['stem']}: not scored – {e.get('error') or 'error'}")
@@ -260,34 +261,24 @@ class ReviewWidget(QWidget):
                             f"p90 {e.get('p90_um') or '–'} µm{done}{getattr(self, '_where', '')}".strip())
 
     # ------------------------------------------------------------------ a queue of slides not scored yet
-    def _slides_dialog(self):
-        start = settings().value("review/slides", "") or ""
-        paths, _ = QFileDialog.getOpenFileNames(self, "Slides to review (or a .txt list of slides)", start,
-                                                "Slides and lists (*)")
-        if not paths:
-            return
-        settings().setValue("review/slides", str(Path(paths[0]).parent))
-        folder = self.folder or (Path(self.folder_edit.text()) if self.folder_edit.text().strip() else None)
-        if folder is None:
-            d = QFileDialog.getExistingDirectory(self, "Output folder for their results",
-                                                 settings().value("review/folder", ""))
-            if not d:
-                return
-            folder = Path(d)
-        self.open_slides(paths, folder)
-
     def open_slides(self, specs, folder) -> bool:
         """Queue slides (files, a .txt list, folders, globs) for review in ``folder`` and show the queue."""
-        from napari_focusq.review.slide_list import add_slides
+        return U.open_slides(self, specs, folder)
 
-        try:
-            _queue, missing = add_slides(folder, specs)
-        except OSError as exc:
-            notify.error(f"Review slides: cannot write the queue in {folder}: {exc}")
-            return False
-        if missing:
-            notify.error("Review slides: not found, left out: " + ", ".join(str(m) for m in missing))
-        return self.open_folder(folder)
+    def score_current(self, *_):
+        """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
+        return U.score_current(self)
+
+    def _on_qc_result(self, fmap) -> None:
+        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
+        U.on_qc_result(self, fmap)
+
+    def cancel(self, *_):
+        self.runner.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
 
     def _open_slide(self, e: dict):
         """Open the slide file of entry ``e`` (its layer, or None after saying why)."""
@@ -301,97 +292,6 @@ class ReviewWidget(QWidget):
             return None
         self._opened = list(opened)
         return opened[0] if opened else None
-
-    def _open_unscored(self, e: dict) -> None:
-        qc = self.qc_widget()
-        self._close_opened()
-        layer = self._open_slide(e)
-        if layer is not None:
-            qc.layer_combo.setCurrentText(layer.name)  # Score defocus there scores this slide
-        where = "" if layer is not None else f" (slide not found at {e.get('input')})"
-        self.status.setText(f"{e['stem']}: not scored yet – press Score (or Score defocus in Focus QC){where}")
-
-    def _current_px(self, qc) -> float | None:
-        """The pixel size typed in Focus QC for the opened slide, if any (else the file's own)."""
-        names = {ly.name for ly in self._opened}
-        px = float(qc.pixel_size.value())
-        return px if px > 0 and qc.layer_combo.currentText() in names else None
-
-    def score_current(self, *_):
-        """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
-        if self.busy or self.current is None or self.folder is None:
-            return None
-        e = self.entries[self.current]
-        qc = self.qc_widget()
-        job = ScoreSlideJob(self, e, model=qc.model_combo.currentData(), modality=qc.modality.currentText(),
-                            pixel_size_um=self._current_px(qc), threshold_um=qc.threshold_slider.value(),
-                            optics=qc.optics())
-        worker = self.runner.start(job)
-        self.progress.setRange(0, 0)
-        self._set_enabled()
-        self.status.setText(f"{e['stem']}: scoring…")
-        return worker
-
-    def cancel(self, *_):
-        self.runner.cancel()
-
-    @property
-    def busy(self) -> bool:
-        return self.runner.busy
-
-    def _reload(self, stem: str) -> None:
-        """Reread the folder (a slide was scored) and open ``stem`` again, now with its stored result."""
-        from napari_focusq.review.queue import ReviewError, list_slides
-
-        try:
-            self.entries = list_slides(self.folder)
-        except ReviewError as exc:
-            notify.error(f"Review slides: {exc}")
-            return
-        self.current = None
-        self._fill_table()
-        for i, e in enumerate(self.entries):
-            if e["stem"] == stem:
-                self.select(i)
-        self._set_enabled()
-
-    def _on_qc_result(self, fmap) -> None:
-        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
-        import os
-
-        from napari_focusq.review.slide_list import record_result
-
-        if self.folder is None or not fmap.source:
-            return
-        src = os.path.abspath(str(fmap.source))
-        # only a slide still without a result: a rescore of a scored slide does not overwrite its stored outputs
-        match = [e for e in self.entries if e.get("input") and e.get("status") in ("", "error")
-                 and os.path.abspath(e["input"]) == src]
-        if not match:
-            return
-        e = match[0]
-        qc = self.qc_widget()
-        try:
-            record_result(fmap, self.folder, e["stem"], e["input"], seconds=float(fmap.extra.get("seconds", 0.0)),
-                          threshold_um=qc.threshold_slider.value())
-        except (OSError, ValueError) as exc:
-            notify.error(f"Review slides: could not store {e['stem']}'s result in {self.folder}: {exc}")
-            return
-        from napari_focusq.review.queue import list_slides
-
-        keep = list(self._opened) + [ly for ly in (qc.heatmap, qc.excluded, *qc.extras.values()) if ly is not None]
-        self.entries = list_slides(self.folder)
-        self._fill_table()
-        self.current = next((i for i, x in enumerate(self.entries) if x["stem"] == e["stem"]), None)
-        row = self.table.row_of(self.current) if self.current is not None else None
-        if row is not None:
-            self.table.blockSignals(True)  # the result is shown already: no reopening
-            self.table.selectRow(row)
-            self.table.blockSignals(False)
-            self._where = ""
-            self._show_status(self.current)
-        self._opened = keep
-        self._set_enabled()
 
     # ------------------------------------------------------------------ saving
     def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
@@ -445,38 +345,3 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # no login name (containers): leave it for the user to type
         return ""
-
-
-class ScoreSlideJob(Job):
-    """Score a queued slide as ``focusq score`` does, into the review folder; its row then fills in."""
-
-    title = "Review slides"
-
-    def __init__(self, panel: ReviewWidget, entry: dict, **options):
-        self.panel, self.stem, self.input, self.options = panel, entry["stem"], entry["input"], options
-
-    def events(self):
-        from napari_focusq.review.slide_list import iter_score_into
-
-        return iter_score_into(self.input, self.panel.folder, self.stem, **self.options)
-
-    def on_event(self, ev) -> None:
-        p = self.panel.progress
-        if ev.total:
-            p.setRange(0, int(ev.total))
-            p.setValue(int(ev.done))
-            p.setFormat(f"{ev.stage} %v/%m")
-        if ev.message:
-            self.panel.status.setText(f"{self.stem}: {ev.stage}: {ev.message}")
-
-    def on_result(self, row) -> None:
-        if row.get("status") != "ok":
-            notify.error(f"Review slides: {self.stem}: {row.get('error')}")
-        self.panel._reload(self.stem)
-
-    def failure_text(self, exc) -> str:
-        return f"Review slides: scoring {self.stem} failed: {type(exc).__name__}: {exc}"
-
-    def on_finished(self, aborted: bool) -> None:
-        if aborted:
-            self.panel.status.setText(f"{self.stem}: scoring cancelled; nothing was written.")
