@@ -21,7 +21,7 @@ from superqt import QCollapsible
 from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets import forms
 from napari_focusq.napari.widgets.collect_thumbs import N_THUMBS, ThumbStrip
-from napari_focusq.napari.widgets.jobs import Job, JobRunner
+from napari_focusq.napari.widgets.jobs import Job, JobRunner, show_progress
 from napari_focusq.napari.widgets.workers import settings
 
 #: Modifier of the click that collects a tile (napari's name; Qt maps Cmd to it on a Mac).
@@ -287,11 +287,7 @@ class CollectJob(Job):
         return iter_add_cells(self.folder, self.opener, self.fmap, self.cells, self.label)
 
     def on_event(self, ev) -> None:
-        bar = self.box.progress_bar
-        if ev.total:
-            bar.setRange(0, ev.total)
-            bar.setValue(ev.done)
-            bar.setFormat(f"{ev.message or ev.stage} %v/%m")
+        show_progress(self.box.progress_bar, ev, ev.message)
 
     def on_result(self, added) -> None:
         self.box.last_add = added

@@ -14,6 +14,14 @@ from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets.workers import ActivityBar, progress_worker
 
 
+def show_progress(bar, ev, label: str | None = None) -> None:
+    """A dock's own progress bar follows a Progress event that has a total ("score 12/40")."""
+    if ev.total:
+        bar.setRange(0, int(ev.total))
+        bar.setValue(int(ev.done))
+        bar.setFormat(f"{label or ev.stage} %v/%m")
+
+
 class Job:
     """A long job of a dock; subclasses give :meth:`events` and react to its events and result."""
 

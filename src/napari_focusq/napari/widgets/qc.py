@@ -10,12 +10,13 @@ its exclusion, Ctrl+Z undoes and Ctrl+Shift+Z redoes.
 from __future__ import annotations
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QProgressBar, QWidget
+from qtpy.QtWidgets import QFormLayout, QProgressBar, QWidget
 
 from napari_focusq.napari import layers as L
 from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets import result_layers as R
-from napari_focusq.napari.widgets.jobs import JobRunner
+from napari_focusq.napari.widgets.jobs import JobRunner, show_progress
+from napari_focusq.napari.widgets.qc_jobs import DeblurJob, ScoreJob, SharpestJob, checked_input
 from napari_focusq.napari.widgets.viewer_hooks import ViewerHooks
 from napari_focusq.napari.widgets.workers import settings
 
@@ -23,7 +24,6 @@ HELP = ("Blue hatched tiles are excluded; tissue in focus stays clear, out-of-fo
         "purple. Select the heatmap or “Excluded tiles” layer, then click a tile to exclude or include it "
         "(your clicks stay when the threshold moves). Ctrl+Z undoes, Ctrl+Shift+Z redoes. "
         "H switches between the tissue alone and the overlay.")
-MODALITIES = ("auto", "brightfield", "fluorescence")
 BUSY = "Focus QC: a job is already running; wait for it or press Cancel."
 
 
@@ -67,33 +67,15 @@ class FocusQCWidget(QWidget):
     def _build(self) -> None:
         from napari_focusq.napari.widgets.collect_box import CollectBox  # collecting training tiles (issue 22)
         from napari_focusq.napari.widgets.export_box import ExportBox
-        from napari_focusq.napari.widgets.model_picker import ModelPicker
-        from napari_focusq.napari.widgets.objective import ObjectiveRow
+        from napari_focusq.napari.widgets.image_form import ImageForm
         from napari_focusq.napari.widgets.review_controller import ReviewController
         from napari_focusq.napari.widgets.scroll import scrolling_layout
         from napari_focusq.napari.widgets.zstack_box import ZStackBox
 
-        form = QFormLayout()
-        self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("Image layer to score: an RGB slide or a grayscale image, 2-D or a z-stack "
-                                    "(the plane shown on the slider is scored).")
-        form.addRow("Image", self.layer_combo)
-        self.pixel_size = forms.spin(0.0, 100.0, decimals=4, step=0.01, suffix=" µm", special="unknown – enter it",
-                                     tip="Size of one full-resolution pixel in µm (filled from the file when "
-                                         "known). Defocus is only meaningful in µm with the right pixel size.")
-        form.addRow("Pixel size", self.pixel_size)
-        self.modality = forms.combo(MODALITIES, "auto decides from the image; brightfield for stained slides, "
-                                                "fluorescence for dark-background images.")
-        form.addRow("Modality", self.modality)
-        self.objective = ObjectiveRow()
+        self.image = ImageForm(self.viewer)
+        for name in ("layer_combo", "pixel_size", "modality", "objective", "models", "model_combo"):
+            setattr(self, name, getattr(self.image, name))  # the panel's own names for them (tests, Review)
         self.na, self.immersion, self.wavelength = self.objective.na, self.objective.immersion, self.objective.wavelength
-        form.addRow("Objective", self.objective)
-        self.models = ModelPicker(default_text="default (by modality)", browse=True, settings_key="qc/model",
-                                  default_tip="The shipped brightfield or fluorescence model, whichever fits the "
-                                              "image.",
-                                  tip="Model: the shipped ones, plus any checkpoint you trained or browsed to.")
-        self.model_combo = self.models.combo
-        form.addRow("Model", self.models)
         self.stack_box = ZStackBox()
         self.measure, self.sharpest_btn, self.per_tile = (self.stack_box.measure, self.stack_box.sharpest_btn,
                                                           self.stack_box.per_tile)
@@ -116,7 +98,7 @@ class FocusQCWidget(QWidget):
         self.export_btn, self.import_btn = self.export_box.export_btn, self.export_box.import_btn
         self.collect_box = CollectBox(self)
         lay = scrolling_layout(self)
-        lay.addLayout(form)
+        lay.addWidget(self.image)
         lay.addWidget(self.stack_box)
         lay.addLayout(forms.hrow(self.score_btn, self.cancel_btn))
         lay.addWidget(self.progress_bar)
@@ -140,7 +122,6 @@ class FocusQCWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.sharpest_btn.clicked.connect(self.sharpest_slice)
         self.deblur_btn.clicked.connect(self.deblur_preview)
-        self.pixel_size.valueChanged.connect(self._on_pixel_size)
         # unbound when the dock closes (napari keeps them on the viewer)
         self._viewer_hooks = ViewerHooks(self.viewer, self, keys={L.TOGGLE_KEY: self.toggle_overlay},
                                          drag=[self.review.on_click], move=[self.review.on_hover])
@@ -161,45 +142,16 @@ class FocusQCWidget(QWidget):
         self.export_box.save()
 
     # ------------------------------------------------------------------ layers and models
-    def _image_layers(self):
-        from napari.layers import Image
-
-        return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.metadata.get("focusq") not in L.DERIVED
-                and not ly.name.startswith(L.HEATMAP_NAME)]
-
     def _refresh_layers(self, *_):
-        current = self.layer_combo.currentText()
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        names = [ly.name for ly in self._image_layers()]
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        self.image.refresh_layers()
         self._on_layer_changed()
 
     def selected_layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.image.selected_layer()
 
     def _on_layer_changed(self, *_):
-        layer = self.selected_layer()
-        if layer is None:
-            self.stack_box.setVisible(False)
-            return
-        self.pixel_size.blockSignals(True)  # showing the layer's value is not typing one
-        self.pixel_size.setValue(L.layer_pixel_size_um(layer) or 0.0)
-        self.objective.follow(layer)
-        self.pixel_size.blockSignals(False)
-        self.stack_box.setVisible(L.is_stack(layer))
-
-    def _on_pixel_size(self, value: float):
-        """A typed pixel size belongs to the image layer: kept there (metadata, scale in µm)."""
-        layer = self.selected_layer()
-        if layer is None or not value > 0 or L.layer_pixel_size_um(layer) == value:
-            return
-        L.set_layer_pixel_size(layer, value)
+        layer = self.image.show_layer()
+        self.stack_box.setVisible(layer is not None and L.is_stack(layer))
 
     def add_model(self, path: str) -> None:
         """Check a checkpoint loads, then list and select it (remembered between sessions)."""
@@ -217,7 +169,6 @@ class FocusQCWidget(QWidget):
 
     def score(self, *_):
         """Start scoring the selected layer's shown plane in a worker thread (returns the worker)."""
-        from napari_focusq.napari.widgets.qc_jobs import ScoreJob, checked_input
         from napari_focusq.optics.user import OpticsOptionError
 
         if not self._idle():
@@ -242,8 +193,6 @@ class FocusQCWidget(QWidget):
 
     def sharpest_slice(self, *_):
         """Find the sharpest plane of the selected stack in a worker and move the slider to it."""
-        from napari_focusq.napari.widgets.qc_jobs import SharpestJob
-
         if not self._idle():
             return None
         layer = self.selected_layer()
@@ -258,8 +207,6 @@ class FocusQCWidget(QWidget):
 
     def deblur_preview(self, *_, world_yx=None):
         """De-blur the 3x3 tiles at the view's centre in a worker; adds a preview layer (returns the worker)."""
-        from napari_focusq.napari.widgets.qc_jobs import DeblurJob
-
         if not self._idle():
             return None
         src = R.preview_source(self)
@@ -287,10 +234,8 @@ class FocusQCWidget(QWidget):
         if ev.stage == "deblur" and ev.total and ev.done < ev.total:
             self.progress_bar.setRange(0, 0)  # one long step: a busy bar, not a frozen 0 %
             self.progress_bar.setFormat("de-blurring the preview…")
-        elif ev.total:
-            self.progress_bar.setRange(0, ev.total)
-            self.progress_bar.setValue(ev.done)
-            self.progress_bar.setFormat(f"{ev.stage} %v/%m")
+        else:
+            show_progress(self.progress_bar, ev)
 
     def _on_finished(self):
         if self.progress_bar.maximum() == 0:  # a busy bar left by a cancelled or failed preview

@@ -12,7 +12,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QFileDialog
 
 from napari_focusq.napari.widgets import notify
-from napari_focusq.napari.widgets.jobs import Job
+from napari_focusq.napari.widgets.jobs import Job, show_progress
 from napari_focusq.napari.widgets.workers import settings
 
 
@@ -150,11 +150,7 @@ class ScoreSlideJob(Job):
         return iter_score_into(self.input, self.panel.folder, self.stem, **self.options)
 
     def on_event(self, ev) -> None:
-        p = self.panel.progress
-        if ev.total:
-            p.setRange(0, int(ev.total))
-            p.setValue(int(ev.done))
-            p.setFormat(f"{ev.stage} %v/%m")
+        show_progress(self.panel.progress, ev)
         if ev.message:
             self.panel.status.setText(f"{self.stem}: {ev.stage}: {ev.message}")
 

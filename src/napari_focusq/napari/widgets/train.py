@@ -12,7 +12,7 @@ from pathlib import Path
 from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QProgressBar, QVBoxLayout, QWidget)
 
 from napari_focusq.napari.widgets import forms, notify
-from napari_focusq.napari.widgets.jobs import JobRunner
+from napari_focusq.napari.widgets.jobs import JobRunner, show_progress
 from napari_focusq.napari.widgets.train_folder import folder_images, layer_image
 from napari_focusq.napari.widgets.train_job import TrainJob, _guard_triton, time_left
 from napari_focusq.napari.widgets.train_plots import TrainPlots
@@ -294,10 +294,7 @@ class TrainWidget(QWidget):
         self.status.setText("preparing simulated tiles…")
 
     def _on_event(self, ev):
-        if ev.total:
-            self.progress_bar.setMaximum(ev.total)
-            self.progress_bar.setValue(ev.done)
-            self.progress_bar.setFormat(f"{ev.stage} %v/%m")
+        show_progress(self.progress_bar, ev)
         if ev.message:
             self.status.setText(f"{ev.stage}: {ev.message}" + self._time_left(ev))
         if ev.stage == "train" and "val_pred" in ev.data:
