@@ -26,6 +26,7 @@ from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets import forms
 from napari_focusq.napari.widgets import review_unscored as U
 from napari_focusq.napari.widgets.jobs import JobRunner
+from napari_focusq.napari.widgets.review_save import save_verdict
 from napari_focusq.napari.widgets.review_table import FILTERS, SlideTable
 from napari_focusq.napari.widgets.workers import settings
 
@@ -296,48 +297,7 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ saving
     def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
         """Save the current slide's review (``verdict`` None keeps the saved one); optionally go on."""
-        from napari_focusq.review.queue import read_review, save_review, slide_state
-
-        if self.current is None or self.folder is None:
-            return None
-        e = self.entries[self.current]
-        qc = self.qc_widget()
-        if e["status"] != "ok" or qc.fmap is None or qc.excluded_grid() is None:
-            notify.error("Review slides: this slide has no result to review.")
-            return None
-        if verdict is None:
-            verdict = (e.get("review") or {}).get("verdict", "")
-        reviewer = self.reviewer.text().strip()
-        settings().setValue("review/reviewer", reviewer)
-        roi = qc.roi.get("rings") if getattr(qc, "roi", None) else None
-        try:
-            rec = save_review(self.folder, e["stem"], qc.fmap, excluded=qc.excluded_grid(),
-                              threshold_um=qc.threshold_slider.value(), verdict=verdict,
-                              comment=self.comment.text().strip(), reviewed_by=reviewer, roi_rings=roi)
-        except (OSError, ValueError) as exc:
-            notify.error(f"Review slides: could not save the review of {e['stem']} in {self.folder}: {exc}")
-            return None
-        e["review"], e["review_error"] = read_review(self.folder, e["stem"]), ""
-        e["state"] = slide_state(e)
-        if self.table.row_of(self.current) is not None:
-            self.table.refill_row(self.current, e)
-            self._apply_filter()
-        self._show_status(self.current)
-        notify.info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
-        if advance:
-            self._advance_after_save()
-        return rec
-
-    def _advance_after_save(self):
-        """Go to the next slide still to review after this one in the list (or the next one)."""
-        order = self.visible_order()
-        start = order.index(self.current) + 1 if self.current in order else 0
-        for i in order[start:] + order[:start]:
-            e = self.entries[i]
-            if e["status"] in ("ok", "") and e["state"] not in ("accepted", "rejected"):
-                self.select(i)
-                return
-        self.status.setText("All slides in the list are reviewed.")
+        return save_verdict(self, verdict, advance)
 
 
 def _user() -> str:

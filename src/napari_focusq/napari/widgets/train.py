@@ -13,10 +13,10 @@ from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QProgressBar, Q
 
 from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets.jobs import JobRunner, show_progress
-from napari_focusq.napari.widgets.train_folder import folder_images, layer_image
-from napari_focusq.napari.widgets.train_job import TrainJob, _guard_triton, time_left
+from napari_focusq.napari.widgets.train_folder import folder_config, folder_images, layer_image
+from napari_focusq.napari.widgets.train_job import TrainJob, _guard_triton, judge_model, time_left
 from napari_focusq.napari.widgets.train_plots import TrainPlots
-from napari_focusq.napari.widgets.workers import model_registry, settings
+from napari_focusq.napari.widgets.workers import settings
 
 
 class TrainWidget(QWidget):
@@ -172,26 +172,7 @@ class TrainWidget(QWidget):
 
     def config(self):
         """The :class:`~napari_focusq.training.config.TrainConfig` of the current settings (raises ValueError)."""
-        from napari_focusq.training.config import TrainConfig
-
-        images = folder_images(self.folder.text()) if self.folder.text().strip() else []
-        if self.folder.text().strip() and not Path(self.folder.text()).is_dir():
-            raise ValueError(f"{self.folder.text()}: no such folder")
-        if self.use_layer.isChecked():
-            images.append(self._layer_image()[0])
-        if len(images) < 2:
-            raise ValueError(f"training needs at least two in-focus images (one is held out for validation); "
-                             f"found {len(images)}")
-        out = Path(self.out.text()).expanduser()
-        if not out.parent.is_dir():
-            raise ValueError(f"{out.parent}: the folder to save the model in does not exist")
-        px = self.pixel_size.value()
-        pixel_sizes = {Path(p).name: px for p in images} if px > 0 else {}
-        return TrainConfig(images=images, out=str(out), preset=self.preset.currentText(), pixel_sizes=pixel_sizes,
-                           modality=self.modality.currentText(), epochs=self.epochs.value(), lr=self.lr.value(),
-                           batch_size=self.batch.value(), z_max_um=self.z_max.value(), blur=self.blur.currentText(),
-                           samples_per_image=self.samples.value(),
-                           val_samples_per_image=max(16, self.samples.value() // 2), name=out.stem)
+        return folder_config(self)
 
     @property
     def from_collection(self) -> bool:
@@ -309,25 +290,10 @@ class TrainWidget(QWidget):
 
     def _on_result(self, path):
         """Judge the new model on its validation figures; only a model that passes is put into use."""
-        from napari_focusq.errors import FocusQError
-        from napari_focusq.models.verdict import collection_verdict, validation_verdict
-        from napari_focusq.models.checkpoint import load_checkpoint
-
         self.checkpoint = str(path)
-        try:
-            meta = load_checkpoint(path)[1]
-        except (FocusQError, OSError, ValueError):
-            meta = {}
-        ok, text = (collection_verdict if "collection" in meta else validation_verdict)(meta)
+        ok, text = judge_model(path)
         self.verdict.setText(text)
         self.verdict.setStyleSheet("" if ok else "color: #e69f00;")
-        # a failed model is listed (the user may choose it anyway) but never selected for them
-        model_registry().add(self.checkpoint, select=ok)
-        if ok:
-            notify.info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
-        else:
-            notify.info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
-                         "selected; choose it there to use it anyway.")
 
     def _job_over(self, aborted: bool):
         if aborted:

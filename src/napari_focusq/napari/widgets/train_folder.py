@@ -38,3 +38,27 @@ def layer_image(viewer, name: str, tmpdir) -> tuple[str, float]:
     path = Path(tmpdir) / f"layer_{''.join(ch if ch.isalnum() else '_' for ch in name)}.tif"
     write_tif(path, np.asarray(data), pixel_size_um=px)
     return str(path), px
+
+
+def folder_config(panel):
+    """The TrainConfig of the training panel's Folder source (raises ValueError with what is wrong)."""
+    from napari_focusq.training.config import TrainConfig
+
+    images = folder_images(panel.folder.text()) if panel.folder.text().strip() else []
+    if panel.folder.text().strip() and not Path(panel.folder.text()).is_dir():
+        raise ValueError(f"{panel.folder.text()}: no such folder")
+    if panel.use_layer.isChecked():
+        images.append(panel._layer_image()[0])
+    if len(images) < 2:
+        raise ValueError(f"training needs at least two in-focus images (one is held out for validation); "
+                         f"found {len(images)}")
+    out = Path(panel.out.text()).expanduser()
+    if not out.parent.is_dir():
+        raise ValueError(f"{out.parent}: the folder to save the model in does not exist")
+    px = panel.pixel_size.value()
+    pixel_sizes = {Path(p).name: px for p in images} if px > 0 else {}
+    return TrainConfig(images=images, out=str(out), preset=panel.preset.currentText(), pixel_sizes=pixel_sizes,
+                       modality=panel.modality.currentText(), epochs=panel.epochs.value(), lr=panel.lr.value(),
+                       batch_size=panel.batch.value(), z_max_um=panel.z_max.value(), blur=panel.blur.currentText(),
+                       samples_per_image=panel.samples.value(),
+                       val_samples_per_image=max(16, panel.samples.value() // 2), name=out.stem)

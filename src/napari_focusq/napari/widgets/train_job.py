@@ -26,6 +26,31 @@ class TrainJob(Job):
         self.panel._job_over(aborted)
 
 
+def judge_model(path) -> tuple[bool, str]:
+    """(passed, verdict in words) of a checkpoint just trained; lists it in every model picker.
+
+    A failed model is listed (the user may choose it anyway) but never selected for them.
+    """
+    from napari_focusq.errors import FocusQError
+    from napari_focusq.models.checkpoint import load_checkpoint
+    from napari_focusq.models.verdict import collection_verdict, validation_verdict
+    from napari_focusq.napari.widgets import notify
+    from napari_focusq.napari.widgets.workers import model_registry
+
+    try:
+        meta = load_checkpoint(path)[1]
+    except (FocusQError, OSError, ValueError):
+        meta = {}
+    ok, text = (collection_verdict if "collection" in meta else validation_verdict)(meta)
+    model_registry().add(str(path), select=ok)
+    if ok:
+        notify.info(f"Trained model saved to {path}. {text} It is now selected in Focus QC.")
+    else:
+        notify.info(f"Trained model saved to {path}. {text} It is listed in Focus QC's Model list but not "
+                    "selected; choose it there to use it anyway.")
+    return ok, text
+
+
 def time_left(first_epoch, ev, now: float):
     """(text, first_epoch): " · about 12 min left", measured from the epochs after the first.
 
