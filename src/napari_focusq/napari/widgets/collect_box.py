@@ -229,20 +229,9 @@ class CollectBox(QCollapsible):
 
     def _on_click(self, viewer, event):
         """Ctrl-click (no drag) on the result's heatmap or exclusions adds the tile under the mouse."""
-        qc = self.qc
-        if qc.excluded is None or viewer.layers.selection.active not in (qc.heatmap, qc.excluded):
-            return
-        if (getattr(qc.excluded, "mode", "pan_zoom") != "pan_zoom" or event.button != 1
-                or tuple(event.modifiers) != (COLLECT_MODIFIER,)):
-            return
-        rc = qc.tile_at_world(event.position)
-        moved = False
-        yield
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if rc is not None and not moved:
-            self.add_tile(*rc)
+        from napari_focusq.napari.widgets.review_controller import tile_click
+
+        yield from tile_click(self.qc, viewer, event, (COLLECT_MODIFIER,), self.add_tile)
 
     def _on_started(self) -> None:
         self.progress_bar.setValue(0)

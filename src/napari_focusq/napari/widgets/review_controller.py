@@ -162,19 +162,17 @@ class ReviewController:
 
     def undo(self) -> None:
         """Undo the last exclusion edit; a threshold move also puts the slider (and verdict) back."""
-        qc = self.qc
-        if qc.excluded is None or qc.edits is None or not qc.edits.done:
-            return
-        qc.excluded.undo()
-        self.set_threshold_quietly(qc.edits.undo(qc.excluded.data))
-        self.update_summary()
+        self._history(redo=False)
 
     def redo(self) -> None:
+        self._history(redo=True)
+
+    def _history(self, redo: bool) -> None:
         qc = self.qc
-        if qc.excluded is None or qc.edits is None or not qc.edits.undone:
+        if qc.excluded is None or qc.edits is None or not (qc.edits.undone if redo else qc.edits.done):
             return
-        qc.excluded.redo()
-        self.set_threshold_quietly(qc.edits.redo(qc.excluded.data))
+        (qc.excluded.redo if redo else qc.excluded.undo)()
+        self.set_threshold_quietly((qc.edits.redo if redo else qc.edits.undo)(qc.excluded.data))
         self.update_summary()
 
     # ------------------------------------------------------------------ the mouse
@@ -210,16 +208,23 @@ class ReviewController:
 
     def on_click(self, viewer, event):
         """A click (press and release without dragging) toggles the tile under the mouse."""
-        qc = self.qc
-        if qc.excluded is None or viewer.layers.selection.active not in (qc.heatmap, qc.excluded):
-            return
-        if getattr(qc.excluded, "mode", "pan_zoom") != "pan_zoom" or event.button != 1 or event.modifiers:
-            return
-        rc = self.tile_at_world(event.position)
-        moved = False
+        yield from tile_click(self.qc, viewer, event, (), self.toggle_tile)
+
+
+def tile_click(qc, viewer, event, modifiers: tuple, act):
+    """A mouse-drag callback's body: a left click with exactly ``modifiers`` held (press and release
+    without dragging) on the result's heatmap or exclusions calls ``act(row, col)`` for the tile.
+    """
+    if qc.excluded is None or viewer.layers.selection.active not in (qc.heatmap, qc.excluded):
+        return
+    if getattr(qc.excluded, "mode", "pan_zoom") != "pan_zoom" or event.button != 1 or \
+            tuple(event.modifiers) != tuple(modifiers):
+        return
+    rc = qc.tile_at_world(event.position)
+    moved = False
+    yield
+    while event.type == "mouse_move":
+        moved = True
         yield
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if rc is not None and not moved:
-            self.toggle_tile(*rc)
+    if rc is not None and not moved:
+        act(*rc)
