@@ -15,11 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QProgressBar, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QProgressBar, QWidget
 from superqt import QCollapsible
 
-from napari_focusq.napari.widgets import notify
-from napari_focusq.napari.widgets import forms
+from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets.collect_thumbs import N_THUMBS, ThumbStrip
 from napari_focusq.napari.widgets.jobs import Job, JobRunner, show_progress
 from napari_focusq.napari.widgets.workers import settings

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QLineEdit, QProgressBar, QShortcut, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QLineEdit, QProgressBar, QShortcut, QVBoxLayout, QWidget
 
-from napari_focusq.napari.widgets import notify
-from napari_focusq.napari.widgets import forms
+from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets import review_unscored as U
 from napari_focusq.napari.widgets.jobs import JobRunner
 from napari_focusq.napari.widgets.review_save import save_verdict

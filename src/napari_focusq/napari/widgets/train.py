@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QProgressBar, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QFormLayout, QProgressBar, QVBoxLayout, QWidget
 
 from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets.jobs import JobRunner, show_progress

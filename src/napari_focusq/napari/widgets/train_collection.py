@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QWidget
 
 from napari_focusq.napari.widgets import forms
 from napari_focusq.napari.widgets.workers import settings
@@ -17,8 +17,8 @@ from napari_focusq.napari.widgets.workers import settings
 
 def collection_summary(folder) -> tuple[bool, str]:
     """(trainable, "12 in-focus · 3 out-of-focus · … from 4 slides") for a collection folder."""
-    from napari_focusq.review.collection import Collection
     from napari_focusq.napari.widgets.collect_box import count_text
+    from napari_focusq.review.collection import Collection
 
     folder = str(folder).strip()
     if not folder:
@@ -45,7 +45,6 @@ class CollectionSource(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         from napari_focusq.config import DEFAULT_THRESHOLD_UM
-
         from napari_focusq.napari.widgets.model_picker import ModelPicker
 
         form = QFormLayout(self)
