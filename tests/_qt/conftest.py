@@ -45,20 +45,11 @@ def qc(make_napari_viewer_proxy, model_path):
 @pytest.fixture
 def notes(monkeypatch):
     """Messages the widgets sent to napari's notifications, as {"error": [...], "info": [...]}."""
-    import napari_focusq.napari.widgets.qc as qc
+    import napari_focusq.napari.widgets.notify as notify
 
     got = {"error": [], "info": []}
-    monkeypatch.setattr(qc, "_notify_error", lambda m: got["error"].append(m))
-    monkeypatch.setattr(qc, "_notify_info", lambda m: got["info"].append(m))
-    import importlib
-
-    for name in ("train", "review", "collect_box"):
-        try:
-            mod = importlib.import_module(f"napari_focusq.napari.widgets.{name}")
-        except ImportError:
-            continue
-        monkeypatch.setattr(mod, "_notify_error", lambda m: got["error"].append(m))
-        monkeypatch.setattr(mod, "_notify_info", lambda m: got["info"].append(m))
+    monkeypatch.setattr(notify, "error", lambda m: got["error"].append(m))
+    monkeypatch.setattr(notify, "info", lambda m: got["info"].append(m))
     return got
 
 

@@ -82,7 +82,7 @@ def test_collect_by_ctrl_click_buttons_and_undo(scored, qtbot, notes, tmp_path):
     # a plain click toggles exclusion (Focus QC's own); a Ctrl-click collects and leaves exclusions alone
     box.label.setCurrentText("out-of-focus")
     ctrl_click(viewer, tile_centre(qc, r, c))
-    wait(qtbot, box._worker)
+    wait(qtbot, box.runner.worker)
     np.testing.assert_array_equal(qc.excluded.data, before_excl)
     coll = Collection(folder)
     assert [(x.row, x.col, x.label) for x in coll] == [(r, c, "out-of-focus")]
@@ -93,7 +93,7 @@ def test_collect_by_ctrl_click_buttons_and_undo(scored, qtbot, notes, tmp_path):
     # only Ctrl alone collects: a Shift- or Ctrl-Shift-click adds nothing (Alt is napari's zoom box)
     for mods in (("Shift",), ("Control", "Shift")):
         ctrl_click(viewer, tile_centre(qc, r, c), mods)
-        assert box._worker is None
+        assert box.runner.worker is None
 
     # the buttons: every tile under the threshold (in-focus), then a known defocus on the excluded ones
     qc.threshold_slider.setValue(float(np.nanmedian(fmap.defocus_um[fmap.scored])))
@@ -188,7 +188,7 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     excl = box.excluded_cells()
     assert len(excl) >= 3, "the 3 µm half reads over 2 µm"
     ctrl_click(viewer, tile_centre(qc, *excl[0]))  # one by Ctrl-click, the rest by the button
-    wait(qtbot, box._worker)
+    wait(qtbot, box.runner.worker)
     wait(qtbot, box.add_excluded())
     coll = Collection(folder)
     assert coll.counts()["out-of-focus"] == len(excl) and len(coll.slides()) == 2
@@ -236,14 +236,14 @@ def test_collect_from_an_in_memory_layer(qc, qtbot, notes, tmp_path):
 
     viewer, w = qc
     wait(qtbot, w.score())
-    layer = viewer.layers[w._scored["layer"]]
+    layer = viewer.layers[w.scored_on["layer"]]
     assert w.fmap.extra.get("read_from") == "levels"
     box = w.collect_box
     box.folder.setText(str(tmp_path / "c"))
     box._folder_changed()
     r, c = [int(v[-1]) for v in np.nonzero(w.fmap.scored)]
     ctrl_click(viewer, tile_centre(w, r, c))
-    wait(qtbot, box._worker)
+    wait(qtbot, box.runner.worker)
     coll = Collection(tmp_path / "c")
     assert [(x.row, x.col, x.label, x.slide) for x in coll] == [(r, c, "in-focus", str(w.fmap.source))]
     ref = read_working_tiles(LevelsSource([np.asarray(layer.data)], w.fmap.pixel_size_um), w.fmap, [(r, c)])[0]

@@ -73,7 +73,7 @@ def test_overlay_layers_toggle_and_deblur_progress(qc, qtbot, notes):
 
 
 def test_docks_fit_a_1000_px_screen_and_export_opens_next_to_the_slide(qc, qtbot, tmp_path, monkeypatch):
-    import napari_focusq.napari.widgets.qc as qcw
+    from qtpy.QtWidgets import QFileDialog
 
     viewer, w = qc
     _, tw = viewer.window.add_plugin_dock_widget("napari-focusq", "Train focus model")
@@ -95,8 +95,8 @@ def test_docks_fit_a_1000_px_screen_and_export_opens_next_to_the_slide(qc, qtbot
     slide.write_bytes(b"")
     w.fmap.source = str(slide)
     seen = []
-    monkeypatch.setattr(qcw.QFileDialog, "getExistingDirectory", lambda *a: seen.append(a[2]) or "")
-    w._export_dialog()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a: seen.append(a[2]) or "")
+    w.export_box._export_dialog()
     assert seen == [str(slide.parent)]
 
 

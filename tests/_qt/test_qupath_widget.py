@@ -18,7 +18,7 @@ def score(qtbot, w):
 
 
 def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
-    import napari_focusq.napari.widgets.qc as qcw
+    import napari_focusq.napari.widgets.notify as notify
     from napari_focusq.export.qupath import DEFOCUS, EXCLUDED
 
     viewer, w = qc
@@ -48,7 +48,7 @@ def test_export_import_round_trip(qc, qtbot, notes, tmp_path, monkeypatch):
     qupath_file.write_text(json.dumps(doc))
 
     # a fresh score of the same slide (its hand edit gone), then the import
-    monkeypatch.setattr(qcw, "_confirm", lambda *a: True)
+    monkeypatch.setattr(notify, "confirm", lambda *a: True)
     score(qtbot, w)
     assert w.manual_edit_count() == 0 and not np.array_equal(w.excluded_grid(), exported)
     got = w.import_qupath(qupath_file)

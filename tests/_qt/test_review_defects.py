@@ -11,7 +11,7 @@ DEMO = "Defocus demo (0, 1, 2, 4 µm)"
 @pytest.fixture
 def answers(monkeypatch):
     """Answers to the widget's yes/no questions, given in order; records the questions asked."""
-    import napari_focusq.napari.widgets.qc as qcw
+    import napari_focusq.napari.widgets.notify as notify
 
     state = {"answers": [], "asked": []}
 
@@ -19,7 +19,7 @@ def answers(monkeypatch):
         state["asked"].append(question)
         return state["answers"].pop(0) if state["answers"] else False
 
-    monkeypatch.setattr(qcw, "_confirm", confirm, raising=False)
+    monkeypatch.setattr(notify, "confirm", confirm)
     return state
 
 

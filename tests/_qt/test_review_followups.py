@@ -20,7 +20,7 @@ def test_overlay_key_is_unbound_when_the_dock_closes(make_napari_viewer_proxy):
     QApplication.processEvents()
     assert TOGGLE_KEY not in {str(k).lower() for k in real.keymap}
     # its clicks and hover go with it: a closed panel must not toggle tiles
-    assert w._on_click not in real.mouse_drag_callbacks and w._on_hover not in real.mouse_move_callbacks
+    assert w.review.on_click not in real.mouse_drag_callbacks and w.review.on_hover not in real.mouse_move_callbacks
 
 
 # ---------------------------------------------------------------- partial edge tiles

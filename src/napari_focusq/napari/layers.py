@@ -313,3 +313,21 @@ def level0(layer):
 def is_stack(layer) -> bool:
     """True for an image layer with a z (or any leading) axis before (y, x)."""
     return layer.ndim >= 3
+
+
+def shown_plane(viewer, layer) -> int:
+    """Index of the plane of stack ``layer`` shown on the viewer's z slider.
+
+    The slider holds a world position; the layer's plane is found through its own
+    translate and scale (the slider's step number is not a plane of a stack translated
+    in z, or of one beside another stack). Clipped to the stack.
+    """
+    world_axis = viewer.dims.ndim - layer.ndim
+    z = round((viewer.dims.point[world_axis] - layer.translate[0]) / layer.scale[0])
+    return int(min(max(z, 0), level0(layer).shape[0] - 1))
+
+
+def show_plane(viewer, layer, z: int) -> None:
+    """Move the viewer's z slider to plane ``z`` of stack ``layer`` (the inverse of :func:`shown_plane`)."""
+    world_axis = viewer.dims.ndim - layer.ndim
+    viewer.dims.set_point(world_axis, layer.translate[0] + z * layer.scale[0])

@@ -15,32 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QProgressBar, QPushButton, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QProgressBar, QWidget
 from superqt import QCollapsible
 
-from napari_focusq.napari.widgets.workers import ActivityBar, progress_worker, settings
+from napari_focusq.napari.widgets import forms, notify
+from napari_focusq.napari.widgets.collect_thumbs import N_THUMBS, ThumbStrip
+from napari_focusq.napari.widgets.jobs import Job, JobRunner, show_progress
+from napari_focusq.napari.widgets.workers import settings
 
 #: Modifier of the click that collects a tile (napari's name; Qt maps Cmd to it on a Mac).
 COLLECT_MODIFIER = "Control"
-#: Thumbnails shown in the strip (the latest tiles collected).
-N_THUMBS = 8
-THUMB_PX = 56
 LABELS = ("in-focus", "out-of-focus", "defocus (µm)")
 
-
-def _notify_error(msg: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(msg)
-
-
-def _notify_info(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
 
 
 def count_text(coll) -> str:
@@ -52,31 +38,13 @@ def count_text(coll) -> str:
             f"({len(coll)} tile{'s' if len(coll) != 1 else ''})")
 
 
-def _pixmap(tile: np.ndarray, size: int) -> QPixmap:
-    t = np.asarray(tile)
-    if t.dtype != np.uint8:  # 16-bit grey: shown stretched to its own range
-        lo, hi = float(t.min()), float(t.max())
-        t = ((t - lo) / (hi - lo or 1) * 255).astype(np.uint8)
-    if t.ndim == 3 and t.shape[-1] == 4:
-        t = t[..., :3]
-    t = np.ascontiguousarray(t)
-    h, w = t.shape[:2]
-    if t.ndim == 2:
-        img = QImage(t.data, w, h, w, QImage.Format.Format_Grayscale8)
-    else:
-        img = QImage(t.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(img.copy()).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
-                                                Qt.TransformationMode.SmoothTransformation)
-
-
 class CollectBox(QCollapsible):
     """The collapsible "Collect tiles" section of a :class:`FocusQCWidget` (``qc``)."""
 
     def __init__(self, qc, parent=None):
         super().__init__("Collect tiles (for training)", parent)
         self.qc = qc
-        self._worker = None
-        self._pbar = None
+        self.runner = JobRunner(self, on_started=self._on_started, on_finished=self._on_finished)
         self.last_add = None  # collect.AddedTiles of the latest add (Undo reverts it)
         self._build()
         self._wire()
@@ -92,74 +60,38 @@ class CollectBox(QCollapsible):
     def _build(self) -> None:
         inner = QWidget()
         form = QFormLayout(inner)
-        row = QHBoxLayout()
-        self.folder = QLineEdit()
-        self.folder.setToolTip("Collection folder: one PNG per tile plus a table (collection.jsonl); created on the "
-                               "first add. `focusq train --collection` and the training panel train on it.")
-        self.folder_btn = QPushButton("Browse…")
-        self.folder_btn.setToolTip("Choose the collection folder.")
-        row.addWidget(self.folder, 1)
-        row.addWidget(self.folder_btn)
+        row, self.folder, self.folder_btn = forms.path_row(
+            "Collection folder: one PNG per tile plus a table (collection.jsonl); created on the first add. "
+            "`focusq train --collection` and the training panel train on it.", "Browse…",
+            "Choose the collection folder.")
         form.addRow("Folder", row)
-        lrow = QHBoxLayout()
-        self.label = QComboBox()
-        self.label.addItems(LABELS)
-        self.label.setToolTip("Label of the tiles you add: in focus, out of focus (a real blurred region, amount "
-                              "unknown), or a defocus you know in µm (e.g. measured with a pair of captures).")
-        self.defocus = QDoubleSpinBox()
-        self.defocus.setRange(0.0, 99.0)
-        self.defocus.setDecimals(2)
-        self.defocus.setSingleStep(0.25)
-        self.defocus.setValue(2.0)
-        self.defocus.setSuffix(" µm")
-        self.defocus.setToolTip("The known defocus of the tiles you add.")
+        self.label = forms.combo(LABELS, "Label of the tiles you add: in focus, out of focus (a real blurred region, "
+                                         "amount unknown), or a defocus you know in µm (e.g. measured with a pair "
+                                         "of captures).")
+        self.defocus = forms.spin(0.0, 99.0, 2.0, decimals=2, step=0.25, suffix=" µm",
+                                  tip="The known defocus of the tiles you add.")
         self.defocus.setEnabled(False)
-        lrow.addWidget(self.label, 1)
-        lrow.addWidget(self.defocus)
-        form.addRow("Label", lrow)
-        btns = QHBoxLayout()
-        self.under_btn = QPushButton("Add tiles under threshold")
-        self.under_btn.setToolTip("Add every scored tile that reads at or under the threshold and is not excluded, "
-                                  "with the label above.")
-        self.excluded_btn = QPushButton("Add excluded tiles")
-        self.excluded_btn.setToolTip("Add every excluded tile (over the threshold or excluded by hand), with the "
-                                     "label above.")
-        btns.addWidget(self.under_btn)
-        btns.addWidget(self.excluded_btn)
-        form.addRow(btns)
-        btns2 = QHBoxLayout()
-        self.undo_btn = QPushButton("Undo last add")
-        self.undo_btn.setToolTip("Remove the tiles the last add added (and restore the labels it replaced).")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop reading tiles; the collection is left as it was.")
-        btns2.addWidget(self.undo_btn)
-        btns2.addWidget(self.cancel_btn)
-        form.addRow(btns2)
+        form.addRow("Label", forms.hrow(self.label, self.defocus, stretch=0))
+        self.under_btn = forms.button("Add tiles under threshold", "Add every scored tile that reads at or under the "
+                                      "threshold and is not excluded, with the label above.")
+        self.excluded_btn = forms.button("Add excluded tiles", "Add every excluded tile (over the threshold or "
+                                         "excluded by hand), with the label above.")
+        form.addRow(forms.hrow(self.under_btn, self.excluded_btn))
+        self.undo_btn = forms.button("Undo last add", "Remove the tiles the last add added (and restore the labels "
+                                                      "it replaced).")
+        self.cancel_btn = forms.button("Cancel", "Stop reading tiles; the collection is left as it was.")
+        form.addRow(forms.hrow(self.undo_btn, self.cancel_btn))
         self.progress_bar = QProgressBar()
         self.progress_bar.setToolTip("Reading the tiles to collect.")
         self.progress_bar.setVisible(False)
         form.addRow(self.progress_bar)
-        self.counts = QLabel("")
-        self.counts.setWordWrap(True)
-        self.counts.setToolTip("Tiles in the collection, per label.")
+        self.counts = forms.label("", "Tiles in the collection, per label.")
         form.addRow(self.counts)
-        self.hint = QLabel("Ctrl-click (Cmd-click on a Mac) a tile of the heatmap to add it.")
-        self.hint.setWordWrap(True)
+        self.hint = forms.label("Ctrl-click (Cmd-click on a Mac) a tile of the heatmap to add it.")
         form.addRow(self.hint)
-        strip = QWidget()
-        self.strip = QHBoxLayout(strip)
-        self.strip.setContentsMargins(0, 0, 0, 0)
-        self.strip.setSpacing(2)
-        self.thumbs = []
-        for _ in range(N_THUMBS):
-            t = QLabel()
-            t.setFixedSize(THUMB_PX, THUMB_PX)
-            t.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            self.strip.addWidget(t)
-            self.thumbs.append(t)
-        self.strip.addStretch(1)
-        strip.setToolTip("The latest tiles collected (newest first), as stored: the model's working resolution.")
-        form.addRow(strip)
+        self.strip = ThumbStrip()
+        self.thumbs = self.strip.thumbs
+        form.addRow(self.strip)
         self.addWidget(inner)
 
     def _wire(self) -> None:
@@ -171,7 +103,6 @@ class CollectBox(QCollapsible):
         self.undo_btn.clicked.connect(self.undo)
         self.cancel_btn.clicked.connect(self.cancel)
         self.qc.viewer.mouse_drag_callbacks.append(self._on_click)
-        self.destroyed.connect(_stop_later(self))
 
     # ---------------------------------------------------------------- state
     def current_label(self):
@@ -187,7 +118,7 @@ class CollectBox(QCollapsible):
     def refresh(self, *_) -> None:
         """Buttons follow Focus QC's result and this box's work; counts and thumbnails follow the folder."""
         has = self.qc.fmap is not None and bool(self.qc.fmap.scored.any())
-        busy = self._worker is not None
+        busy = self.runner.busy
         for b in (self.under_btn, self.excluded_btn):
             b.setEnabled(has and not busy)
         self.undo_btn.setEnabled(self.last_add is not None and not busy)
@@ -196,28 +127,12 @@ class CollectBox(QCollapsible):
             coll = self.collection()
         except (OSError, ValueError) as exc:
             self.counts.setText(f"cannot read the collection: {exc}")
-            self._show_thumbs(None, [])
+            self.strip.show_tiles(None, [])
             return
         self.counts.setText(count_text(coll) if len(coll) else "The collection is empty.")
         latest = list(self.last_add.ids) if self.last_add is not None else []
         latest += [r.id for r in reversed(coll.records) if r.id not in latest]
-        self._show_thumbs(coll, [i for i in latest if i in coll][:N_THUMBS])
-
-    def _show_thumbs(self, coll, ids) -> None:
-        by_id = {r.id: r for r in coll} if coll is not None else {}
-        for k, lab in enumerate(self.thumbs):
-            rec = by_id.get(ids[k]) if k < len(ids) else None
-            if rec is None:
-                lab.clear()
-                lab.setToolTip("")
-                continue
-            try:
-                lab.setPixmap(_pixmap(coll.load_tile(rec), THUMB_PX))
-            except (OSError, ValueError):
-                lab.setText("?")
-            where = f"tile {rec.row}, {rec.col}" if rec.row is not None else f"y {rec.y}, x {rec.x}"
-            lab.setToolTip(f"{Path(rec.slide).name}, {where}: {rec.label}"
-                           + (f" (read {rec.reading_um:.2f} µm)" if rec.reading_um is not None else ""))
+        self.strip.show_tiles(coll, [i for i in latest if i in coll][:N_THUMBS])
 
     def _pick_folder(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Collection folder", self.folder.text())
@@ -259,7 +174,7 @@ class CollectBox(QCollapsible):
         from napari_focusq.napari import layers as L
 
         qc, fmap = self.qc, self.qc.fmap
-        name = (qc._scored or {}).get("layer")
+        name = (qc.scored_on or {}).get("layer")
         layer = qc.viewer.layers[name] if name is not None and name in qc.viewer.layers else None
         px = float(fmap.pixel_size_um)
         if layer is not None:
@@ -285,130 +200,86 @@ class CollectBox(QCollapsible):
 
     def add_cells(self, cells, what: str = ""):
         """Read ``cells`` of the shown result and add them with the chosen label (returns the worker)."""
-        if self._worker is not None:
-            _notify_info("Collect tiles: an add is running; wait for it or press Cancel.")
+        if self.runner.busy:
+            notify.info("Collect tiles: an add is running; wait for it or press Cancel.")
             return None
         if self.qc.fmap is None:
-            _notify_error("Collect tiles: score an image first.")
+            notify.error("Collect tiles: score an image first.")
             return None
         if not cells:
-            _notify_info(f"Collect tiles: no {what} tiles to add." if what else "Collect tiles: no tiles to add.")
+            notify.info(f"Collect tiles: no {what} tiles to add." if what else "Collect tiles: no tiles to add.")
             return None
-        from napari_focusq.review.collect import iter_add_cells
 
         try:
             opener = self._open_source()
             folder = self.collection().folder
         except (OSError, ValueError) as exc:
-            _notify_error(f"Collect tiles: {exc}")
+            notify.error(f"Collect tiles: {exc}")
             return None
         settings().setValue("collect/folder", self.folder.text().strip())
-        self._worker = progress_worker(iter_add_cells(folder, opener, self.qc.fmap, cells, self.current_label()),
-                                       on_started=self._on_started, on_event=self._on_event,
-                                       on_result=self._on_result, on_error=self._on_error,
-                                       on_finished=self._on_finished)
-        self._worker.start()
-        return self._worker
+        return self.runner.start(CollectJob(self, folder, opener, cells))
 
     def add_tile(self, row: int, col: int):
         fmap = self.qc.fmap
         if fmap is None or not fmap.scored[row, col]:
-            _notify_info(f"Collect tiles: tile {row}, {col} has no tissue score; only scored tiles are collected.")
+            notify.info(f"Collect tiles: tile {row}, {col} has no tissue score; only scored tiles are collected.")
             return None
         return self.add_cells([(row, col)])
 
     def _on_click(self, viewer, event):
         """Ctrl-click (no drag) on the result's heatmap or exclusions adds the tile under the mouse."""
-        qc = self.qc
-        if qc.excluded is None or viewer.layers.selection.active not in (qc.heatmap, qc.excluded):
-            return
-        if (getattr(qc.excluded, "mode", "pan_zoom") != "pan_zoom" or event.button != 1
-                or tuple(event.modifiers) != (COLLECT_MODIFIER,)):
-            return
-        rc = qc.tile_at_world(event.position)
-        moved = False
-        yield
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if rc is not None and not moved:
-            self.add_tile(*rc)
+        from napari_focusq.napari.widgets.review_controller import tile_click
+
+        yield from tile_click(self.qc, viewer, event, (COLLECT_MODIFIER,), self.add_tile)
 
     def _on_started(self) -> None:
         self.progress_bar.setValue(0)
         self.progress_bar.setVisible(True)
-        self._pbar = ActivityBar("Collect tiles")
         self.refresh()
 
-    def _on_event(self, ev) -> None:
-        if ev.total:
-            self.progress_bar.setRange(0, ev.total)
-            self.progress_bar.setValue(ev.done)
-            self.progress_bar.setFormat(f"{ev.message or ev.stage} %v/%m")
-        if self._pbar is not None:
-            self._pbar.update(ev)
-
-    def _on_result(self, added) -> None:
-        self.last_add = added
-        n, label = len(added.ids), added.label
-        again = len(added.previous)
-        _notify_info(f"Collect tiles: added {n} tile{'s' if n != 1 else ''} as {label}"
-                     + (f" ({again} already collected: relabelled)" if again else "") + f" to {added.folder}.")
-
-    def _on_error(self, exc) -> None:
-        from napari_focusq.errors import FocusQError
-
-        msg = str(exc) if isinstance(exc, (FocusQError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-        _notify_error(f"Collect tiles failed: {msg}")
-
     def _on_finished(self) -> None:
-        if self._worker is not None and self._worker.abort_requested:
-            _notify_info("Collect tiles: cancelled; the collection was not changed.")
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._worker = None
         self.progress_bar.setVisible(False)
         self.refresh()
 
     def cancel(self, *_) -> None:
-        if self._worker is not None:
-            self._worker.quit()
+        self.runner.cancel()
 
     def undo(self, *_) -> int:
         """Undo the last add (quick: a table rewrite, done here); returns the tiles removed."""
-        if self.last_add is None or self._worker is not None:
+        if self.last_add is None or self.runner.busy:
             return 0
         try:
             n = self.last_add.undo()
         except (OSError, ValueError) as exc:
-            _notify_error(f"Collect tiles: cannot undo: {exc}")
+            notify.error(f"Collect tiles: cannot undo: {exc}")
             return 0
         self.last_add = None
-        _notify_info(f"Collect tiles: undone ({n} tile{'s' if n != 1 else ''} removed).")
+        notify.info(f"Collect tiles: undone ({n} tile{'s' if n != 1 else ''} removed).")
         self.refresh()
         return n
 
-    def stop(self) -> None:
-        """Stop a running add (the dock is closing)."""
-        if self._worker is not None:
-            try:
-                self._worker.quit()
-            except RuntimeError:
-                pass
 
+class CollectJob(Job):
+    """Read tiles of the shown result and add them to the collection with the chosen label."""
 
-def _stop_later(box: CollectBox):
-    """A ``destroyed`` callback that stops a running add without touching the deleted box."""
-    holder = {"w": box}
+    title = bar = "Collect tiles"
+    cancelled_text = "Collect tiles: cancelled; the collection was not changed."
 
-    def stop(*_):
-        b = holder.pop("w", None)
-        worker = getattr(b, "_worker", None)
-        if worker is not None:
-            try:
-                worker.quit()
-            except RuntimeError:
-                pass
+    def __init__(self, box: CollectBox, folder, opener, cells):
+        self.box, self.folder, self.opener, self.cells = box, folder, opener, cells
+        self.fmap, self.label = box.qc.fmap, box.current_label()
 
-    return stop
+    def events(self):
+        from napari_focusq.review.collect import iter_add_cells
+
+        return iter_add_cells(self.folder, self.opener, self.fmap, self.cells, self.label)
+
+    def on_event(self, ev) -> None:
+        show_progress(self.box.progress_bar, ev, ev.message)
+
+    def on_result(self, added) -> None:
+        self.box.last_add = added
+        n, label = len(added.ids), added.label
+        again = len(added.previous)
+        notify.info(f"Collect tiles: added {n} tile{'s' if n != 1 else ''} as {label}"
+                    + (f" ({again} already collected: relabelled)" if again else "") + f" to {added.folder}.")

@@ -20,49 +20,17 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
-                            QLabel, QLineEdit, QProgressBar, QPushButton, QShortcut, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QLineEdit, QProgressBar, QShortcut, QVBoxLayout, QWidget
 
-from napari_focusq.napari.widgets.workers import progress_worker, settings
+from napari_focusq.napari.widgets import forms, notify
+from napari_focusq.napari.widgets import review_unscored as U
+from napari_focusq.napari.widgets.jobs import JobRunner
+from napari_focusq.napari.widgets.review_save import save_verdict
+from napari_focusq.napari.widgets.review_table import FILTERS, SlideTable
+from napari_focusq.napari.widgets.workers import settings
 
-COLUMNS = ("slide", "state", "median µm", "p90 µm", "review")
-FILTERS = ("all", "to review", "not scored", "pass", "fail", "error", "reviewed")
 NEXT_KEY, PREV_KEY = "PgDown", "PgUp"
 
-
-def _notify_error(msg: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(msg)
-
-
-def _notify_info(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
-
-
-class _Item(QTableWidgetItem):
-    """A cell that sorts by its number (empty last) when it has one, else by text."""
-
-    def __init__(self, text: str, number: float | None = None):
-        super().__init__(text)
-        self.number = number
-        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
-
-    def __lt__(self, other):
-        a, b = self.number, getattr(other, "number", None)
-        if a is not None or b is not None:
-            return (a is None, a or 0.0) < (b is None, b or 0.0)
-        return self.text().lower() < other.text().lower()
-
-
-def _num(v: str) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 class ReviewWidget(QWidget):
@@ -75,7 +43,7 @@ class ReviewWidget(QWidget):
         self.entries: list[dict] = []
         self.current: int | None = None  # index into entries
         self._opened: list = []  # layers this widget opened (the current slide)
-        self._worker = None  # scoring a queued slide
+        self.runner = JobRunner(self, on_finished=self._set_enabled)  # scoring a queued slide
         self._qc = None  # the Focus QC panel whose results this widget listens to
         self._build()
         self._wire()
@@ -85,89 +53,51 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ building
     def _build(self):
         form = QFormLayout()
-        row = QHBoxLayout()
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("folder written by focusq batch / score")
-        self.folder_edit.setToolTip("An output folder with results.tsv and the slides' heatmaps.")
-        self.open_btn = QPushButton("Open…")
-        self.open_btn.setToolTip("Choose the output folder to review.")
-        self.slides_btn = QPushButton("Slides…")
-        self.slides_btn.setToolTip("Review slides not scored yet: pick slide files or a .txt list (one path a "
-                                   "line, as focusq batch takes); their results go to the Outputs folder.")
-        row.addWidget(self.folder_edit, 1)
-        row.addWidget(self.open_btn)
+        row, self.folder_edit, self.open_btn = forms.path_row(
+            "An output folder with results.tsv and the slides' heatmaps.", "Open…",
+            "Choose the output folder to review.", placeholder="folder written by focusq batch / score")
+        self.slides_btn = forms.button("Slides…", "Review slides not scored yet: pick slide files or a .txt list "
+                                                  "(one path a line, as focusq batch takes); their results go to the "
+                                                  "Outputs folder.")
         row.addWidget(self.slides_btn)
         form.addRow("Outputs", row)
         self.reviewer = QLineEdit()
         self.reviewer.setToolTip("Your name or initials, saved with each review (reviewed_by).")
         form.addRow("Reviewer", self.reviewer)
-        frow = QHBoxLayout()
-        self.filter = QComboBox()
-        self.filter.addItems(FILTERS)
-        self.filter.setToolTip("Show only slides in this state.")
+        self.filter = forms.combo(FILTERS, "Show only slides in this state.")
         self.search = QLineEdit()
         self.search.setPlaceholderText("name contains…")
         self.search.setToolTip("Show only slides whose name contains this text.")
-        frow.addWidget(self.filter)
-        frow.addWidget(self.search, 1)
-        form.addRow("Show", frow)
-
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        header = self.table.horizontalHeader()
-        header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # by name until the user sorts otherwise
-        self.table.setSortingEnabled(True)
-        self.table.verticalHeader().setVisible(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(COLUMNS)):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Click a slide to open it with its stored heatmap; click a header to sort.")
-        self.table.setMinimumHeight(160)
-
-        self.status = QLabel("Open an output folder to start.")
-        self.status.setWordWrap(True)
+        form.addRow("Show", forms.hrow(self.filter, self.search, stretch=1))
+        self.table = SlideTable()
+        self.status = forms.label("Open an output folder to start.")
         self.comment = QLineEdit()
         self.comment.setPlaceholderText("comment (saved with the review)")
         self.comment.setToolTip("Free text saved with the review, e.g. “re-scan: blurred left edge”.")
-        vrow = QHBoxLayout()
-        self.prev_btn = QPushButton("◀ Previous")
-        self.prev_btn.setToolTip(f"Previous slide in the list ({PREV_KEY}).")
-        self.accept_btn = QPushButton("Accept")
-        self.accept_btn.setToolTip("Save the review as accepted (with your exclusions and comment), then go on.")
-        self.reject_btn = QPushButton("Reject")
-        self.reject_btn.setToolTip("Save the review as rejected (e.g. to re-scan), then go on.")
-        self.save_btn = QPushButton("Save")
-        self.save_btn.setToolTip("Save exclusions and comment without a verdict change.")
-        self.next_btn = QPushButton("Next ▶")
-        self.next_btn.setToolTip(f"Next slide in the list ({NEXT_KEY}).")
-        for b in (self.prev_btn, self.accept_btn, self.reject_btn, self.save_btn, self.next_btn):
-            vrow.addWidget(b)
-        srow = QHBoxLayout()
-        self.score_btn = QPushButton("Score")
-        self.score_btn.setToolTip("Score this slide as focusq score does (Focus QC's model and modality), "
-                                  "into the Outputs folder; its row fills in.")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop scoring (nothing is written).")
+        self.prev_btn = forms.button("◀ Previous", f"Previous slide in the list ({PREV_KEY}).")
+        self.accept_btn = forms.button("Accept", "Save the review as accepted (with your exclusions and comment), "
+                                                 "then go on.")
+        self.reject_btn = forms.button("Reject", "Save the review as rejected (e.g. to re-scan), then go on.")
+        self.save_btn = forms.button("Save", "Save exclusions and comment without a verdict change.")
+        self.next_btn = forms.button("Next ▶", f"Next slide in the list ({NEXT_KEY}).")
+        self.score_btn = forms.button("Score", "Score this slide as focusq score does (Focus QC's model and "
+                                               "modality), into the Outputs folder; its row fills in.")
+        self.cancel_btn = forms.button("Cancel", "Stop scoring (nothing is written).")
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
-        srow.addWidget(self.score_btn)
-        srow.addWidget(self.progress, 1)
-        srow.addWidget(self.cancel_btn)
-
+        srow = forms.hrow(self.score_btn, self.progress, self.cancel_btn, stretch=1)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.status)
         lay.addWidget(self.comment)
-        lay.addLayout(vrow)
+        lay.addLayout(forms.hrow(self.prev_btn, self.accept_btn, self.reject_btn, self.save_btn, self.next_btn))
         lay.addLayout(srow)
         self._set_enabled()
 
     def _wire(self):
         self.open_btn.clicked.connect(self._open_dialog)
-        self.slides_btn.clicked.connect(self._slides_dialog)
+        self.slides_btn.clicked.connect(lambda: U.slides_dialog(self))
         self.score_btn.clicked.connect(self.score_current)
         self.cancel_btn.clicked.connect(self.cancel)
         self.folder_edit.returnPressed.connect(lambda: self.open_folder(self.folder_edit.text()))
@@ -191,9 +121,9 @@ class ReviewWidget(QWidget):
         self.prev_btn.setEnabled(bool(self.entries))
         self.next_btn.setEnabled(bool(self.entries))
         e = self.entries[self.current] if self.current is not None else {}
-        self.score_btn.setEnabled(self._worker is None and e.get("status") in ("", "error") and bool(e.get("input")))
-        self.cancel_btn.setEnabled(self._worker is not None)
-        self.progress.setVisible(self._worker is not None)
+        self.score_btn.setEnabled(not self.busy and e.get("status") in ("", "error") and bool(e.get("input")))
+        self.cancel_btn.setEnabled(self.busy)
+        self.progress.setVisible(self.busy)
 
     # ------------------------------------------------------------------ folder and list
     def _open_dialog(self):
@@ -209,7 +139,7 @@ class ReviewWidget(QWidget):
         try:
             entries = list_slides(folder)
         except ReviewError as exc:
-            _notify_error(f"Review slides: {exc}")
+            notify.error(f"Review slides: {exc}")
             return False
         self.folder = Path(folder)
         self.folder_edit.setText(str(self.folder))
@@ -231,60 +161,19 @@ class ReviewWidget(QWidget):
         return True
 
     def _fill_table(self):
-        self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(self.entries))
-        for row, e in enumerate(self.entries):
-            self._fill_row(row, e, index=row)
-        self.table.setSortingEnabled(True)
+        self.table.fill(self.entries)
         self._apply_filter()
 
-    def _fill_row(self, row: int, e: dict, index: int):
-        rev = e.get("review") or {}
-        review = (f"{rev.get('verdict', '')} by {rev.get('reviewed_by') or '?'}" if rev.get("verdict") else
-                  ("unreadable review" if e.get("review_error") else ""))
-        cells = [_Item(e["stem"]), _Item(e["state"]), _Item(e.get("median_um", ""), _num(e.get("median_um"))),
-                 _Item(e.get("p90_um", ""), _num(e.get("p90_um"))), _Item(review)]
-        cells[0].setData(Qt.ItemDataRole.UserRole, index)
-        cells[0].setToolTip(e.get("input", ""))
-        if e["state"] == "error":
-            cells[1].setToolTip(e.get("error", ""))
-        for col, item in enumerate(cells):
-            self.table.setItem(row, col, item)
-
-    def _row_of(self, index: int) -> int | None:
-        for row in range(self.table.rowCount()):
-            item = self.table.item(row, 0)
-            if item is not None and item.data(Qt.ItemDataRole.UserRole) == index:
-                return row
-        return None
-
-    def _index_of_row(self, row: int) -> int | None:
-        item = self.table.item(row, 0)
-        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
-
-    def _matches(self, e: dict) -> bool:
-        f = self.filter.currentText()
-        text = self.search.text().strip().lower()
-        if text and text not in e["stem"].lower():
-            return False
-        if f == "to review":
-            return e["status"] in ("ok", "") and e["state"] not in ("accepted", "rejected")
-        if f == "reviewed":
-            return e["state"] in ("accepted", "rejected")
-        return f == "all" or e["state"] == f
-
     def _apply_filter(self, *_):
-        for row in range(self.table.rowCount()):
-            i = self._index_of_row(row)
-            self.table.setRowHidden(row, i is None or not self._matches(self.entries[i]))
+        self.table.show_only(self.entries, self.filter.currentText(), self.search.text())
 
     def visible_order(self) -> list[int]:
         """Entry indices in the order shown (sorted, filtered)."""
-        return [self._index_of_row(r) for r in range(self.table.rowCount()) if not self.table.isRowHidden(r)]
+        return self.table.visible_order()
 
     # ------------------------------------------------------------------ stepping
     def select(self, index: int) -> None:
-        row = self._row_of(index)
+        row = self.table.row_of(index)
         if row is not None:
             self.table.selectRow(row)  # opens it through _on_selection
             if self.current != index:  # selection unchanged (already selected): open anyway
@@ -293,7 +182,7 @@ class ReviewWidget(QWidget):
     def _on_selection(self):
         rows = {i.row() for i in self.table.selectedIndexes()}
         if len(rows) == 1:
-            i = self._index_of_row(rows.pop())
+            i = self.table.index_of_row(rows.pop())
             if i is not None and i != self.current:
                 self._open(i)
 
@@ -338,7 +227,7 @@ class ReviewWidget(QWidget):
         self._set_enabled()
         self.comment.setText((e.get("review") or {}).get("comment", ""))
         if not e["status"]:  # a queued slide: open it to score here or in Focus QC
-            self._open_unscored(e)
+            U.open_unscored(self, e)
             return
         if e["status"] != "ok":
             self.status.setText(f"{e['stem']}: not scored – {e.get('error') or 'error'}")
@@ -347,7 +236,7 @@ class ReviewWidget(QWidget):
             fmap, threshold, excluded = load_stored(self.folder, e["stem"])
         except ReviewError as exc:
             self.status.setText(f"{e['stem']}: {exc}")
-            _notify_error(f"Review slides: {exc}")
+            notify.error(f"Review slides: {exc}")
             return
         qc = self.qc_widget()
         self._close_opened()
@@ -372,34 +261,24 @@ class ReviewWidget(QWidget):
                             f"p90 {e.get('p90_um') or '–'} µm{done}{getattr(self, '_where', '')}".strip())
 
     # ------------------------------------------------------------------ a queue of slides not scored yet
-    def _slides_dialog(self):
-        start = settings().value("review/slides", "") or ""
-        paths, _ = QFileDialog.getOpenFileNames(self, "Slides to review (or a .txt list of slides)", start,
-                                                "Slides and lists (*)")
-        if not paths:
-            return
-        settings().setValue("review/slides", str(Path(paths[0]).parent))
-        folder = self.folder or (Path(self.folder_edit.text()) if self.folder_edit.text().strip() else None)
-        if folder is None:
-            d = QFileDialog.getExistingDirectory(self, "Output folder for their results",
-                                                 settings().value("review/folder", ""))
-            if not d:
-                return
-            folder = Path(d)
-        self.open_slides(paths, folder)
-
     def open_slides(self, specs, folder) -> bool:
         """Queue slides (files, a .txt list, folders, globs) for review in ``folder`` and show the queue."""
-        from napari_focusq.review.slide_list import add_slides
+        return U.open_slides(self, specs, folder)
 
-        try:
-            _queue, missing = add_slides(folder, specs)
-        except OSError as exc:
-            _notify_error(f"Review slides: cannot write the queue in {folder}: {exc}")
-            return False
-        if missing:
-            _notify_error("Review slides: not found, left out: " + ", ".join(str(m) for m in missing))
-        return self.open_folder(folder)
+    def score_current(self, *_):
+        """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
+        return U.score_current(self)
+
+    def _on_qc_result(self, fmap) -> None:
+        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
+        U.on_qc_result(self, fmap)
+
+    def cancel(self, *_):
+        self.runner.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
 
     def _open_slide(self, e: dict):
         """Open the slide file of entry ``e`` (its layer, or None after saying why)."""
@@ -409,180 +288,15 @@ class ReviewWidget(QWidget):
         try:
             opened = self.viewer.open(str(src), plugin="napari-focusq")
         except Exception as exc:  # an unreadable slide must not stop the review of the others
-            _notify_error(f"Review slides: cannot open {src}: {exc}")
+            notify.error(f"Review slides: cannot open {src}: {exc}")
             return None
         self._opened = list(opened)
         return opened[0] if opened else None
 
-    def _open_unscored(self, e: dict) -> None:
-        qc = self.qc_widget()
-        self._close_opened()
-        layer = self._open_slide(e)
-        if layer is not None:
-            qc.layer_combo.setCurrentText(layer.name)  # Score defocus there scores this slide
-        where = "" if layer is not None else f" (slide not found at {e.get('input')})"
-        self.status.setText(f"{e['stem']}: not scored yet – press Score (or Score defocus in Focus QC){where}")
-
-    def _current_px(self, qc) -> float | None:
-        """The pixel size typed in Focus QC for the opened slide, if any (else the file's own)."""
-        names = {ly.name for ly in self._opened}
-        px = float(qc.pixel_size.value())
-        return px if px > 0 and qc.layer_combo.currentText() in names else None
-
-    def score_current(self, *_):
-        """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
-        from napari_focusq.review.slide_list import iter_score_into
-
-        if self._worker is not None or self.current is None or self.folder is None:
-            return None
-        e = self.entries[self.current]
-        qc = self.qc_widget()
-        gen = iter_score_into(e["input"], self.folder, e["stem"], model=qc.model_combo.currentData(),
-                              modality=qc.modality.currentText(), pixel_size_um=self._current_px(qc),
-                              threshold_um=qc.threshold_slider.value(), optics=qc.optics())
-        self._scoring = e["stem"]
-        self._worker = progress_worker(gen, on_started=lambda: None, on_event=self._on_event,
-                                       on_result=self._on_scored, on_error=self._on_error,
-                                       on_finished=self._on_finished)
-        self.progress.setRange(0, 0)
-        self._set_enabled()
-        self.status.setText(f"{e['stem']}: scoring…")
-        self._worker.start()
-        return self._worker
-
-    def cancel(self, *_):
-        if self._worker is not None:
-            self._worker.quit()
-
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
-    def _on_event(self, ev):
-        if ev.total:
-            self.progress.setRange(0, int(ev.total))
-            self.progress.setValue(int(ev.done))
-            self.progress.setFormat(f"{ev.stage} %v/%m")
-        if ev.message:
-            self.status.setText(f"{self._scoring}: {ev.stage}: {ev.message}")
-
-    def _on_scored(self, row):
-        if row.get("status") != "ok":
-            _notify_error(f"Review slides: {self._scoring}: {row.get('error')}")
-        self._reload(self._scoring)
-
-    def _on_error(self, exc):
-        _notify_error(f"Review slides: scoring {self._scoring} failed: {type(exc).__name__}: {exc}")
-
-    def _on_finished(self):
-        aborted = self._worker is not None and self._worker.abort_requested
-        self._worker = None
-        if aborted:
-            self.status.setText(f"{self._scoring}: scoring cancelled; nothing was written.")
-        self._set_enabled()
-
-    def _reload(self, stem: str) -> None:
-        """Reread the folder (a slide was scored) and open ``stem`` again, now with its stored result."""
-        from napari_focusq.review.queue import ReviewError, list_slides
-
-        try:
-            self.entries = list_slides(self.folder)
-        except ReviewError as exc:
-            _notify_error(f"Review slides: {exc}")
-            return
-        self.current = None
-        self._fill_table()
-        for i, e in enumerate(self.entries):
-            if e["stem"] == stem:
-                self.select(i)
-        self._set_enabled()
-
-    def _on_qc_result(self, fmap) -> None:
-        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
-        import os
-
-        from napari_focusq.review.slide_list import record_result
-
-        if self.folder is None or not fmap.source:
-            return
-        src = os.path.abspath(str(fmap.source))
-        # only a slide still without a result: a rescore of a scored slide does not overwrite its stored outputs
-        match = [e for e in self.entries if e.get("input") and e.get("status") in ("", "error")
-                 and os.path.abspath(e["input"]) == src]
-        if not match:
-            return
-        e = match[0]
-        qc = self.qc_widget()
-        try:
-            record_result(fmap, self.folder, e["stem"], e["input"], seconds=float(fmap.extra.get("seconds", 0.0)),
-                          threshold_um=qc.threshold_slider.value())
-        except (OSError, ValueError) as exc:
-            _notify_error(f"Review slides: could not store {e['stem']}'s result in {self.folder}: {exc}")
-            return
-        from napari_focusq.review.queue import list_slides
-
-        keep = list(self._opened) + [ly for ly in (qc.heatmap, qc.excluded, *qc.extras.values()) if ly is not None]
-        self.entries = list_slides(self.folder)
-        self._fill_table()
-        self.current = next((i for i, x in enumerate(self.entries) if x["stem"] == e["stem"]), None)
-        row = self._row_of(self.current) if self.current is not None else None
-        if row is not None:
-            self.table.blockSignals(True)  # the result is shown already: no reopening
-            self.table.selectRow(row)
-            self.table.blockSignals(False)
-            self._where = ""
-            self._show_status(self.current)
-        self._opened = keep
-        self._set_enabled()
-
     # ------------------------------------------------------------------ saving
     def save(self, verdict: str | None = None, advance: bool = False) -> dict | None:
         """Save the current slide's review (``verdict`` None keeps the saved one); optionally go on."""
-        from napari_focusq.review.queue import read_review, save_review, slide_state
-
-        if self.current is None or self.folder is None:
-            return None
-        e = self.entries[self.current]
-        qc = self.qc_widget()
-        if e["status"] != "ok" or qc.fmap is None or qc.excluded_grid() is None:
-            _notify_error("Review slides: this slide has no result to review.")
-            return None
-        if verdict is None:
-            verdict = (e.get("review") or {}).get("verdict", "")
-        reviewer = self.reviewer.text().strip()
-        settings().setValue("review/reviewer", reviewer)
-        roi = qc._roi.get("rings") if getattr(qc, "_roi", None) else None
-        try:
-            rec = save_review(self.folder, e["stem"], qc.fmap, excluded=qc.excluded_grid(),
-                              threshold_um=qc.threshold_slider.value(), verdict=verdict,
-                              comment=self.comment.text().strip(), reviewed_by=reviewer, roi_rings=roi)
-        except (OSError, ValueError) as exc:
-            _notify_error(f"Review slides: could not save the review of {e['stem']} in {self.folder}: {exc}")
-            return None
-        e["review"], e["review_error"] = read_review(self.folder, e["stem"]), ""
-        e["state"] = slide_state(e)
-        row = self._row_of(self.current)
-        if row is not None:
-            self.table.setSortingEnabled(False)
-            self._fill_row(row, e, self.current)
-            self.table.setSortingEnabled(True)
-            self._apply_filter()
-        self._show_status(self.current)
-        _notify_info(f"Review slides: {e['stem']} saved ({verdict or 'no verdict'}).")
-        if advance:
-            self._advance_after_save()
-        return rec
-
-    def _advance_after_save(self):
-        """Go to the next slide still to review after this one in the list (or the next one)."""
-        order = self.visible_order()
-        start = order.index(self.current) + 1 if self.current in order else 0
-        for i in order[start:] + order[:start]:
-            e = self.entries[i]
-            if e["status"] in ("ok", "") and e["state"] not in ("accepted", "rejected"):
-                self.select(i)
-                return
-        self.status.setText("All slides in the list are reviewed.")
+        return save_verdict(self, verdict, advance)
 
 
 def _user() -> str:

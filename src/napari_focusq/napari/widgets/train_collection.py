@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QSpinBox, QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QWidget
 
-from napari_focusq.napari.widgets.workers import model_registry, settings
+from napari_focusq.napari.widgets import forms
+from napari_focusq.napari.widgets.workers import settings
 
 
 def collection_summary(folder) -> tuple[bool, str]:
     """(trainable, "12 in-focus · 3 out-of-focus · … from 4 slides") for a collection folder."""
-    from napari_focusq.review.collection import Collection
     from napari_focusq.napari.widgets.collect_box import count_text
+    from napari_focusq.review.collection import Collection
 
     folder = str(folder).strip()
     if not folder:
@@ -45,53 +45,33 @@ class CollectionSource(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         from napari_focusq.config import DEFAULT_THRESHOLD_UM
+        from napari_focusq.napari.widgets.model_picker import ModelPicker
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
-        self.folder = QLineEdit()
-        self.folder.setPlaceholderText("tile collection folder")
-        self.folder.setToolTip("A tile collection (Focus QC's “Collect tiles”, or `focusq collect`): its in-focus "
-                               "tiles feed the simulated-defocus recipe, its real out-of-focus tiles are taught to "
-                               "read over the threshold. Slides are held out to judge the result.")
-        self.folder_btn = QPushButton("Browse…")
-        self.folder_btn.setToolTip("Choose the collection folder.")
-        row.addWidget(self.folder, 1)
-        row.addWidget(self.folder_btn)
+        row, self.folder, self.folder_btn = forms.path_row(
+            "A tile collection (Focus QC's “Collect tiles”, or `focusq collect`): its in-focus tiles feed the "
+            "simulated-defocus recipe, its real out-of-focus tiles are taught to read over the threshold. Slides "
+            "are held out to judge the result.", "Browse…", "Choose the collection folder.",
+            placeholder="tile collection folder")
         form.addRow("Collection", row)
-        self.counts = QLabel("")
-        self.counts.setWordWrap(True)
-        self.counts.setToolTip("Tiles in the collection, per label, and the slides they come from.")
+        self.counts = forms.label("", "Tiles in the collection, per label, and the slides they come from.")
         form.addRow("", self.counts)
-        self.init = QComboBox()
-        self.init.setToolTip("The model to fine-tune (its front end is kept; its heads and calibration learn "
-                             "the collection). The shipped model unless you choose one you trained.")
-        form.addRow("Start from", self.init)
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.25, 6.0)
-        self.threshold.setSingleStep(0.25)
-        self.threshold.setValue(DEFAULT_THRESHOLD_UM)
-        self.threshold.setSuffix(" µm")
-        self.threshold.setToolTip("Real out-of-focus tiles must read above this (your QC threshold); the held-out "
-                                  "figures are counted at it.")
+        # a model trained elsewhere is listed, not chosen: the start of a fine-tuning is the user's choice
+        self.models = ModelPicker(default_text="shipped model (default)", shipped=False, follow_added=False,
+                                  tip="The model to fine-tune (its front end is kept; its heads and calibration "
+                                      "learn the collection). The shipped model unless you choose one you trained.")
+        self.init = self.models.combo
+        form.addRow("Start from", self.models)
+        self.threshold = forms.spin(0.25, 6.0, DEFAULT_THRESHOLD_UM, decimals=2, step=0.25, suffix=" µm",
+                                    tip="Real out-of-focus tiles must read above this (your QC threshold); the "
+                                        "held-out figures are counted at it.")
         form.addRow("Threshold", self.threshold)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 10000)
-        self.epochs.setValue(40)
-        self.epochs.setToolTip("Passes over the collection's tiles (40: a few minutes on a laptop CPU).")
+        self.epochs = forms.spin(1, 10000, 40, tip="Passes over the collection's tiles (40: a few minutes on a "
+                                                   "laptop CPU).")
         form.addRow("Epochs", self.epochs)
         self.folder_btn.clicked.connect(self._pick)
         self.folder.textChanged.connect(self.update_counts)
-        self.refresh_models()
-
-    def refresh_models(self, *_):
-        cur = self.init.currentData()
-        self.init.clear()
-        self.init.addItem("shipped model (default)", "default")
-        for p in model_registry().paths():
-            self.init.addItem(Path(p).name, p)
-        i = self.init.findData(cur)
-        self.init.setCurrentIndex(max(i, 0))
 
     def _pick(self):
         d = QFileDialog.getExistingDirectory(self, "Tile collection folder", self.folder.text())
@@ -113,8 +93,8 @@ class CollectionSource(QWidget):
                             or str(default_collection_dir()))
         self.threshold.setValue(float(s.value("train/collection_threshold_um", self.threshold.value())))
         self.epochs.setValue(int(s.value("train/collection_epochs", 40)))
-        i = self.init.findData(s.value("train/collection_init", "default"))
-        self.init.setCurrentIndex(max(i, 0))
+        if not self.models.select(s.value("train/collection_init", "default")):
+            self.models.select("default")
         self.update_counts()
 
     def save(self) -> None:
@@ -122,7 +102,7 @@ class CollectionSource(QWidget):
         s.setValue("train/collection", self.folder.text().strip())
         s.setValue("train/collection_threshold_um", self.threshold.value())
         s.setValue("train/collection_epochs", self.epochs.value())
-        s.setValue("train/collection_init", self.init.currentData() or "default")
+        s.setValue("train/collection_init", self.models.current() or "default")
 
     def generator(self, out):
         """The training run (a Progress generator returning the checkpoint path); raises ValueError."""
@@ -134,5 +114,5 @@ class CollectionSource(QWidget):
         # keep_worse: a worse model is written (not the start's copy) so the user may still choose
         # it; the panel lists it without selecting it, as for a model that fails validation
         return iter_train_collection(Path(self.folder.text().strip()).expanduser(), out,
-                                     init=self.init.currentData() or "default", threshold_um=self.threshold.value(),
+                                     init=self.models.current() or "default", threshold_um=self.threshold.value(),
                                      epochs=self.epochs.value(), keep_worse=True)
