@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from conftest import shot
 
 TIMEOUT_MS = 240_000
@@ -55,8 +56,8 @@ def scored(make_napari_viewer_proxy, qtbot, notes):
 
 def _stored_equals_pipeline(coll, fmap):
     """Every stored tile is bit-equal to the tile the pipeline reads for the model there."""
-    from napari_focusq.review.collect import read_working_tiles
     from napari_focusq.io.formats import sample_slide_path
+    from napari_focusq.review.collect import read_working_tiles
 
     recs = list(coll)
     ref = read_working_tiles(str(sample_slide_path()), fmap, [(r.row, r.col) for r in recs])
@@ -65,8 +66,8 @@ def _stored_equals_pipeline(coll, fmap):
 
 
 def test_collect_by_ctrl_click_buttons_and_undo(scored, qtbot, notes, tmp_path):
-    from napari_focusq.review.collection import Collection
     from napari_focusq.io.formats import sample_slide_path
+    from napari_focusq.review.collection import Collection
 
     viewer, qc = scored
     box = qc.collect_box
@@ -166,8 +167,8 @@ def half_defocused(tmp_path_factory):
 def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocused):
     """Collect in Focus QC from two slides, train on the collection in the training panel (a few
     epochs), see the held-out verdict, and score with the new model."""
-    from napari_focusq.review.collection import Collection
     from napari_focusq.models.checkpoint import load_checkpoint
+    from napari_focusq.review.collection import Collection
 
     viewer, qc = scored
     box = qc.collect_box

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,8 +74,8 @@ def test_manifest_is_valid():
 
 
 def test_reader_gives_um_scale_rgb_and_z_axis(made_stack):
-    from napari_focusq.napari.reader import get_reader
     from napari_focusq.io.formats import sample_slide_path
+    from napari_focusq.napari.reader import get_reader
 
     assert get_reader("slide.png") is None
     p = str(sample_slide_path())

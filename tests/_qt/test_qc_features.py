@@ -116,8 +116,8 @@ def test_shipped_model_reads_demo_bands_certainty_pooled_and_deblur(make_napari_
 
 def test_sharpest_plane_per_tile_best_plane_and_all_in_focus(make_napari_viewer_proxy, qtbot, notes):
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
-    from napari_focusq.training.data import load_training_image
     from napari_focusq.scoring.zstack import all_in_focus, tilted_stack
+    from napari_focusq.training.data import load_training_image
 
     img = load_training_image(DATA / "fluorescence" / "bbbc022_IXMtest_A02_s9_crop.tif", "fluorescence")
     rows, cols = 2, 3

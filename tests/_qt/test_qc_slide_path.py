@@ -87,8 +87,8 @@ def test_cancel_stops_the_decoders(make_napari_viewer_proxy, qtbot, notes, model
     threads already had in hand finish (counted, not timed)."""
     from napari_focusq.io.arrays import LevelsSource
     from napari_focusq.io.formats import open_image, sample_slide_path
-    from napari_focusq.scoring.viewer_source import DECODE_THREADS, iter_score_layer
     from napari_focusq.progress import drive
+    from napari_focusq.scoring.viewer_source import DECODE_THREADS, iter_score_layer
 
     with open_image(sample_slide_path()) as src:
         img = src.read_plane()

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
-from conftest import DATA, click
 from test_layers import excluded_pixels, rasterize
+
+from conftest import click
 
 TIMEOUT_MS = 120_000
 
@@ -135,10 +135,10 @@ def test_bad_input_is_reported(make_napari_viewer_proxy, qtbot, notes, model_pat
 
 
 def test_trained_checkpoint_appears_in_list(qc, tmp_path):
-    from napari_focusq.napari.widgets.workers import model_registry
-    from napari_focusq.models import new_model
-
     import torch
+
+    from napari_focusq.models import new_model
+    from napari_focusq.napari.widgets.workers import model_registry
 
     viewer, w = qc
     torch.manual_seed(0)

@@ -6,7 +6,6 @@ import json
 import zipfile
 
 import numpy as np
-import pytest
 
 TIMEOUT_MS = 120_000
 

@@ -55,10 +55,9 @@ def test_partial_tiles_extents_end_at_the_image_edge():
 
 def test_edge_tiles_drawn_only_over_the_slide(make_napari_viewer_proxy, tmp_path):
     from conftest import shot
-
+    from napari_focusq.io.formats import open_image, sample_slide_path
     from napari_focusq.napari import layers as L
     from napari_focusq.napari.edge_tiles import EDGE_NAME
-    from napari_focusq.io.formats import open_image, sample_slide_path
 
     with open_image(sample_slide_path()) as s:
         img = np.asarray(s.read_plane())[2000:3000, 650:1650]
@@ -118,7 +117,6 @@ def _queue_slides(root):
 
 def test_review_queue_from_a_list_of_slides(make_napari_viewer_proxy, qtbot, notes, tmp_path):
     from conftest import shot
-
     from napari_focusq.export.results import read_results
 
     slides = _queue_slides(tmp_path)
