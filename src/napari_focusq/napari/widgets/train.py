@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QCheckBox, QFileDialog, QFormLayout, QProgressBar, QVBoxLayout, QWidget
 
+from napari_focusq.models.registry import PRESETS
 from napari_focusq.napari.widgets import forms, notify
 from napari_focusq.napari.widgets.jobs import JobRunner, show_progress
 from napari_focusq.napari.widgets.train_folder import folder_config, folder_images, layer_image
@@ -64,7 +65,7 @@ class TrainWidget(QWidget):
                                          "Leave at “from each file” when the files record it; a value here is used "
                                          "for every image.")
         adv = QFormLayout()  # machine-learning settings, folded away under "Advanced"
-        self.preset = forms.combo(["fast", "inception"], "fast: laptop-CPU model (default). inception: the founding "
+        self.preset = forms.combo(list(PRESETS), "fast: laptop-CPU model (default). inception: the founding "
                                                          "paper's InceptionV3 (slow without a GPU).")
         adv.addRow("Preset", self.preset)
         self.z_max = forms.spin(0.5, 30.0, 8.0, decimals=2, suffix=" µm",

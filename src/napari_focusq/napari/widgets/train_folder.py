@@ -7,15 +7,16 @@ import numpy as np
 
 from napari_focusq.napari import layers as L
 
-IMAGE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
 
 def folder_images(folder) -> list[str]:
-    """Image files directly in ``folder`` that the reader understands, sorted."""
+    """Image files directly in ``folder`` that the reader understands, sorted (io.formats'
+    one folder scanner, as ``focusq train FOLDER`` uses)."""
+    from napari_focusq.io.formats import find_images
+
     p = Path(folder)
     if not p.is_dir():
         return []
-    return sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    return [str(f) for f in find_images(p)]
 
 
 def layer_image(viewer, name: str, tmpdir) -> tuple[str, float]:
