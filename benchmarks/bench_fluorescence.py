@@ -78,8 +78,9 @@ def accuracy(fm, images, per_image, pixel_um=None, *, ranking_only=False):
 
 def tilted(fm, images, dz_list=(1.0, 0.5), pixel_um=None):
     from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+    from napari_focusq.io.arrays import ArraySource
     from napari_focusq.scoring.focus import variance_of_laplacian
-    from napari_focusq.scoring.pipeline import ArraySource, score_slide
+    from napari_focusq.scoring.pipeline import score_slide
     from napari_focusq.scoring.zstack import all_in_focus, tilted_stack
 
     print("\n== tilted specimen: in-focus plane k0(c) = 1 + c per tile column, 9 planes, 4 x 6 tiles ==")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_focusq.io.arrays import LevelsSource
+from napari_focusq.io.arrays import ArraySource, LevelsSource
 from napari_focusq.progress import drive
-from napari_focusq.scoring.pipeline import ArraySource, iter_score_source
+from napari_focusq.scoring.pipeline import iter_score_source
 
 
 class Recording:

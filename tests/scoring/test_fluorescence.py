@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from napari_focusq.config import TILE_PX, WORKING_PIXEL_UM
+from napari_focusq.io.arrays import ArraySource
 from napari_focusq.models import load_model, weights_dir
-from napari_focusq.scoring.pipeline import ArraySource, score_image, score_slide
+from napari_focusq.scoring.pipeline import score_image, score_slide
 from napari_focusq.scoring.zstack import ZStackError, all_in_focus, tilted_stack
 
 DATA = Path(__file__).resolve().parents[2] / "data"

@@ -256,7 +256,8 @@ def test_score_slide_leaves_the_decoders_their_cores(fast_model_file):
 
 
 def test_strips_skip_the_glass_between_tissue_islands():
-    from napari_focusq.scoring.pipeline import STRIP_TILES, _strip_regions
+    from napari_focusq.scoring.strips import STRIP_TILES
+    from napari_focusq.scoring.strips import strip_regions as _strip_regions
 
     units = list(_strip_regions([(0, [0, 1, 2, 4, 8, 9]), (3, list(range(STRIP_TILES + 2)))]))
     # A one-tile gap is read through, a wider one ends the strip; no strip outgrows STRIP_TILES.

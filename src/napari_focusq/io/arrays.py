@@ -8,11 +8,59 @@ through a strided view for tissue. Neither ever reads level 0 whole before the f
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
+from napari_focusq.errors import ScoringError
 from napari_focusq.io.source import level_for
-from napari_focusq.scoring.pipeline import ArraySource, ScoringError
+
+
+class ArraySource:
+    """An in-memory (Y, X[, C]) or (Z, Y, X[, C]) array seen through the ImageSource interface."""
+
+    def __init__(self, image, pixel_size_um: float | None, name: str = "image", stack: bool = False):
+        self.array = image
+        self.path = Path(name)
+        nd = len(image.shape)
+        if stack:
+            self.axes = "ZYXC" if nd == 4 else "ZYX"
+        else:
+            self.axes = "YXC" if nd == 3 else "YX"
+        if nd != len(self.axes):
+            raise ScoringError(f"{name}: expected {self.axes} data; got shape {tuple(image.shape)}")
+        self.shape = tuple(image.shape)
+        self.level_shapes = [self.shape]
+        self.downsamples = [1.0]
+        self.dtype = np.dtype(image.dtype)
+        self.n_z = self.shape[0] if stack else 1
+        self.is_rgb = self.dtype == np.uint8 and self.axes.endswith("C") and self.shape[-1] == 3
+        self.pixel_size_um = pixel_size_um
+
+    def read_region(self, y0, x0, h, w, *, level=0, z=None):
+        """Pixels of a (y0, x0, h, w) region of plane ``z``, clipped to the image."""
+        a = self.array if z is None or "Z" not in self.axes else self.array[z]
+        return np.asarray(a[max(0, y0):max(0, y0 + h), max(0, x0):max(0, x0 + w)])
+
+    def read_plane(self, z=None, level=0):
+        """The whole plane ``z`` (the array itself when there are no planes)."""
+        return np.asarray(self.array if z is None or "Z" not in self.axes else self.array[z])
+
+    def level_for(self, pixel_size_um):
+        """Always level 0: an array has no pyramid."""
+        return 0
+
+    def thumbnail(self, max_size=1024, z=None):
+        """A strided view of plane ``z`` (default the middle one) at most ``max_size`` a side."""
+        z = z if z is not None else (self.n_z // 2 if "Z" in self.axes else None)
+        a = self.array if z is None or "Z" not in self.axes else self.array[z]
+        f = max(1, math.ceil(max(a.shape[:2]) / max_size))
+        # Strided before it is converted: a lazy (dask, zarr) array is never read whole for it.
+        return np.asarray(a[::f, ::f])
+
+    def close(self):
+        """Nothing to release: the array belongs to the caller."""
+        pass
 
 
 class LevelsSource(ArraySource):

@@ -101,7 +101,7 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
     pipeline reads them for the model (same level, plane and resampling)."""
     from napari_focusq.io.formats import open_image
     from napari_focusq.scoring.grid import TileGrid
-    from napari_focusq.scoring.pipeline import _read_strip
+    from napari_focusq.scoring.strips import read_strip
 
     # a path is opened (and closed) here; a source (the QC dock's layer) is read as it is
     owned = isinstance(path, (str, os.PathLike))
@@ -114,7 +114,7 @@ def read_working_tiles(path, fmap, cells, *, pixel_size_um=None) -> list[np.ndar
         out = {}
         for r, c in cells:
             zi = int(best[r, c]) if z == "per-tile" and best is not None else z
-            tiles, *_ = _read_strip(src, grid, level, zi, r, [c], fmap.modality)
+            tiles, *_ = read_strip(src, grid, level, zi, r, [c], fmap.modality)
             out[(r, c)] = tiles[0]
         return [out[rc] for rc in cells]
     finally:

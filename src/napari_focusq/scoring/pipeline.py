@@ -14,7 +14,6 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Generator
 
 import numpy as np
@@ -22,60 +21,13 @@ import numpy as np
 from napari_focusq.config import MIN_TISSUE_FRACTION, TILE_PX, WORKING_PIXEL_UM
 from napari_focusq.errors import ScoringError
 from napari_focusq.io import budget
+from napari_focusq.io.arrays import ArraySource
 from napari_focusq.progress import Progress, drive
 from napari_focusq.scoring.focusmap import FocusMap
+from napari_focusq.scoring.strips import STRIP_TILES, read_strip, strip_regions
 
-#: Tiles read per strip (one decode unit); bounds memory to ~strip x tile^2 x channels.
-STRIP_TILES = 16
 #: Fluorescence default minimum signal fraction: sparse nuclei leave most of a tile dark.
 MIN_SIGNAL_FRACTION = 0.1
-
-
-class ArraySource:
-    """An in-memory (Y, X[, C]) or (Z, Y, X[, C]) array seen through the ImageSource interface."""
-
-    def __init__(self, image, pixel_size_um: float | None, name: str = "image", stack: bool = False):
-        self.array = image
-        self.path = Path(name)
-        nd = len(image.shape)
-        if stack:
-            self.axes = "ZYXC" if nd == 4 else "ZYX"
-        else:
-            self.axes = "YXC" if nd == 3 else "YX"
-        if nd != len(self.axes):
-            raise ScoringError(f"{name}: expected {self.axes} data; got shape {tuple(image.shape)}")
-        self.shape = tuple(image.shape)
-        self.level_shapes = [self.shape]
-        self.downsamples = [1.0]
-        self.dtype = np.dtype(image.dtype)
-        self.n_z = self.shape[0] if stack else 1
-        self.is_rgb = self.dtype == np.uint8 and self.axes.endswith("C") and self.shape[-1] == 3
-        self.pixel_size_um = pixel_size_um
-
-    def read_region(self, y0, x0, h, w, *, level=0, z=None):
-        """Pixels of a (y0, x0, h, w) region of plane ``z``, clipped to the image."""
-        a = self.array if z is None or "Z" not in self.axes else self.array[z]
-        return np.asarray(a[max(0, y0):max(0, y0 + h), max(0, x0):max(0, x0 + w)])
-
-    def read_plane(self, z=None, level=0):
-        """The whole plane ``z`` (the array itself when there are no planes)."""
-        return np.asarray(self.array if z is None or "Z" not in self.axes else self.array[z])
-
-    def level_for(self, pixel_size_um):
-        """Always level 0: an array has no pyramid."""
-        return 0
-
-    def thumbnail(self, max_size=1024, z=None):
-        """A strided view of plane ``z`` (default the middle one) at most ``max_size`` a side."""
-        z = z if z is not None else (self.n_z // 2 if "Z" in self.axes else None)
-        a = self.array if z is None or "Z" not in self.axes else self.array[z]
-        f = max(1, math.ceil(max(a.shape[:2]) / max_size))
-        # Strided before it is converted: a lazy (dask, zarr) array is never read whole for it.
-        return np.asarray(a[::f, ::f])
-
-    def close(self):
-        """Nothing to release: the array belongs to the caller."""
-        pass
 
 
 def _image_source(image, pixel_size_um):
@@ -140,65 +92,6 @@ def _choose_modality(modality, thumb, src) -> tuple[str, str]:
     if modality != "auto":
         raise ScoringError(f"modality must be auto, brightfield or fluorescence; got {modality!r}")
     return detect_modality(thumb)
-
-
-def _strip_regions(todo_rows, max_gap: int = 1):
-    """(row, [cols]) work units: runs of up to STRIP_TILES tissue tiles within a grid row.
-
-    A unit is read as one region from its first tile to its last, so a run ends where more
-    than ``max_gap`` tiles without tissue follow: on a slide with tissue in islands, reading
-    through the glass between them decoded 87 Mpx to score 51. A one-tile gap is read
-    through: its JPEG tiles are shared with the neighbours and would be decoded twice anyway.
-    """
-    for r, cols in todo_rows:
-        run = []
-        for c in cols:
-            if run and (c - run[-1] > max_gap + 1 or len(run) == STRIP_TILES):
-                yield r, run
-                run = []
-            run.append(c)
-        if run:
-            yield r, run
-
-
-def _read_strip(src, grid, level, z, r, cols, modality, noise=False):
-    """Read the level region covering tiles (r, cols), cut it into working tiles and measure
-    their information content (pooling weights) and, for certainty maps fitted on it, their
-    noise ratio: all of it in a decode worker, off the thread that runs the model."""
-    from napari_focusq.models import mask_nonfinite, nonfinite_count
-    from napari_focusq.scoring.certainty import noise_ratio
-    from napari_focusq.scoring.pooling import tile_information
-    from napari_focusq.scoring.resample import tile_to_working
-
-    ds = src.downsamples[level]
-    px_level = grid.pixel_size_um * ds
-    y0, x0, y1, _ = grid.tile_bounds(r, cols[0])
-    x1 = grid.tile_bounds(r, cols[-1])[3]
-    ly0, lx0 = int(math.floor(y0 / ds)), int(math.floor(x0 / ds))
-    ly1, lx1 = int(math.ceil(y1 / ds)), int(math.ceil(x1 / ds))
-    region = src.read_region(ly0, lx0, ly1 - ly0, lx1 - lx0, level=level, z=z)
-    tiles, valid = [], []
-    for c in cols:
-        ty0, tx0, ty1, tx1 = grid.tile_bounds(r, c)
-        a, b = round(ty0 / ds) - ly0, round(ty1 / ds) - ly0
-        d, e = round(tx0 / ds) - lx0, round(tx1 / ds) - lx0
-        sub = region[max(a, 0):max(b, a + 1), max(d, 0):max(e, d + 1)]
-        if sub.shape[0] == 0 or sub.shape[1] == 0:
-            sub = region[-1:, -1:]
-        # A partial edge tile is judged on its real part: scale the level geometry so that
-        # a full tile maps to exactly TILE_PX.
-        full_level = grid.tile_size_px / ds
-        eff_px = WORKING_PIXEL_UM * full_level / TILE_PX
-        t, v = tile_to_working(sub, eff_px if abs(eff_px - px_level) / px_level < 0.2 else px_level, TILE_PX)
-        tiles.append(t)
-        valid.append(v)
-    tiles = np.stack(tiles)
-    # NaN/inf pixels: counted here, masked (tile median) before the measures and the model
-    bad = nonfinite_count(tiles)
-    if bad.any():
-        tiles = mask_nonfinite(tiles)
-    nr = noise_ratio(tiles, modality) if noise else np.full(len(tiles), np.nan, np.float32)
-    return tiles, np.asarray(valid), tile_information(tiles, modality), nr, bad
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
@@ -277,7 +170,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     todo = [(r, [c for c in range(cols) if scorable[r, c]]) for r in range(rows)]
     todo = [(r, cs) for r, cs in todo if cs]
     total = sum(len(cs) for _, cs in todo)
-    units = list(_strip_regions(todo))
+    units = list(strip_regions(todo))
     done = 0
     yield Progress("score", 0, total, "scoring", data={"grid_shape": (rows, cols), "tiles": []})
     pending_tiles, pending_idx, pending_info = [], [], []
@@ -316,7 +209,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         def top_up():
             nonlocal queued
             while queued < 2 * batch_size and (unit := next(later, None)) is not None:
-                queue.append((unit, pool.submit(_read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
+                queue.append((unit, pool.submit(read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
                 queued += len(unit[1])
 
         top_up()

@@ -160,8 +160,9 @@ class DeblurJob(_QCJob):
 
 def _iter_per_tile(stack, px: float, name: str, *, modality: str, model, optics=None):
     """Score every plane, keep each tile's best; return (FocusMap, all-in-focus composite)."""
+    from napari_focusq.io.arrays import ArraySource
     from napari_focusq.progress import Progress
-    from napari_focusq.scoring.pipeline import ArraySource, iter_score_slide
+    from napari_focusq.scoring.pipeline import iter_score_slide
     from napari_focusq.scoring.zstack import all_in_focus
 
     src = ArraySource(stack, px, name=name, stack=True)
