@@ -65,16 +65,21 @@ def _stored_equals_pipeline(coll, fmap):
         np.testing.assert_array_equal(coll.load_tile(rec), t)
 
 
+def _open_box(qc, folder):
+    """Focus QC's collect box, expanded, collecting into ``folder``."""
+    box = qc.collect_box
+    box.expand(animate=False)
+    box.folder.setText(str(folder))
+    box._folder_changed()
+    return box, folder
+
+
 def test_collect_by_ctrl_click_buttons_and_undo(scored, qtbot, notes, tmp_path):
     from napari_focusq.io.formats import sample_slide_path
     from napari_focusq.review.collection import Collection
 
     viewer, qc = scored
-    box = qc.collect_box
-    box.expand(animate=False)
-    folder = tmp_path / "coll"
-    box.folder.setText(str(folder))
-    box._folder_changed()
+    box, folder = _open_box(qc, tmp_path / "coll")
     assert box.under_btn.isEnabled() and not box.undo_btn.isEnabled()
     fmap = qc.fmap
     r, c = [int(v[0]) for v in np.nonzero(fmap.scored)]
@@ -171,11 +176,7 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     from napari_focusq.review.collection import Collection
 
     viewer, qc = scored
-    box = qc.collect_box
-    box.expand(animate=False)
-    folder = tmp_path / "lab_tiles"
-    box.folder.setText(str(folder))
-    box._folder_changed()
+    box, folder = _open_box(qc, tmp_path / "lab_tiles")
     qc.threshold_slider.setValue(2.0)
     wait(qtbot, box.add_under_threshold())  # the sharp sample slide: in focus
 

@@ -69,27 +69,22 @@ class ExclusionEdits:
 
     def undo(self, labels_after) -> float | None:
         """After the layer's undo: restore the record; returns the threshold to show again, if any."""
-        if not self.done:
-            return None
-        step = self.done.pop()
-        self.undone.append(step)
-        self.manual = step["manual"][0].copy()
-        self._last = np.array(labels_after)
-        if step["threshold"] is not None:
-            self.threshold_um = float(step["threshold"][1])
-            return self.threshold_um
-        return None
+        return self._step(self.done, self.undone, 0, labels_after)
 
     def redo(self, labels_after) -> float | None:
         """After the layer's redo: the same, forwards."""
-        if not self.undone:
+        return self._step(self.undone, self.done, 1, labels_after)
+
+    def _step(self, source: list, target: list, side: int, labels_after) -> float | None:
+        """Move one step from ``source`` to ``target`` and take its state on ``side`` (0 before, 1 after)."""
+        if not source:
             return None
-        step = self.undone.pop()
-        self.done.append(step)
-        self.manual = step["manual"][1].copy()
+        step = source.pop()
+        target.append(step)
+        self.manual = step["manual"][side].copy()
         self._last = np.array(labels_after)
         if step["threshold"] is not None:
-            self.threshold_um = float(step["threshold"][2])
+            self.threshold_um = float(step["threshold"][1 + side])
             return self.threshold_um
         return None
 
