@@ -175,3 +175,21 @@ def test_objective_fields_score_for_the_users_optics(qc, qtbot, notes, tmp_path)
     # An impossible objective is refused before any work starts.
     w.na.setValue(1.3)
     assert w.score() is None and "immersion" in notes["error"][-1]
+
+
+def test_widget_scores_through_one_score_config(qc, qtbot, notes, monkeypatch):
+    """The dock builds the same validated ScoreConfig as `focusq score` and batch (issue 17)."""
+    import napari_focusq.napari.widgets.qc as qc_module
+    from napari_focusq.config import ScoreConfig
+
+    viewer, w = qc
+    seen, real = [], qc_module.ScoreJob
+    monkeypatch.setattr(qc_module, "ScoreJob", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    w.na.setValue(0.45)
+    run(qtbot, w, w.score)
+    assert not notes["error"], notes["error"]
+    (config,) = seen
+    assert isinstance(config, ScoreConfig)
+    assert config.pixel_size_um == pytest.approx(w.pixel_size.value()) and config.optics == {"na": 0.45}
+    assert config.modality == w.modality.currentText() and config.model == w.models.current()
+    assert w.fmap.extra["optics"]["na"] == 0.45  # and the run used it

@@ -169,6 +169,8 @@ class FocusQCWidget(QWidget):
 
     def score(self, *_):
         """Start scoring the selected layer's shown plane in a worker thread (returns the worker)."""
+        from napari_focusq.config import ScoreConfig
+        from napari_focusq.errors import ConfigError
         from napari_focusq.optics.user import OpticsOptionError
 
         if not self._idle():
@@ -187,9 +189,14 @@ class FocusQCWidget(QWidget):
         except OpticsOptionError as exc:
             notify.error(f"Focus QC: {exc}")
             return None
-        return self.runner.start(ScoreJob(self, layer, plane, z, px, per_tile=z is not None and
-                                    self.per_tile.isChecked(), modality=self.modality.currentText(),
-                                    model=self.models.current(), optics=self.optics()))
+        try:  # the settings as the CLI and batch validate them (one ScoreConfig)
+            config = ScoreConfig.from_options(pixel_size_um=px, modality=self.modality.currentText(),
+                                              model=self.models.current(), optics=self.optics())
+        except ConfigError as exc:
+            notify.error(f"Focus QC: {exc}")
+            return None
+        return self.runner.start(ScoreJob(self, layer, plane, z, config,
+                                          per_tile=z is not None and self.per_tile.isChecked()))
 
     def sharpest_slice(self, *_):
         """Find the sharpest plane of the selected stack in a worker and move the slider to it."""

@@ -50,17 +50,19 @@ class _QCJob(Job):
 class ScoreJob(_QCJob):
     """Score an image layer's shown plane (the slide pipeline), or every plane keeping each tile's best."""
 
-    def __init__(self, qc, layer, plane, z, px: float, *, per_tile: bool, modality: str, model, optics):
+    def __init__(self, qc, layer, plane, z, config, *, per_tile: bool):
+        """``config``: the run's :class:`~napari_focusq.config.ScoreConfig` (its pixel size set)."""
         from napari_focusq.scoring.grid import TileGrid
 
         super().__init__(qc)
+        px = config.pixel_size_um
         grid = TileGrid(plane.shape[:2], px)
         scale, translate = L.grid_geometry(layer.scale, layer.translate, grid.tile_size_px, grid.origin_px)
         self.place = Placement(layer.name, "per-tile" if per_tile else z, px, scale, translate, L.grid_units(layer))
         self.source = layer.metadata.get("path") or layer.name
         self.t0 = time.perf_counter()
         self.description = f"Focus QC: scoring {layer.name}" + (" (best plane per tile)" if per_tile else "")
-        kw = {"modality": modality, "model": model, "optics": optics}
+        kw = {"modality": config.modality, "model": config.model, "optics": config.optics}
         self._scoring = None  # the ScoringJob, whose cancel reaches the decode threads
         if per_tile:
             self._gen = _iter_per_tile(L.level0(layer), px, layer.name, **kw)
