@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Generator
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from napari_focusq.errors import FocusQError, MissingPixelSizeError
 from napari_focusq.export.masks import write_tissue_mask
 from napari_focusq.export.results import _clean, append_results, results_row
 from napari_focusq.io.formats import MULTI_SUFFIXES
+from napari_focusq.progress import Progress
 from napari_focusq.scoring.focusmap import FocusMap
 
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
@@ -275,6 +277,31 @@ def error_reason(exc: BaseException, path=None) -> str:
     return _clean(reason)
 
 
+#: What to do about a slide whose pixel size is not in the file, told by the command line.
+PIXEL_SIZE_HINT = "pass it with --pixel-size UM (µm per pixel at full resolution)"
+
+
+def iter_score_checked(path, config: ScoreConfig, *, threads: int = 2,
+                       pixel_size_hint: str = PIXEL_SIZE_HINT) -> Generator[Progress, None, FocusMap]:
+    """Score one slide with ``config`` as progress events (the pipeline's), after checking that
+    its pixel size is known: the step every slide -> outputs path shares (``focusq score``,
+    batch's workers, the review queue). Closing the generator cancels the scoring."""
+    from napari_focusq.scoring.pipeline import iter_score_slide
+
+    if config.pixel_size_um is None:
+        from napari_focusq.io.formats import open_image
+
+        with open_image(path) as src:
+            if src.pixel_size_um is None:
+                raise MissingPixelSizeError(f"{path}: pixel size unknown (not in the file's metadata); "
+                                            f"{pixel_size_hint}")
+    gen = iter_score_slide(path, threads=threads, **config.pipeline_kwargs())
+    try:
+        return (yield from gen)
+    finally:
+        gen.close()
+
+
 def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None, *, progress=None,
                      results_tsv=None, threads: int = 2, **options) -> tuple[dict, dict[str, Path]]:
     """Score one slide, write its outputs and (optionally) append its ``results.tsv`` row.
@@ -308,21 +335,7 @@ def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None
         raise TypeError(f"give the settings in config or as options, not both ({', '.join(options)})")
     t0 = time.perf_counter()
     try:
-        if config.pixel_size_um is None:
-            from napari_focusq.io.formats import open_image
-
-            with open_image(path) as src:
-                if src.pixel_size_um is None:
-                    raise MissingPixelSizeError(
-                        f"{path}: pixel size unknown (not in the file's metadata); "
-                        "pass it with --pixel-size UM (µm per pixel at full resolution)")
-        from napari_focusq.scoring.pipeline import iter_score_slide
-
-        gen = iter_score_slide(path, threads=threads, **config.pipeline_kwargs())
-        try:
-            fmap = drive(gen, progress)
-        finally:
-            gen.close()
+        fmap = drive(iter_score_checked(path, config, threads=threads), progress)
         paths = write_outputs(fmap, out_dir, stem, threshold_um=config.threshold_um)
         row = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                           threshold_um=config.threshold_um)

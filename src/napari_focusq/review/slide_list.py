@@ -100,27 +100,19 @@ def iter_score_into(path, folder, stem: str, *, model="default", modality: str =
     Closing the generator cancels (nothing is written then). Expected failures
     (unreadable file, unknown pixel size) give an "error" row; the row is returned.
     """
-    from napari_focusq.errors import FocusQError
-    from napari_focusq.export.outputs import error_reason
+    from napari_focusq.config import ScoreConfig
+    from napari_focusq.errors import INPUT_ERRORS
+    from napari_focusq.export.outputs import error_reason, iter_score_checked
     from napari_focusq.export.results import results_row, upsert_results
-    from napari_focusq.scoring.pipeline import iter_score_slide
 
     folder = Path(folder)
     t0 = time.perf_counter()
-    try:
-        if pixel_size_um is None:
-            from napari_focusq.io.formats import open_image
-
-            with open_image(path) as src:
-                if src.pixel_size_um is None:
-                    raise FocusQError(f"{path}: pixel size unknown (not in the file's metadata); open the slide, "
-                                      "type its pixel size in Focus QC and score it there")
-        gen = iter_score_slide(path, pixel_size_um=pixel_size_um, modality=modality, model=model, optics=optics)
-        try:
-            fmap = yield from gen
-        finally:
-            gen.close()
-    except (FocusQError, ValueError, OSError) as exc:
+    try:  # the step focusq score and batch take (export.outputs), with the GUI's hint
+        config = ScoreConfig.from_options(pixel_size_um=pixel_size_um, modality=modality, model=model,
+                                          threshold_um=threshold_um, optics=optics)
+        fmap = yield from iter_score_checked(path, config, pixel_size_hint="open the slide, type its pixel "
+                                             "size in Focus QC and score it there")
+    except (*INPUT_ERRORS, OSError) as exc:  # no dask to retry an I/O error here: the row says it
         row = results_row(None, stem=stem, input_path=str(path), seconds=time.perf_counter() - t0, status="error",
                           error=error_reason(exc, path))
         upsert_results(folder / "results.tsv", row)
