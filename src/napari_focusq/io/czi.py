@@ -16,6 +16,7 @@ import numpy as np
 from napari_focusq.errors import ImageReadError
 from napari_focusq.io.extras import require_for_file
 from napari_focusq.io.lazy import RegionLevel
+from napari_focusq.io.source import fail_opening
 
 #: smallest side a virtual pyramid level is made for
 _MIN_LEVEL_SIDE = 1024
@@ -72,12 +73,8 @@ def open_czi(path: Path):
             src.pixel_size_um, src.pixel_size_source = px, "CZI Scaling"
         src.z_spacing_um = dz if nz > 1 else None
         return src
-    except ImageReadError:
-        doc.close()
-        raise
     except Exception as exc:
-        doc.close()
-        raise ImageReadError(path, f"cannot read the CZI structure ({type(exc).__name__}: {exc})") from exc
+        fail_opening(path, doc, "the CZI structure", exc)
 
 
 def _czi_scaling(doc, um) -> tuple[float | None, float | None]:

@@ -14,6 +14,7 @@ import numpy as np
 from napari_focusq.errors import ImageReadError
 from napari_focusq.io.extras import require_for_file
 from napari_focusq.io.lazy import RegionLevel
+from napari_focusq.io.source import fail_opening
 
 #: the SOP class of whole-slide microscopy images
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -90,12 +91,8 @@ def open_dicom(path: Path):
         except (AttributeError, IndexError):
             src.icc_profile = None
         return src
-    except ImageReadError:
-        wsi.close()
-        raise
     except Exception as exc:
-        wsi.close()
-        raise ImageReadError(path, f"cannot read the DICOM slide's structure ({type(exc).__name__}: {exc})") from exc
+        fail_opening(path, wsi, "the DICOM slide's structure", exc)
 
 
 def _reader(path: Path, wsi, level: int):

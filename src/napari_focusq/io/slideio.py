@@ -15,6 +15,7 @@ import numpy as np
 from napari_focusq.errors import ImageReadError
 from napari_focusq.io.extras import require_for_file
 from napari_focusq.io.lazy import RegionLevel
+from napari_focusq.io.source import fail_opening
 
 #: the driver slideio should use for a suffix (others: its AUTO detection)
 _DRIVERS = {".vsi": "VSI"}
@@ -77,12 +78,8 @@ def open_slideio(path: Path, driver: str | None = None):
         profile = scene.get_color_profile()
         src.icc_profile = bytes(profile) if profile else None
         return src
-    except ImageReadError:
-        slide.close()
-        raise
     except Exception as exc:
-        slide.close()
-        raise ImageReadError(path, f"cannot read the slide's structure ({type(exc).__name__}: {exc})") from exc
+        fail_opening(path, slide, "the slide's structure", exc)
 
 
 def _reader(path: Path, scene, lock: threading.Lock, level: int, nc: int):

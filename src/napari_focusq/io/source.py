@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from napari_focusq.errors import ImageReadError
 from napari_focusq.io import budget
 from napari_focusq.io.lazy import RegionLevel
+
+
+def fail_opening(path, handle, what: str, exc: Exception) -> NoReturn:
+    """Close a backend's half-opened ``handle`` and raise: ``exc`` itself when it already names
+    the file (an ImageReadError), else an ImageReadError saying ``what`` could not be read.
+    Called from a backend's ``except Exception`` while it builds its ImageSource."""
+    handle.close()
+    if isinstance(exc, ImageReadError):
+        raise exc
+    raise ImageReadError(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from exc
 
 __all__ = ["ImageSource", "level_for", "finite_fraction"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_focusq.errors import ImageReadError
-from napari_focusq.io.source import ImageSource
+from napari_focusq.io.source import ImageSource, fail_opening
 
 # Series that hold a slide's overview pictures rather than the scan itself.
 _SIDE_SERIES = {"thumbnail", "label", "macro"}
@@ -116,12 +116,8 @@ def _open_tiff(path: Path) -> ImageSource:
         if src.n_z == 1:
             src.z_spacing_um = None
         return src
-    except ImageReadError:
-        tf.close()
-        raise
     except Exception as exc:
-        tf.close()
-        raise ImageReadError(path, f"cannot read TIFF structure ({type(exc).__name__}: {exc})") from exc
+        fail_opening(path, tf, "TIFF structure", exc)
 
 
 def _raise_if_truncated(path: Path, tf, messages: list[str]) -> None:
