@@ -85,7 +85,7 @@ def gui(path: Path, repeats: int) -> dict:
         c0, g0 = time.process_time(), time.thread_time()
         t0 = time.perf_counter()
         widget.score_btn.click()
-        worker, run = widget._worker, widget._run
+        worker, job = widget.runner.worker, widget.runner.job
         worker.yielded.connect(on_event)
         # Qt's own event loop until the widget's finished handler has run (connected first,
         # so it runs first): a polling loop here would add its own CPU to the GUI thread's.
@@ -99,7 +99,7 @@ def gui(path: Path, repeats: int) -> dict:
         r = {"first_s": (state["first"] - t0) if state["first"] else None, "done_s": done, "cpu_s": cpu,
              "gui_thread_cpu_s": gui_cpu, "tiles": int(widget.fmap.scored.sum()) if widget.fmap else 0,
              "read_from": widget.fmap.extra.get("read_from") if widget.fmap else None,
-             "redraws": run["redraw"].calls if run.get("redraw") else 0}
+             "redraws": job.place.redraw.calls if job.place.redraw is not None else 0}
         best = r if best is None or r["done_s"] < best["done_s"] else best
         _pump(app, 0.5)
     best.update(open_s=opened, preload_wait_s=preload_wait)

@@ -47,18 +47,29 @@ def choose_device():
 
 
 @contextmanager
-def torch_threads(change: int = 0):
-    """Run the block with torch's thread count changed by ``change`` (at least 1), and
-    restore the count after, whatever the block set: ``torch_threads(-2)`` leaves two
-    cores to decode threads; ``torch_threads()`` only restores."""
+def torch_threads(change: int = 0, *, to: int | None = None):
+    """Run the block with torch's thread count changed by ``change`` (at least 1), or set
+    ``to`` a count, and restore the count after, whatever the block set: ``torch_threads(-2)``
+    leaves two cores to decode threads; ``torch_threads()`` only restores."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before + change))
+    torch.set_num_threads(max(1, before + change if to is None else to))
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def model_workers(fm) -> int:
+    """Threads that run ``fm`` on whole batches side by side (scoring/pipeline.py): one on a
+    GPU; on the CPU one a core of torch's budget (``torch.get_num_threads()``, which the user
+    sets with OMP_NUM_THREADS or torch.set_num_threads), each on one torch thread."""
+    import torch
+
+    if str(getattr(fm, "device", "cpu")) != "cpu":
+        return 1
+    return max(1, torch.get_num_threads())
 
 
 class FocusModel:

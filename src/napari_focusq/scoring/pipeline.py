@@ -26,6 +26,11 @@ from napari_focusq.progress import Progress, drive
 from napari_focusq.scoring.focusmap import FocusMap
 from napari_focusq.scoring.strips import STRIP_TILES, read_strip, strip_regions
 
+#: Tiles a model batch holds. With the model's threads scoring batches side by side, smaller
+#: batches share the work out evenly and the first tiles come sooner; per tile, 16-128 cost
+#: the same (in memory, 6400² RGB, 2 cores: 64 -> 32 raised 373 -> 445 tiles/s, median of 3).
+BATCH_TILES = 32
+
 #: Fluorescence default minimum signal fraction: sparse nuclei leave most of a tile dark.
 MIN_SIGNAL_FRACTION = 0.1
 
@@ -95,14 +100,14 @@ def _choose_modality(modality, thumb, src) -> tuple[str, str]:
 
 
 def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, level=None, z=None,
-                      min_tissue: float | None = None, batch_size: int = 64,
+                      min_tissue: float | None = None, batch_size: int = BATCH_TILES,
                       threads: int = 1, optics=None) -> Generator[Progress, None, FocusMap]:
     """Score one plane of an opened source (io.ImageSource or ArraySource), streaming tiles.
 
     ``optics``: the user's objective (user_optics.parse_optics: an Optics or a dict of na,
     immersion, wavelength_um); parts not given come from the file's OME metadata, then the
     model's own optics. Readings are in µm of defocus through that objective."""
-    from napari_focusq.models import load_model, torch_threads
+    from napari_focusq.models import load_model, model_workers, torch_threads
     from napari_focusq.scoring.certainty import model_certainty, uses_noise
     from napari_focusq.scoring.grid import TileGrid
     from napari_focusq.scoring.tissue import estimate_white_level, tissue_mask
@@ -148,10 +153,11 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     if not 0 <= lvl < len(src.downsamples):
         raise ScoringError(f"{src.path}: level {lvl} does not exist (0..{len(src.downsamples) - 1})")
     ch = src.shape[-1] if src.axes.endswith("C") else 1
+    workers = model_workers(fm)
     budget.require(src.path, f"reading tiles of {grid.tile_size_px / src.downsamples[lvl]:,.0f} px at level {lvl}",
                    budget.strips_need(grid.tile_size_px / src.downsamples[lvl], STRIP_TILES, ch,
                                       src.dtype.itemsize, in_flight=max(1, threads) + 1,
-                                      queued_tiles=3 * batch_size, tile_px=TILE_PX),
+                                      queued_tiles=(workers + 3) * batch_size, tile_px=TILE_PX),
                    hint="check the pixel size (--pixel-size UM) or pick a coarser --level")
     defocus = np.full((rows, cols), np.nan, np.float32)
     spread = np.full((rows, cols), np.nan, np.float32)  # the model ensemble's disagreement, µm
@@ -174,13 +180,22 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     done = 0
     yield Progress("score", 0, total, "scoring", data={"grid_shape": (rows, cols), "tiles": []})
     pending_tiles, pending_idx, pending_info = [], [], []
+    in_model = deque()  # batches handed to the model threads, in order: (future, tile indices, info)
 
-    def flush():
-        nonlocal done
+    def submit(mpool):
         batch = np.concatenate(pending_tiles)
         idx = [i for chunk in pending_idx for i in chunk]
-        pred, sd = fm.predict_with_spread(batch)
         info = np.concatenate(pending_info)  # (n, 3): information, noise ratio, non-finite pixels
+        in_model.append((mpool.submit(fm.predict_with_spread, batch), idx, info))
+        pending_tiles.clear()
+        pending_idx.clear()
+        pending_info.clear()
+
+    def collect():
+        """The oldest batch's readings into the maps; the tiles it filled, for the progress event."""
+        nonlocal done
+        future, idx, info = in_model.popleft()
+        pred, sd = future.result()
         out = []
         for (r, c), p, q, (i, nr, nb) in zip(idx, pred, sd, info):
             defocus[r, c] = p
@@ -190,17 +205,18 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
             nonfinite[r, c] = int(nb)
             out.append((r, c, float(p), float(tissue[r, c])))
         done += len(idx)
-        pending_tiles.clear()
-        pending_idx.clear()
-        pending_info.clear()
         return out
 
     # Decode ahead in background threads while the model scores (numpy, codecs and
-    # torch release the GIL in their heavy parts). The model's own threads are what the
-    # decoders leave of the budget: on 2 cores, 2 torch threads beside 2 decoders
-    # oversubscribe, and whole-slide scoring took ~15 % longer (DESIGN-NOTES, round 6).
+    # torch release the GIL in their heavy parts). The model runs whole batches side by
+    # side in its own threads, one torch thread each, rather than one batch split over
+    # the cores: torch's intra-op split of the small FFTs scaled 1.4x on 2 cores and idled
+    # while it synchronised; independent batches keep every core busy whatever the
+    # decoders leave (DESIGN-NOTES, "Speed around the model"). On a GPU one batch at a time.
     queue = deque()
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, torch_threads(-threads), _dropping(queue):
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="focusq-model") as mpool, \
+            torch_threads(to=1), _dropping(queue, 1), _dropping(in_model, 0):
         # Two batches of tiles in flight, counted in tiles (strips vary from 1 to
         # STRIP_TILES): fewer, and the decoders idle while the model scores a batch.
         later = iter(units)
@@ -222,7 +238,10 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
             pending_idx.append([(r, c) for c in cs])
             pending_info.append(np.stack([info, nr, bad], 1).astype(np.float64))
             if sum(len(t) for t in pending_tiles) >= batch_size or not queue:
-                finished = flush()
+                submit(mpool)
+            # one batch waiting beside each busy model thread; the oldest is reported first
+            while in_model and (len(in_model) > workers or not queue):
+                finished = collect()
                 yield Progress("score", done, total, f"{done}/{total} tiles",
                                data={"grid_shape": (rows, cols), "tiles": finished})
     if objects is not None and not np.isfinite(defocus).any():
@@ -270,14 +289,15 @@ def _flag_nonfinite(fmap: FocusMap) -> None:
 
 
 @contextmanager
-def _dropping(queue):
-    """On leaving (closed early by a cancel, or an error), cancel the queued strips that no
-    decode worker has started: decoding stops with the strips in hand, not two batches on."""
+def _dropping(queue, at: int):
+    """On leaving (closed early by a cancel, or an error), cancel the queued strips (model
+    batches) that no worker has started: decoding stops with the strips in hand, not two
+    batches on."""
     try:
         yield
     finally:
-        for _unit, future in queue:
-            future.cancel()
+        for item in queue:
+            item[at].cancel()  # the future's place in the queue's entries
 
 
 def _add_certainty(fmap: FocusMap, fm) -> None:
@@ -297,7 +317,7 @@ def _add_certainty(fmap: FocusMap, fm) -> None:
 
 
 def iter_score_image(image, *, pixel_size_um, modality="auto", model=None, min_tissue=None,
-                     batch_size: int = 64, optics=None) -> Generator[Progress, None, FocusMap]:
+                     batch_size: int = BATCH_TILES, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_image`."""
     src = _image_source(image, pixel_size_um)
     return (yield from iter_score_source(src, pixel_size_um=pixel_size_um, modality=modality, model=model,
@@ -333,7 +353,7 @@ def score_image(image, *, pixel_size_um: float, modality: str = "auto", model=No
 
 
 def iter_score_slide(path, *, pixel_size_um=None, modality="auto", model=None, level=None, slice="auto",
-                     min_tissue=None, batch_size: int = 64,
+                     min_tissue=None, batch_size: int = BATCH_TILES,
                      threads: int = 2, optics=None) -> Generator[Progress, None, FocusMap]:
     """Generator form of :func:`score_slide` (``threads``: decode threads feeding the model)."""
     from napari_focusq.io.formats import open_image
