@@ -84,7 +84,7 @@ class ImageSource:
     # singleton axis that is indexed away.
     def __init__(self, path: Path, raw_levels: list, raw_axes: str, axes: str, *,
                  drop_alpha: bool = False, tiff: Any = None, backend: str = "tifffile",
-                 closer: Any = None, associated: Any = None):
+                 closer: Any = None, associated: Any = None, region_readers: list | None = None):
         self.path = path
         self.backend = backend
         self.icc_profile: bytes | None = None
@@ -94,6 +94,9 @@ class ImageSource:
         self._is_closed = False
         self._raw = raw_levels
         self._raw_axes = raw_axes
+        # region_readers[level]: (ya, yb, xa, xb) -> (h, w[, C]) in raw order, where a level has a
+        # faster path than its lazy array for 2-D regions (tiff_tiles.py); None where not
+        self._region_readers = region_readers or [None] * len(raw_levels)
         self.axes = axes
         self._drop_alpha = drop_alpha
         self._tiff = tiff
@@ -203,8 +206,12 @@ class ImageSource:
                        (f" of {planes} planes" if planes > 1 else "") +
                        (f" (the file's chunks make it {hy:,} x {wx:,} px to decode)" if (hy, wx) != (yb - ya, xb - xa) else ""),
                        budget.nbytes(planes, channels, hy * wx + (yb - ya) * (xb - xa), itemsize=self.dtype.itemsize))
+        fast = self._region_readers[level] if zi is None and "Z" not in self._raw_axes else None
         try:
-            data = np.asarray(self._raw[level][idx])
+            if fast is not None:
+                data = fast(ya, yb, xa, xb)[(slice(None), slice(None), *idx[2:])]
+            else:
+                data = np.asarray(self._raw[level][idx])
         except MemoryError:
             raise  # asking for too much is the caller's problem, not the file's
         except Exception as exc:  # decoding errors surface from deep inside codecs

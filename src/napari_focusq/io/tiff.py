@@ -1,6 +1,7 @@
 """The tifffile backend: TIFF, BigTIFF, OME-TIFF, Aperio SVS, Hamamatsu NDPI.
 
-Read through tifffile's zarr store, so a region reads only the tiles it touches; axes are
+Read through tifffile's zarr store, so a region reads only the tiles it touches (regions of
+a tiled 2-D level are decoded straight from the file, tiff_tiles.py); axes are
 mapped to the canonical ones and the pixel size is taken from OME, Philips, ImageJ or
 resolution-tag metadata.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from napari_focusq.errors import ImageReadError
 from napari_focusq.io.source import ImageSource, fail_opening
+from napari_focusq.io.tiff_tiles import tile_reader
 
 # Series that hold a slide's overview pictures rather than the scan itself.
 _SIDE_SERIES = {"thumbnail", "label", "macro"}
@@ -84,7 +86,7 @@ def _open_tiff(path: Path) -> ImageSource:
         _raise_if_truncated(path, tf, warnings.messages)
         raw, canon = _canonical_axes(path, series.axes, series.shape)
         _check_not_truncated(path, tf, series)
-        raw_levels = []
+        raw_levels, readers = [], []
         # tifffile decodes a region's tiles on zarr's one I/O thread unless it has more than
         # two workers, which it gives itself only on 6+ cores: on 2 cores every JPEG tile of
         # a strip was decoded in turn. Compressed tiles get at least two, which tifffile
@@ -98,6 +100,7 @@ def _open_tiff(path: Path) -> ImageSource:
             if not hasattr(arr, "shape"):  # a group: should not happen for one level
                 raise ImageReadError(path, f"level {i} did not open as an array")
             raw_levels.append(arr)
+            readers.append(tile_reader(tf, series.levels[i]) if raw in ("YX", "YXC") else None)
         page = series.keyframe
         drop_alpha = (
             "S" in series.axes and raw[series.axes.index("S")] == "C"
@@ -105,7 +108,8 @@ def _open_tiff(path: Path) -> ImageSource:
             and page.photometric == tifffile.PHOTOMETRIC.RGB
         )
         src = ImageSource(path, raw_levels, raw, canon, drop_alpha=drop_alpha, tiff=tf,
-                          associated=lambda: _tiff_associated(tf))
+                          associated=lambda: _tiff_associated(tf),
+                          region_readers=[r.region if r is not None else None for r in readers])
         icc = page.tags.get(34675)  # InterColorProfile
         src.icc_profile = bytes(icc.value) if icc is not None and icc.value else None
         src.pixel_size_um, src.pixel_size_source, src.z_spacing_um = _tiff_pixel_size(tf, series)

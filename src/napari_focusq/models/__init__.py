@@ -392,16 +392,22 @@ def load_model(name_or_path: str | os.PathLike | FocusModel = "default", *, moda
         return _cache[key]
 
 
-def preload(names=("fast", "fast-fluorescence")) -> threading.Thread:
+def preload(names=("fast", "fast-fluorescence"), also: tuple[str, ...] = ()) -> threading.Thread:
     """Import torch and load shipped models in a background (daemon) thread; returns it.
 
     Importing torch is most of a first ``load_model`` (1.5-4 s; the model itself ~50 ms), so
-    front ends start this before the user asks for a score. Failures are left for the real
-    load to report.
+    front ends start this before the user asks for a score. ``also``: more modules to import
+    there (the widget's: what napari imports on the GUI thread when the first result shows).
+    Failures are left for the real load to report.
     """
     def work():
+        import importlib
+
         try:
             import torch  # noqa: F401
+
+            for module in also:
+                importlib.import_module(module)
 
             for name in names:
                 if name in available_models():

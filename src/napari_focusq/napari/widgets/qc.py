@@ -61,7 +61,9 @@ class FocusQCWidget(QWidget):
         self._refresh_layers()
         from napari_focusq.models import preload
 
-        preload()  # torch and the default models load in the background, not after Score
+        # torch and the default models load in the background, not after Score; so does pandas,
+        # which napari's Shapes layer imports on the GUI thread (0.3 s) when a result first shows
+        preload(also=("pandas",))
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:

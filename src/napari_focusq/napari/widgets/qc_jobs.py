@@ -100,6 +100,12 @@ class ScoreJob(_QCJob):
             kw.update(name=f"{L.HEATMAP_NAME} [scoring]", units=p.units)
             layer = p.running = viewer.add_image(data, **kw)
             p.redraw = Throttle(lambda: layer.refresh() if layer in viewer.layers else None)
+        elif not layer.colorbar.visible:
+            # the colour legend from the second batch on: its first drawing takes ~0.4 s of GUI
+            # time, spent while scoring runs rather than after it, and not before the first tiles
+            from napari_focusq.napari.widgets.result_layers import label_colorbar
+
+            label_colorbar(layer)
         if L.fill_tiles(layer.data, tiles) is not None:
             # Redraws are throttled: each one re-renders the canvas on the cores scoring uses.
             p.redraw.request()
