@@ -193,3 +193,35 @@ def test_widget_scores_through_one_score_config(qc, qtbot, notes, monkeypatch):
     assert config.pixel_size_um == pytest.approx(w.pixel_size.value()) and config.optics == {"na": 0.45}
     assert config.modality == w.modality.currentText() and config.model == w.models.current()
     assert w.fmap.extra["optics"]["na"] == 0.45  # and the run used it
+
+
+def test_scoring_again_replaces_the_result_layers_in_one_batch(qc, qtbot, notes, monkeypatch):
+    """napari collects garbage after every layer it removes (~0.2 s each with torch loaded):
+    the previous result's layers go in one batch, a single collection; the first result,
+    which removes nothing, needs none. The layers are then those of one result."""
+    import gc
+
+    import napari_focusq.napari.widgets.result_layers as R
+
+    viewer, w = qc
+    calls = []
+    real = R.show_result
+
+    def counting(*args, **kwargs):
+        collect = gc.collect
+        monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or collect(*a))
+        try:
+            real(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(gc, "collect", collect)
+        calls.append("shown")
+
+    monkeypatch.setattr(R, "show_result", counting)
+    run(qtbot, w, w.score)
+    after_first = [ly.name for ly in viewer.layers]
+    run(qtbot, w, w.score)
+    assert [ly.name for ly in viewer.layers] == after_first
+    first, second = calls[:calls.index("shown")], calls[calls.index("shown") + 1:-1]
+    assert first == [] and second == [1], calls
+    derived = [(ly.metadata or {}).get("focusq") for ly in viewer.layers if (ly.metadata or {}).get("focusq")]
+    assert sorted(derived) == sorted(set(derived)) and "heatmap" in derived and "excluded" in derived

@@ -94,3 +94,27 @@ def test_missing_tiles_read_as_zeros_and_a_short_file_is_an_error(tmp_path, slid
         return  # refused when opened: as good
     with src, pytest.raises(ImageReadError, match="cut.tif"):
         src.read_region(128, 128, 128, 128)
+
+
+def test_each_tile_is_decoded_once_across_threads_and_the_cache_stays_bounded(tmp_path, slide_crop):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_focusq.io.tiff_tiles import TileRegions
+
+    rgb = slide_crop(1500, 500, 640, 640)
+    path = tmp_path / "tiles.tif"
+    tifffile.imwrite(path, rgb, tile=(128, 128), photometric="rgb", compression="jpeg")
+    # strips of 160 rows over 128-row tiles, read by two threads: neighbours share a tile row
+    strips = [(y, min(y + 160, 640)) for y in range(0, 640, 160)]
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        whole = page.asarray()
+        shared = TileRegions(tf.filehandle.fileno(), page)
+        with ThreadPoolExecutor(2) as ex:
+            parts = list(ex.map(lambda s: shared.region(s[0], s[1], 0, 640), strips))
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+        assert shared.decoded == 25  # 5 x 5 tiles, each once
+        small = TileRegions(tf.filehandle.fileno(), page, cache_bytes=3 * 128 * 128 * 3)
+        for y0, y1 in strips:
+            np.testing.assert_array_equal(small.region(y0, y1, 0, 640), whole[y0:y1])
+        assert small._cached <= 3 * 128 * 128 * 3 and small.decoded > 25  # evicted, decoded again

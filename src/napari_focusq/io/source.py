@@ -294,6 +294,7 @@ class ImageSource:
     def close(self) -> None:
         """Release the file handle."""
         self._is_closed = True
+        self._region_readers = [None] * len(self._raw)  # they read the handle's descriptor and hold decoded tiles
         if self._tiff is not None:
             self._tiff.close()
             self._tiff = None

@@ -24,30 +24,36 @@ def _remove(viewer, *layers) -> None:
 
 
 @contextmanager
-def batched(viewer):
-    """Layers added and removed as one change: napari collects garbage and rebuilds its scene
-    graph after every layer it removes (gc.collect() takes ~0.2 s with torch loaded, so a
-    result's five layers cost a second of GUI time); in a batch it does so once, at the end."""
+def batched(viewer, removing):
+    """Layers added and removed as one change when ``removing`` holds a layer of the viewer:
+    napari collects garbage and rebuilds its scene graph after every layer it removes
+    (gc.collect() takes ~0.2 s with torch loaded, so a result's five layers cost a second of
+    GUI time); in a batch it does so once, at the end. A batch that removes nothing would
+    still collect once: layers are then only added, outside a batch."""
     batch = getattr(viewer.layers, "batched_update", None)
-    with batch() if batch is not None else nullcontext():
+    if batch is None or not any(ly is not None and ly in viewer.layers for ly in removing):
+        batch = nullcontext
+    with batch():
         yield
 
 
 def show_result(qc, fmap, place) -> None:
     """Replace the previous result's layers by those of ``fmap`` placed by ``place`` (a qc_jobs.Placement)."""
-    with batched(qc.viewer):
-        _show_result(qc, fmap, place)
-
-
-def _show_result(qc, fmap, place) -> None:
-    viewer = qc.viewer
-    scale, translate, units = place.scale, place.translate, place.units
     running = place.running
     # The running heatmap becomes the result's (the all-in-focus composite must go under
     # it, so a per-tile run adds a new one): napari runs a full gc.collect() for every
     # layer it removes, seconds of GUI time with torch loaded.
-    reuse = running is not None and running in viewer.layers and place.composite is None
-    _remove(viewer, qc.heatmap, qc.excluded, None if reuse else running, *qc.extras.values())
+    reuse = running is not None and running in qc.viewer.layers and place.composite is None
+    old = [qc.heatmap, qc.excluded, None if reuse else running, *qc.extras.values()]
+    with batched(qc.viewer, old):
+        _remove(qc.viewer, *old)
+        _show_result(qc, fmap, place, reuse)
+
+
+def _show_result(qc, fmap, place, reuse: bool) -> None:
+    viewer = qc.viewer
+    scale, translate, units = place.scale, place.translate, place.units
+    running = place.running
     qc.extras = {}
     qc.fmap = fmap
     qc.scored_on = {"layer": place.layer, "z": place.z}
