@@ -77,20 +77,21 @@ class TileRegions:
 
     def region(self, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
         th, tw = self.tile
-        out = np.zeros((yb - ya, xb - xa) + self.shape[2:], self.dtype)
+        # every pixel is written below (a tile the writer left out as zeros): no zero-fill pass
+        out = np.empty((max(yb - ya, 0), max(xb - xa, 0)) + self.shape[2:], self.dtype)
         if yb <= ya or xb <= xa:
             return out
         page = self._page
         for ty in range(ya // th, (yb - 1) // th + 1):
             for tx in range(xa // tw, (xb - 1) // tw + 1):
                 tile = self._cached_tile(page, ty * self._across + tx)
-                if tile is _MISSING:
-                    continue  # a tile the writer left out: tifffile reads it as zeros too
                 y0, x0 = ty * th, tx * tw
-                sy = slice(max(ya, y0), min(yb, y0 + th))
-                sx = slice(max(xa, x0), min(xb, x0 + tw))
-                out[sy.start - ya:sy.stop - ya, sx.start - xa:sx.stop - xa] = \
-                    tile[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+                sy = slice(max(ya, y0) - ya, min(yb, y0 + th) - ya)
+                sx = slice(max(xa, x0) - xa, min(xb, x0 + tw) - xa)
+                if tile is _MISSING:  # a tile the writer left out: tifffile reads it as zeros too
+                    out[sy, sx] = 0
+                else:
+                    out[sy, sx] = tile[sy.start + ya - y0:sy.stop + ya - y0, sx.start + xa - x0:sx.stop + xa - x0]
         return out
 
     def _cached_tile(self, page, index: int):
