@@ -169,8 +169,11 @@ def tile_to_working(
     pixel_size_um: float,
     tile_px: int = TILE_PX,
     working_pixel_um: float = WORKING_PIXEL_UM,
+    copy: bool = True,
 ) -> tuple[np.ndarray, float]:
     """Turn one tile's level-0 region into a model tile of exactly tile_px x tile_px.
+
+    ``copy=False`` may return a view of ``region`` (a caller that copies it anyway).
 
     The region is resampled by the working factor; a partial (edge) tile is then
     padded by reflection at the bottom/right, and a region a pixel too large is
@@ -204,4 +207,4 @@ def tile_to_working(
     if pad[0][1] or pad[1][1]:
         mode = "reflect" if min(out.shape[:2]) > 1 else "edge"
         out = np.pad(out, pad, mode=mode)
-    return np.ascontiguousarray(out), float(valid)
+    return (np.ascontiguousarray(out) if copy else out), float(valid)

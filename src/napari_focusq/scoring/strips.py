@@ -47,8 +47,8 @@ def read_strip(src, grid, level, z, r, cols, modality, noise=False):
     ly0, lx0 = int(math.floor(y0 / ds)), int(math.floor(x0 / ds))
     ly1, lx1 = int(math.ceil(y1 / ds)), int(math.ceil(x1 / ds))
     region = src.read_region(ly0, lx0, ly1 - ly0, lx1 - lx0, level=level, z=z)
-    tiles, valid = [], []
-    for c in cols:
+    tiles, valid = None, []
+    for i, c in enumerate(cols):
         ty0, tx0, ty1, tx1 = grid.tile_bounds(r, c)
         a, b = round(ty0 / ds) - ly0, round(ty1 / ds) - ly0
         d, e = round(tx0 / ds) - lx0, round(tx1 / ds) - lx0
@@ -59,10 +59,12 @@ def read_strip(src, grid, level, z, r, cols, modality, noise=False):
         # a full tile maps to exactly TILE_PX.
         full_level = grid.tile_size_px / ds
         eff_px = WORKING_PIXEL_UM * full_level / TILE_PX
-        t, v = tile_to_working(sub, eff_px if abs(eff_px - px_level) / px_level < 0.2 else px_level, TILE_PX)
-        tiles.append(t)
+        t, v = tile_to_working(sub, eff_px if abs(eff_px - px_level) / px_level < 0.2 else px_level, TILE_PX,
+                               copy=False)
+        if tiles is None:  # the strip's tiles written once into one array (no per-tile copy, no stack)
+            tiles = np.empty((len(cols), *t.shape), t.dtype)
+        tiles[i] = t
         valid.append(v)
-    tiles = np.stack(tiles)
     # NaN/inf pixels: counted here, masked (tile median) before the measures and the model
     bad = nonfinite_count(tiles)
     if bad.any():
