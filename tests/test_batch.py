@@ -218,9 +218,11 @@ def test_sparse_100k_slide_bounded_memory(cluster, tmp_path, fast_model_file):
     assert 20 <= len(scored) <= 400  # only the tissue band is scored
     assert all(49_000 <= int(t["y"]) <= 51_000 for t in scored)
     peak = max(e.data["peak_rss_mb"] for e in events if e.data.get("peak_rss_mb"))
-    # The worker's lifetime peak: torch and the model (~0.9 GB) plus what the module's earlier
-    # tests left in the same worker (2.08 GB seen once); decoding the slide would need 30 GB.
-    assert peak < 3072, f"worker peak RSS {peak:.0f} MB"
+    # The worker's peak while it scored this slide, what it held already included (torch and the
+    # model ~0.9 GB, what the module's earlier tests left: 0.88-0.9 GB in all seen); decoding the
+    # slide whole would need 30 GB. (Not the lifetime peak: on Linux a spawned worker's starts at
+    # the size of the process it was forked from, 3.2 GB in a full test run.)
+    assert peak < 2048, f"worker peak RSS {peak:.0f} MB"
 
 
 def test_manifest_skips_only_complete_matching_entries(tmp_path):

@@ -129,7 +129,28 @@ class ModelPlugin(WorkerPlugin):
         return next(iter(distinct.values())) if len(distinct) == 1 else self.model
 
 
+def _reset_peak_rss() -> None:
+    """Linux: restart this process's peak-RSS count (VmHWM), so that :func:`_peak_rss_mb`
+    gives the slide's own peak. Without it the figure was the worker's lifetime peak, and
+    on Linux that starts at the parent's size: a spawned process's count keeps the peak of
+    the (shared) memory it was forked with across exec, so a worker spawned from a 3 GB
+    process reported 3 GB before it had scored a tile."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:  # not Linux, or not allowed: the lifetime peak it is
+        pass
+
+
 def _peak_rss_mb() -> float:
+    """Peak resident memory (MB) since :func:`_reset_peak_rss` (Linux), else in the process's life."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -162,6 +183,7 @@ def _score_task(path: str, out_dir: str, stem: str, config: ScoreConfig, max_mem
     except ValueError:  # not in a worker (called directly)
         pass
     result = {"outputs": [], "model_label": "", "worker": worker, "pid": os.getpid()}
+    _reset_peak_rss()  # peak_rss_mb: this slide's, what the worker held included
     try:
         st = os.stat(path)
         result.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -221,7 +243,8 @@ def iter_batch(inputs, out_dir, config: ScoreConfig | None = None, *, workers: i
     """Generator form of :func:`run_batch`: yields Progress("batch", done, total) per slide.
 
     Each event's ``data`` holds ``row`` (the results row), ``skipped`` and, for slides
-    scored now, ``peak_rss_mb`` and ``worker``.
+    scored now, ``peak_rss_mb`` (the worker's peak resident memory while it scored the
+    slide, what it already held included; Linux, else its lifetime peak) and ``worker``.
     """
     from napari_focusq.export.outputs import error_reason
     from napari_focusq.export.results import append_results, results_row
