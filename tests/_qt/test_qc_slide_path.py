@@ -82,6 +82,30 @@ def test_file_backed_layer_scored_through_the_slide_path(make_napari_viewer_prox
     np.testing.assert_array_equal(viewer.layers["Defocus (µm)"].data, whole_tiles_grid(ref))
 
 
+def test_running_heatmap_stays_over_the_slide(make_napari_viewer_proxy, qtbot, notes, pyramid, model_path):
+    """While scoring, tiles the slide's edge cuts stay out of the growing heatmap (one pixel a
+    tile would draw them whole, past the edge); the result draws them at their true size."""
+    from napari_focusq.napari.edge_tiles import EDGE_NAME, partial_tiles
+
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(pyramid), plugin="napari-focusq")
+    _, w = viewer.window.add_plugin_dock_widget("napari-focusq", "Focus QC")
+    w.add_model(str(model_path))
+    seen = []
+    worker = w.score()
+    worker.yielded.connect(lambda ev: seen.append(np.array(w.runner.job.place.running.data))
+                           if w.runner.job is not None and w.runner.job.place.running is not None else None)
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
+    assert not notes["error"], notes["error"]
+    cut = partial_tiles(w.fmap)[0]
+    scored = np.isfinite(w.fmap.defocus_um)
+    assert (cut & scored).any() and (~cut & scored).any()  # the slide has scored tiles of both kinds
+    assert seen and np.isfinite(seen[-1]).any()
+    assert all(not np.isfinite(grid[cut]).any() for grid in seen)
+    assert len(viewer.layers[EDGE_NAME].data) == int((cut & scored).sum())
+
+
 def test_cancel_stops_the_decoders(make_napari_viewer_proxy, qtbot, notes, model_path, monkeypatch):
     """Cancel mid-run: no strip read starts after cancel(); only the reads the two decode
     threads already had in hand finish (counted, not timed)."""

@@ -23,10 +23,15 @@ def partial_tiles(fmap) -> tuple[np.ndarray, np.ndarray]:
     An extent is ``(y0, x0, y1, x1)`` in tiles from the grid's start (tile ``r`` spans
     ``[r, r + 1]`` when whole), cut at the image (level-0 pixels ``[0, H] x [0, W]``).
     """
-    rows, cols = fmap.shape
-    oy, ox = (float(v) for v in fmap.origin_px)
-    t = float(fmap.tile_size_px)
-    h, w = (float(v) for v in fmap.image_shape)
+    return cut_tiles(fmap.shape, fmap.origin_px, fmap.tile_size_px, fmap.image_shape)
+
+
+def cut_tiles(shape, origin_px, tile_size_px, image_shape) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`partial_tiles` of a grid given by its geometry (a TileGrid's, before a map exists)."""
+    rows, cols = shape
+    oy, ox = (float(v) for v in origin_px)
+    t = float(tile_size_px)
+    h, w = (float(v) for v in image_shape)
     ys0 = np.clip(oy + np.arange(rows) * t, 0, h)
     ys1 = np.clip(oy + (np.arange(rows) + 1) * t, 0, h)
     xs0 = np.clip(ox + np.arange(cols) * t, 0, w)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_focusq.napari import edge_tiles as E
 from napari_focusq.napari import layers as L
 from napari_focusq.napari.widgets import notify
 from napari_focusq.napari.widgets.jobs import Job
@@ -58,6 +59,9 @@ class ScoreJob(_QCJob):
         px = config.pixel_size_um
         grid = TileGrid(plane.shape[:2], px)
         scale, translate = L.grid_geometry(layer.scale, layer.translate, grid.tile_size_px, grid.origin_px)
+        # tiles the slide's edge cuts stay out of the running heatmap, which would draw them whole,
+        # past the edge: the result draws them at their true size (edge_tiles.py)
+        self._cut = E.cut_tiles(grid.shape, grid.origin_px, grid.tile_size_px, plane.shape[:2])[0]
         self.place = Placement(layer.name, "per-tile" if per_tile else z, px, scale, translate, L.grid_units(layer))
         self.source = layer.metadata.get("path") or layer.name
         self.t0 = time.perf_counter()
@@ -106,7 +110,7 @@ class ScoreJob(_QCJob):
             from napari_focusq.napari.widgets.result_layers import label_colorbar
 
             label_colorbar(layer)
-        if L.fill_tiles(layer.data, tiles) is not None:
+        if L.fill_tiles(layer.data, [t for t in tiles if not self._cut[t[0], t[1]]]) is not None:
             # Redraws are throttled: each one re-renders the canvas on the cores scoring uses.
             p.redraw.request()
 
