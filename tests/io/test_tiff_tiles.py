@@ -118,3 +118,16 @@ def test_each_tile_is_decoded_once_across_threads_and_the_cache_stays_bounded(tm
         for y0, y1 in strips:
             np.testing.assert_array_equal(small.region(y0, y1, 0, 640), whole[y0:y1])
         assert small._cached <= 3 * 128 * 128 * 3 and small.decoded > 25  # evicted, decoded again
+
+
+def test_without_positioned_reads_the_zarr_path_reads(tmp_path, slide_crop, monkeypatch):
+    """Windows has no os.pread: levels keep tifffile's zarr store and read the same pixels."""
+    import os
+
+    path = tmp_path / "tiled.tif"
+    rgb = slide_crop(1500, 500, 300, 300)
+    tifffile.imwrite(path, rgb, tile=(128, 128), photometric="rgb", compression="zlib")
+    monkeypatch.delattr(os, "pread")
+    with open_image(path) as src:
+        assert src._region_readers == [None]
+        np.testing.assert_array_equal(src.read_region(0, 0, 300, 300), rgb)

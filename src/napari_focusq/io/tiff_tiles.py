@@ -31,6 +31,8 @@ _MISSING = object()  # a tile the writer left out
 def tile_reader(tf, level_series) -> "TileRegions | None":
     """A TileRegions for one level of ``tf`` when the level is a single tiled 2-D page
     (Y, X[, samples]) whose file has a descriptor, else None (the zarr path reads it)."""
+    if not hasattr(os, "pread"):  # Windows: no positioned reads; the zarr path (with its lock) it is
+        return None
     try:
         pages = level_series.pages
         page = level_series.keyframe
