@@ -10,9 +10,13 @@ with the extra tiles at a loss weight or behind a one-sided hinge.
 
 Kinds of extra tiles (``layered_kind``): ``sections`` (1-3 faint layers of the split's
 images, rounds 1-2) and ``one_faint`` (one faint layer of another image, the bulk the best
-plane). A trial is ``KIND:SHARE:WEIGHT:HINGE[:EPOCHS[:SEED]]``, SHARE the extra tiles per
-image as a share of the recipe's 1000 (at most the cached share), e.g. ``one_faint:0.3:0.3:0.8``;
-``thin`` is the recipe without extras, ``shipped`` the shipped weights read raw.
+plane). A trial is ``KIND:SHARE:WEIGHT:HINGE`` (options ``:g=SHARE`` for soft in-focus specimens
+with a sharp grain, ``training.grain``, at full weight; ``:e=EPOCHS``; ``:s=SEED``), SHARE the
+extra tiles per image as a share of the recipe's 1000 (at most the cached share), e.g.
+``one_faint:0.3:0.3:0.8:g=0.2``; ``thin`` is the recipe without extras (``thin:g=0.2`` with
+soft specimens only), ``shipped`` the shipped weights read raw. With the same shares the
+heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` gives the shipped
+weights' raw figures to the last digit).
 
 Figures, all on the validation images and the real stacks (DESIGN-NOTES, evidence rules):
 thin validation tiles R² / slope / MAE 0-4 µm (raw heads, no calibration); bench_real's
@@ -43,7 +47,7 @@ from napari_focusq.training.fit import _tile_loss  # noqa: E402
 from napari_focusq.training.metrics import regression_metrics  # noqa: E402
 from napari_focusq.training.recipes import default_recipe, split_images  # noqa: E402
 
-KINDS = ("sections", "one_faint")
+KINDS = ("sections", "one_faint", "grain")
 
 
 def _features(module, prepare, X, bs=256):
@@ -54,7 +58,7 @@ def _features(module, prepare, X, bs=256):
     return torch.cat(out).numpy()
 
 
-def make(cache: Path, share: float):
+def make(cache: Path, share: float, kinds=KINDS):
     cache.mkdir(parents=True, exist_ok=True)
     cfg = default_recipe(cache / "unused")
     model = new_model("fast", config=cfg.arch, device="cpu")
@@ -68,13 +72,6 @@ def make(cache: Path, share: float):
         X, Z, _ = drive(iter_dataset(val, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation", magnify=False))
         np.save(cache / "F_thin_val.npy", feat(X)), np.save(cache / "Z_thin_val.npy", Z)
         print(f"thin: {len(np.load(cache / 'Z_thin_train.npy'))} training, {len(Z)} validation tiles", flush=True)
-    for kind in KINDS:
-        if (cache / f"F_{kind}_train.npy").exists():
-            continue
-        kcfg = replace(cfg, layered_extra=share, layered_kind=kind)
-        X, Z, _ = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7919))
-        np.save(cache / f"F_{kind}_train.npy", feat(X)), np.save(cache / f"Z_{kind}_train.npy", Z)
-        print(f"{kind}: {len(Z)} training tiles", flush=True)
     if not (cache / "F_eval_layered.npy").exists():
         import tifffile
 
@@ -85,6 +82,17 @@ def make(cache: Path, share: float):
             st = tifffile.imread(br.project_data_dir() / "brightfield_through_focus" / name)
             S = np.stack([br._tiles_of(p) for p in st])
             np.save(cache / f"F_stack_{name}.npy", feat(S.reshape(-1, *S.shape[2:])).reshape(S.shape[0], S.shape[1], -1))
+    for kind in kinds:
+        if (cache / f"F_{kind}_train.npy").exists():
+            continue
+        if kind == "grain":  # as training.fit: soft specimens with a grain, their own seed
+            kcfg = replace(cfg, grain_extra=share)
+            X, Z, _ = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7920, kind="grain"))
+        else:
+            kcfg = replace(cfg, layered_extra=share, layered_kind=kind)
+            X, Z, _ = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7919))
+        np.save(cache / f"F_{kind}_train.npy", feat(X)), np.save(cache / f"Z_{kind}_train.npy", Z)
+        print(f"{kind}: {len(Z)} training tiles", flush=True)
 
 
 def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, epochs=200, seed=0, lr=2e-3, batch=256):
@@ -145,10 +153,13 @@ def report(module, cache: Path, label: str) -> dict:
         S = np.load(cache / f"F_stack_{s}.npy")
         r = np.array([np.median(_read(module, S[p])) for p in range(len(S))])
         stacks[s] = (float(spearmanr(r, np.abs(np.arange(len(S)) - best)).statistic), int(np.argmin(r)))
+        if s.startswith("smear"):
+            smear = " ".join(f"{v:.1f}" for v in r)
     print(f"{label:<30} thin {m['r2']:.4f}/{m['slope']:.3f}/{m['mae_0_4']:.3f}  layered "
           + "/".join(f"{r['ratio_median']:.2f}" for r in rep.values()) + "  in-focus "
           + "/".join(f"{r['in_focus_median_um']:.2f}" for r in rep.values()) + "  | "
-          + "  ".join(f"{s[:5]} {rho:.3f} @{am}" for s, (rho, am) in stacks.items()), flush=True)
+          + "  ".join(f"{s[:5]} {rho:.3f} @{am}" for s, (rho, am) in stacks.items()) + f"\n{'':<30} smear planes: {smear}",
+          flush=True)
     return {"thin": m, "layered": rep, "stacks": stacks}
 
 
@@ -156,12 +167,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--share", type=float, default=0.4, help="make: extra thick-section tiles per image / 1000")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="make: the specimen kinds, comma-separated")
     ap.add_argument("step", choices=("make", "fit"))
-    ap.add_argument("trials", nargs="*", help="'shipped', 'thin' or KIND:SHARE:WEIGHT:HINGE[:EPOCHS[:SEED]]")
+    ap.add_argument("trials", nargs="*", help="'shipped', 'thin' or KIND:SHARE:WEIGHT:HINGE, each with optional "
+                    "':g=SHARE' (soft specimens with a grain), ':e=EPOCHS', ':s=SEED'")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.step == "make":
-        make(a.cache, a.share)
+        make(a.cache, a.share, a.kinds.split(","))
         return 0
     cfg = default_recipe(a.cache / "unused")
     Ft0, Zt0 = np.load(a.cache / "F_thin_train.npy"), np.load(a.cache / "Z_thin_train.npy")
@@ -170,18 +183,31 @@ def main(argv=None):
         if spec == "shipped":
             report(load_model("fast").module, a.cache, "shipped (raw)")
             continue
-        kind, share, weight, hinge, *rest = (spec + ":0:1:0").split(":") if spec == "thin" else spec.split(":")
-        epochs, seed = (int(rest[0]) if rest else cfg.epochs), (int(rest[1]) if len(rest) > 1 else 0)
-        Ft, Zt = Ft0, Zt0
-        if spec != "thin" and float(share) > 0:
-            FL, ZL = np.load(a.cache / f"F_{kind}_train.npy"), np.load(a.cache / f"Z_{kind}_train.npy")
-            # The cache holds the images' tiles one image after another: the first of each image's block.
-            per = len(ZL) // len(split_images(cfg)[0])
-            take = np.concatenate([np.arange(i, i + int(round(float(share) * 1000)))
-                                   for i in range(0, len(ZL), per)])
-            take = take[take < len(ZL)]
-            Ft, Zt = np.concatenate([Ft0, FL[take]]), np.concatenate([Zt0, ZL[take]])
-        extra = np.arange(len(Zt)) >= len(Zt0)
+        parts = spec.split(":")
+        opts = dict(p.split("=") for p in parts if "=" in p)  # g=GRAIN share, e=EPOCHS, s=SEED
+        parts = [p for p in parts if "=" not in p]
+        kind, share, weight, hinge = (parts + ["0", "1", "0"])[:4] if parts[0] == "thin" else parts[:4]
+        epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
+        n_img = len(split_images(cfg)[0])
+
+        def first(kind, share):
+            # The cache holds the images' tiles one image after another: the first of each
+            # image's block are the tiles a recipe with this share would make (one stream an image).
+            F, Z = np.load(a.cache / f"F_{kind}_train.npy"), np.load(a.cache / f"Z_{kind}_train.npy")
+            per = len(Z) // n_img
+            take = np.concatenate([np.arange(i, i + int(round(share * 1000))) for i in range(0, len(Z), per)])
+            return F[take[take < len(Z)]], Z[take[take < len(Z)]]
+
+        Fs, Zs = [Ft0], [Zt0]
+        if parts[0] != "thin" and float(share) > 0:
+            f, z = first(kind, float(share))
+            Fs.append(f), Zs.append(z)
+        n_layered = sum(map(len, Zs[1:]))
+        if float(opts.get("g", 0)) > 0:
+            f, z = first("grain", float(opts["g"]))
+            Fs.append(f), Zs.append(z)
+        Ft, Zt = np.concatenate(Fs), np.concatenate(Zs)
+        extra = (np.arange(len(Zt)) >= len(Zt0)) & (np.arange(len(Zt)) < len(Zt0) + n_layered)
         module = new_model("fast", config=cfg.arch, device="cpu").module
         fit_heads(module, Ft, Zt, extra, Fv, Zv, weight=float(weight), hinge=float(hinge), epochs=epochs, seed=seed)
         report(module, a.cache, spec)

@@ -158,3 +158,42 @@ def test_fit_with_extra_thick_sections(train_images, tmp_path):
     assert t["config"]["layered_extra"] == 0.5 and t["config"]["layered_kind"] == "one_faint"
     z = load_model(path).predict(np.full((1, 320, 320, 3), 200, np.uint8))
     assert np.isfinite(z).all()
+
+
+def test_soft_with_grain_is_soft_content_under_a_fine_grain():
+    from napari_focusq.training.grain import soft_with_grain
+
+    tile = np.tile(_tissue(40, (80, 80)), (4, 4, 1))  # 320 px of real-looking texture
+    rng = np.random.default_rng(5)
+
+    def hf(img):  # mean power of the finest scales (a 3x3 Laplacian) in optical density
+        from scipy.ndimage import laplace
+
+        od = -np.log(np.clip(img.astype(float).mean(-1), 1, 255) / 255)
+        return float(np.mean(laplace(od) ** 2))
+
+    outs = [soft_with_grain(tile, np.random.default_rng(k)) for k in range(40)]
+    assert all(o.shape == tile.shape and o.dtype == np.uint8 for o in outs)
+    # The same seed with no grain is the same magnified crop (the draws are the same): alone it
+    # has lost most of the finest scales' power, and the grain puts fine power back over it.
+    no_grain = [soft_with_grain(tile, np.random.default_rng(k), grain_od=(0.0, 0.0)) for k in range(40)]
+    assert max(hf(o) for o in no_grain) < 0.5 * hf(tile)
+    assert all(hf(o) > 1.5 * hf(n) for o, n in zip(outs, no_grain))
+    # About half grey (binomial over 40 draws: 0.5 +- 0.25 is > 3 sd).
+    grey = np.mean([np.array_equal(o[..., 0], o[..., 1]) and np.array_equal(o[..., 1], o[..., 2]) for o in outs])
+    assert 0.25 <= grey <= 0.75
+
+
+def test_grain_extra_tiles(two_tissues, train_images, tmp_path):
+    from napari_focusq.training.fit import iter_fit
+
+    cfg = TrainConfig(images=two_tissues, min_tissue=0.0, z_max_um=5.0, grain_extra=0.25)
+    X, Z, S = drive(iter_layered_extra(two_tissues, 8, cfg, 9, kind="grain"))
+    assert X.shape == (4, 320, 320, 3) and list(S) == [0, 0, 1, 1] and Z.max() <= 5.0 + 1e-6
+    with pytest.raises(TrainingError, match="grain_extra"):
+        TrainConfig(grain_extra=-1)
+    paths, px = train_images
+    run = TrainConfig(images=paths, out=str(tmp_path / "g.safetensors"), epochs=1, samples_per_image=8,
+                      val_samples_per_image=8, pixel_sizes=px, seed=0, grain_extra=0.25, layered_extra=0.25)
+    t = json.loads(drive(iter_fit(run)).with_suffix(".json").read_text())["training"]
+    assert (t["train_tiles"], t["train_thick_section_tiles"], t["train_grain_tiles"]) == (24, 4, 4)  # two training images: 8 thin, 2 + 2 extra each

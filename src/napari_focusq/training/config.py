@@ -75,6 +75,9 @@ class TrainConfig:
     #: split's images) or "one_faint" (layered.one_faint_specimen: one faint layer of another
     #: image of the split, the bulk stays the best plane).
     layered_kind: str = "sections"
+    #: Soft in-focus specimens with a sharp grain (training.grain) as extra thin tiles, per
+    #: source image as a share of samples_per_image, at full weight (0 = off).
+    grain_extra: float = 0.0
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -99,6 +102,8 @@ class TrainConfig:
         if not (0 <= self.layered_extra <= 2 and 0 <= self.layered_weight <= 10 and 0 <= self.layered_hinge <= 1.5):
             raise TrainingError(f"layered_extra must be in [0, 2], layered_weight in [0, 10] and layered_hinge in "
                                 f"[0, 1.5]; got {self.layered_extra}, {self.layered_weight}, {self.layered_hinge}")
+        if not 0 <= self.grain_extra <= 2:
+            raise TrainingError(f"grain_extra must be in [0, 2]; got {self.grain_extra}")
         if self.layered_kind not in ("sections", "one_faint"):
             raise TrainingError(f"layered_kind must be sections or one_faint; got {self.layered_kind!r}")
         if not 0 < self.z_max_um <= 30:

@@ -76,6 +76,14 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         if len(ZL):
             Xt, Zt, St = np.concatenate([Xt, XL]), np.concatenate([Zt, ZL]), np.concatenate([St, SL])
         del XL
+    n_layered = len(Zt) - n_thin
+    if cfg.grain_extra:
+        # Soft in-focus specimens with a sharp grain: thin labels, full weight (training.grain).
+        XG, ZG, SG = yield from iter_layered_extra(train_paths, cfg.samples_per_image, cfg, cfg.seed + 7920,
+                                                   "soft specimens", kind="grain")
+        if len(ZG):
+            Xt, Zt, St = np.concatenate([Xt, XG]), np.concatenate([Zt, ZG]), np.concatenate([St, SG])
+        del XG
 
     device = choose_device()
     prev_epochs = 0
@@ -115,7 +123,7 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     else:
         params = module.parameters()
     zt = torch.from_numpy(Zt).to(device)
-    extra = torch.arange(len(Zt), device=device) >= n_thin
+    extra = (torch.arange(len(Zt), device=device) >= n_thin) & (torch.arange(len(Zt), device=device) < n_thin + n_layered)
     sample_w = torch.where(extra, torch.tensor(float(cfg.layered_weight)), torch.tensor(1.0)).to(device)
     n_heads = module.config.get("heads", 1) if fixed and hasattr(module, "forward_heads") else 1
     boot = (torch.rand(len(Zt), n_heads, generator=gen) < 0.8).float().to(device)
@@ -193,7 +201,8 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         "training": {
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("images", "val_images")},
             "train_images": [Path(p).name for p in train_paths], "val_images": [Path(p).name for p in val_paths],
-            "train_tiles": int(len(Zt)), "train_thick_section_tiles": int(len(Zt) - n_thin), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
+            "train_tiles": int(len(Zt)), "train_thick_section_tiles": int(n_layered),
+            "train_grain_tiles": int(len(Zt) - n_thin - n_layered), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
             "epochs_done": cfg.epochs + prev_epochs, "seconds": round(time.perf_counter() - t_start, 1),
             "history": history[-20:],
         },
