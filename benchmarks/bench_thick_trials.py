@@ -190,7 +190,7 @@ def main(argv=None):
         epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
         n_img = len(split_images(cfg)[0])
 
-        def first(kind, share):
+        def first(kind, share, n_img=n_img):
             # The cache holds the images' tiles one image after another: the first of each
             # image's block are the tiles a recipe with this share would make (one stream an image).
             F, Z = np.load(a.cache / f"F_{kind}_train.npy"), np.load(a.cache / f"Z_{kind}_train.npy")

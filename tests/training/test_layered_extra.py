@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_focusq.optics.layered import Layer, layer_weights, one_faint_specimen, simulate_layered
+from napari_focusq.optics.layered import layer_weights, one_faint_specimen, simulate_layered
 from napari_focusq.progress import drive
 from napari_focusq.training.config import TrainConfig, TrainingError
 from napari_focusq.training.data import iter_dataset, iter_layered_extra
@@ -164,7 +164,6 @@ def test_soft_with_grain_is_soft_content_under_a_fine_grain():
     from napari_focusq.training.grain import soft_with_grain
 
     tile = np.tile(_tissue(40, (80, 80)), (4, 4, 1))  # 320 px of real-looking texture
-    rng = np.random.default_rng(5)
 
     def hf(img):  # mean power of the finest scales (a 3x3 Laplacian) in optical density
         from scipy.ndimage import laplace
