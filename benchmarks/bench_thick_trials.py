@@ -23,8 +23,8 @@ thin validation tiles R² / slope / MAE 0-4 µm (raw heads, no calibration); ben
 layered set (read / truth median at OD weight 0.1 / 0.2 / 0.35 / 0.5, in-focus medians);
 the smear and URJC through-focus stacks (Spearman, plane of the lowest reading).
 
-    .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick make --share 0.4
-    .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick fit shipped thin one_faint:0.3:0.3:0.8
+    .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick make --share 0.3
+    .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick fit shipped thin sections:0.3:0.3:0 one_faint:0.3:1:0.8
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def report(module, cache: Path, label: str) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--share", type=float, default=0.4, help="make: extra thick-section tiles per image / 1000")
+    ap.add_argument("--share", type=float, default=0.3, help="make: extra thick-section tiles per image / 1000")
     ap.add_argument("--kinds", default=",".join(KINDS), help="make: the specimen kinds, comma-separated")
     ap.add_argument("step", choices=("make", "fit"))
     ap.add_argument("trials", nargs="*", help="'shipped', 'thin' or KIND:SHARE:WEIGHT:HINGE, each with optional "
