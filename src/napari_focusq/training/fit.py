@@ -123,7 +123,8 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     else:
         params = module.parameters()
     zt = torch.from_numpy(Zt).to(device)
-    extra = (torch.arange(len(Zt), device=device) >= n_thin) & (torch.arange(len(Zt), device=device) < n_thin + n_layered)
+    pos = torch.arange(len(Zt), device=device)
+    extra = (pos >= n_thin) & (pos < n_thin + n_layered)  # the thick-section tiles: weighted, hinged
     sample_w = torch.where(extra, torch.tensor(float(cfg.layered_weight)), torch.tensor(1.0)).to(device)
     n_heads = module.config.get("heads", 1) if fixed and hasattr(module, "forward_heads") else 1
     boot = (torch.rand(len(Zt), n_heads, generator=gen) < 0.8).float().to(device)
@@ -201,10 +202,12 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         "training": {
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("images", "val_images")},
             "train_images": [Path(p).name for p in train_paths], "val_images": [Path(p).name for p in val_paths],
-            "train_tiles": int(len(Zt)), "train_thick_section_tiles": int(n_layered),
-            "train_grain_tiles": int(len(Zt) - n_thin - n_layered), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
+            "train_tiles": int(len(Zt)), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
             "epochs_done": cfg.epochs + prev_epochs, "seconds": round(time.perf_counter() - t_start, 1),
             "history": history[-20:],
+            # Only where there are any: checkpoints without extra tiles read as before.
+            **({"train_thick_section_tiles": int(n_layered)} if n_layered else {}),
+            **({"train_grain_tiles": int(len(Zt) - n_thin - n_layered)} if len(Zt) > n_thin + n_layered else {}),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
