@@ -29,7 +29,7 @@ import numpy as np
 from napari_focusq.config import Optics
 from napari_focusq.optics.psf import OpticsError, simulate_defocus
 
-__all__ = ["Layer", "best_plane", "layer_weights", "random_specimen", "simulate_layered", "thick_section",
+__all__ = ["Layer", "best_plane", "layer_weights", "one_faint_specimen", "random_specimen", "simulate_layered", "thick_section",
            "optical_density"]
 
 #: The transmission floor (8-bit scale: 1 of 255) below which optical density is not defined.
@@ -239,3 +239,37 @@ def random_specimen(bulk: np.ndarray, extras: Sequence[np.ndarray], z_um: float,
         best = best_plane(depths, content)
     layers = [Layer(i, float(d), w) for i, d, w in zip(images, depths, weights)]
     return layers, best + side * z
+
+
+def one_faint_specimen(bulk: np.ndarray, faint: np.ndarray, z_um: float, rng: np.random.Generator, *,
+                       modality: str = "brightfield", weight: tuple[float, float] = (0.05, 0.45),
+                       near: float = 0.7, beyond_um: tuple[float, float] = (0.5, 4.0),
+                       white: float = 255.0) -> tuple[list[Layer], float]:
+    """The simplest thick specimen: ``bulk`` (weight 1, depth 0) and ONE faint layer ``faint``
+    (in training, a crop of another image), with the focal plane ``z_um`` from the bulk.
+
+    The faint layer's weight is uniform in ``weight`` and then capped so that it holds at most
+    0.95 of the bulk's content: the bulk stays the best plane and the label is the bulk's own
+    distance ``|z_um|``. With probability ``near`` the faint layer is nearer the focal plane
+    than the bulk (distance uniform in [0, |z|)), else it is ``beyond_um`` farther than the
+    bulk, on either side (an in-focus bulk under blurred haze). Returns (layers, focal plane);
+    :func:`simulate_layered` of them reports ``|z_um|``.
+    """
+    z = abs(float(z_um))
+    f = np.asarray(faint)
+    if modality == "fluorescence":
+        ref = float(np.percentile(bulk, 99.5))
+        f = np.asarray(f, np.float32) * np.float32(ref / max(float(np.percentile(f, 99.5)), 1e-6))
+    c_bulk, c_faint = layer_weights([Layer(bulk, 0.0), Layer(f, 0.0)], modality, white)
+    w = float(rng.uniform(*weight))
+    if c_faint > 0:
+        w = min(w, 0.95 * c_bulk / c_faint)
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    focus = side * z
+    if z > 0 and rng.random() < near:
+        depth = focus - side * z * rng.uniform(0.0, 1.0)  # between the focal plane and the bulk...
+        if rng.random() < 0.5:
+            depth = 2 * focus - depth  # ...or as near it on the far side
+    else:
+        depth = focus + (1.0 if rng.random() < 0.5 else -1.0) * (z + rng.uniform(*beyond_um))
+    return [Layer(bulk, 0.0, 1.0), Layer(f, float(depth), w)], focus

@@ -60,6 +60,24 @@ class TrainConfig:
     #: Share of tiles simulated as thick sections (layered.random_specimen): the tile is the
     #: bulk, 1-3 in-focus crops of the same split's images are faint layers at other depths.
     layered: float = 0.0
+    #: Thick sections as extra training tiles, beside (not instead of) the thin ones: this many
+    #: per source image, as a share of samples_per_image, made after the thin tiles from a
+    #: stream of their own, so the thin tiles, the validation tiles (thin: best epoch,
+    #: calibration and certainty) and every other recipe's draws are unchanged (0 = off;
+    #: DESIGN-NOTES "Thick sections, round 3").
+    layered_extra: float = 0.0
+    #: Loss weight of each extra thick-section tile (the thin tiles weigh 1).
+    layered_weight: float = 1.0
+    #: > 0: an extra thick-section tile is penalised only where it reads below this share of its
+    #: truth (a one-sided hinge), so it pushes a faint sharp layer's reading up and nothing else.
+    layered_hinge: float = 0.0
+    #: The extra tiles' specimen: "sections" (layered.random_specimen, 1-3 faint layers of the
+    #: split's images) or "one_faint" (layered.one_faint_specimen: one faint layer of another
+    #: image of the split, the bulk stays the best plane).
+    layered_kind: str = "sections"
+    #: Soft in-focus specimens with a sharp grain (training.grain) as extra thin tiles, per
+    #: source image as a share of samples_per_image, at full weight (0 = off).
+    grain_extra: float = 0.0
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -81,6 +99,13 @@ class TrainConfig:
                                 f"got {tuple(self.photons)} and {self.noise_free}")
         if not 0 <= self.layered <= 1:
             raise TrainingError(f"layered must be a share in [0, 1]; got {self.layered}")
+        if not (0 <= self.layered_extra <= 2 and 0 <= self.layered_weight <= 10 and 0 <= self.layered_hinge <= 1.5):
+            raise TrainingError(f"layered_extra must be in [0, 2], layered_weight in [0, 10] and layered_hinge in "
+                                f"[0, 1.5]; got {self.layered_extra}, {self.layered_weight}, {self.layered_hinge}")
+        if not 0 <= self.grain_extra <= 2:
+            raise TrainingError(f"grain_extra must be in [0, 2]; got {self.grain_extra}")
+        if self.layered_kind not in ("sections", "one_faint"):
+            raise TrainingError(f"layered_kind must be sections or one_faint; got {self.layered_kind!r}")
         if not 0 < self.z_max_um <= 30:
             raise TrainingError(f"z_max_um must be in (0, 30]; got {self.z_max_um}")
         self.images = [str(p) for p in self.images]

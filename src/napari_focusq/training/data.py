@@ -152,12 +152,15 @@ def _shrink_to_tile(crop: np.ndarray, tile_px: int) -> np.ndarray:
 
 
 def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: TrainConfig,
-                 tile_px: int = TILE_PX, *, z_min: float = 0.0, pool=None) -> tuple[np.ndarray, np.ndarray]:
+                 tile_px: int = TILE_PX, *, z_min: float = 0.0, pool=None,
+                 transform=None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` defocused, degraded tiles of one in-focus image, with their |z| (µm) in
     [z_min, cfg.z_max_um] (z_min: see :func:`magnified_min_z`). With ``cfg.layered`` and a
     ``pool`` of in-focus crops (:func:`layer_pool`), that share of tiles are thick sections:
-    |z| is then the focal plane's distance to the specimen's best plane."""
-    from napari_focusq.optics.layered import random_specimen, simulate_layered
+    |z| is then the focal plane's distance to the specimen's best plane. ``transform(tile, rng)``
+    (e.g. :func:`~napari_focusq.training.grain.soft_with_grain`) remakes each in-focus crop
+    before its defocus."""
+    from napari_focusq.optics.layered import one_faint_specimen, random_specimen, simulate_layered
     from napari_focusq.optics.psf import simulate_defocus
     from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
 
@@ -213,6 +216,8 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             from napari_focusq.training.stain import ihc_like
 
             t = ihc_like(np.ascontiguousarray(t), rng)
+        if transform is not None:
+            t = transform(np.ascontiguousarray(t), rng)
         t = np.rot90(t, rng.integers(4))
         if rng.random() < 0.5:
             t = t[::-1]
@@ -222,8 +227,12 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             z = z_min + z * (1 - z_min / cfg.z_max_um)  # the same shape of draw, squeezed above z_min
         z = round(z / 0.05) * 0.05
         if cfg.layered and pool is not None and len(pool) and rng.random() < cfg.layered:
-            extras = [_orient(pool[j], rng) for j in rng.integers(0, len(pool), rng.integers(1, 4))]
-            layers, focus = random_specimen(np.ascontiguousarray(t), extras, z, rng, modality=cfg.modality)
+            if cfg.layered_kind == "one_faint":
+                faint = _orient(pool[rng.integers(0, len(pool))], rng)
+                layers, focus = one_faint_specimen(np.ascontiguousarray(t), faint, z, rng, modality=cfg.modality)
+            else:
+                extras = [_orient(pool[j], rng) for j in rng.integers(0, len(pool), rng.integers(1, 4))]
+                layers, focus = random_specimen(np.ascontiguousarray(t), extras, z, rng, modality=cfg.modality)
             b = simulate_layered(layers, focus, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
                                  optics=optics, method=cfg.blur)[0].astype(np.float32)
         else:
@@ -241,13 +250,14 @@ def _orient(t: np.ndarray, rng) -> np.ndarray:
 
 
 def layer_pool(planes, rng: np.random.Generator, cfg: TrainConfig, per_plane: int = 48,
-               tile_px: int = TILE_PX) -> np.ndarray:
+               tile_px: int = TILE_PX, *, with_sources: bool = False):
     """In-focus crops (tiles with at least cfg.min_tissue of tissue) of every plane: the faint
-    layers of thick-section tiles, drawn from the same split's images (never across it)."""
+    layers of thick-section tiles, drawn from the same split's images (never across it).
+    ``with_sources`` also gives each crop's plane index (None, None when there are none)."""
     from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
 
-    crops = []
-    for img in planes:
+    crops, srcs = [], []
+    for k, img in enumerate(planes):
         H, W = img.shape[:2]
         if H < tile_px or W < tile_px:
             continue
@@ -258,10 +268,55 @@ def layer_pool(planes, rng: np.random.Generator, cfg: TrainConfig, per_plane: in
             c = img[y:y + tile_px, x:x + tile_px]
             if tissue_fraction(c, cfg.modality, white_level=white) >= cfg.min_tissue:
                 crops.append(np.array(c))
+                srcs.append(k)
                 got += 1
                 if got == per_plane:
                     break
-    return np.stack(crops) if crops else None
+    stack = np.stack(crops) if crops else None
+    if with_sources:
+        return stack, (np.array(srcs) if crops else None)
+    return stack
+
+
+def iter_layered_extra(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str = "thick sections",
+                       kind: str = "layered"):
+    """Yield Progress while making cfg.layered_extra's thick-section tiles; return (tiles, z,
+    source index) as :func:`iter_dataset`. ``kind="grain"``: cfg.grain_extra's thin tiles of
+    soft specimens with a sharp grain (:mod:`napari_focusq.training.grain`) instead.
+
+    ``round(cfg.layered_extra * per_image)`` tiles an image, from the images as they are (no
+    magnified copies: a magnified bulk under faint layers cut at the working scale would mix
+    two magnifications in one section). Their faint layers come from this split's images
+    only; with ``layered_kind="one_faint"`` from another image than the bulk's. Its own random
+    stream (``seed``): the thin tiles of a run are the same with or without these.
+    """
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    n = int(round((cfg.grain_extra if kind == "grain" else cfg.layered_extra) * per_image))
+    if n < 1 or not paths:
+        return (np.empty((0, TILE_PX, TILE_PX, 3), np.uint8), np.empty(0, np.float32), np.empty(0, int))
+    planes = []
+    for k, p in enumerate(paths):
+        yield Progress(stage, k, 2 * len(paths), f"layers from {Path(p).name}")
+        planes.append(load_training_planes(p, cfg.modality, cfg.pixel_sizes)[0])
+    transform = None
+    if kind == "grain":
+        from napari_focusq.training.grain import soft_with_grain as transform
+
+        pool, psrc, lcfg = None, None, replace(cfg, layered=0.0)
+    else:
+        pool, psrc = layer_pool(planes, np.random.default_rng(rng.integers(2**32)), cfg, with_sources=True)
+        lcfg = replace(cfg, layered=1.0)
+    xs, zs, src = [], [], []
+    for k, img in enumerate(planes):
+        yield Progress(stage, len(paths) + k, 2 * len(paths), f"thick sections of {Path(paths[k]).name}")
+        own = pool if cfg.layered_kind == "sections" or pool is None else pool[psrc != k]
+        t, z = sample_tiles(img, n, np.random.default_rng(rng.integers(2**32)), lcfg,
+                            pool=own if own is not None and len(own) else pool, transform=transform)
+        xs.append(t), zs.append(z), src.append(np.full(len(z), k))
+    yield Progress(stage, 2 * len(paths), 2 * len(paths), "done")
+    return np.concatenate(xs), np.concatenate(zs), np.concatenate(src)
 
 
 def iter_dataset(paths, per_image: int, cfg: TrainConfig, seed: int, stage: str, *, magnify: bool = True):

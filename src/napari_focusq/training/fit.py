@@ -16,7 +16,7 @@ from napari_focusq.progress import Progress
 
 #: Pixel sizes of the shared real images whose files do not record one (README of the data).
 from napari_focusq.training.config import TrainConfig, TrainingError
-from napari_focusq.training.data import iter_dataset
+from napari_focusq.training.data import iter_dataset, iter_layered_extra
 from napari_focusq.training.recipes import split_images
 
 
@@ -68,6 +68,22 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     Xt, Zt, St = yield from iter_dataset(train_paths, cfg.samples_per_image, cfg, cfg.seed, "data")
     Xv, Zv, Sv = yield from iter_dataset(val_paths, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation data",
                                          magnify=False)
+    n_thin = len(Zt)
+    if cfg.layered_extra:
+        # Thick sections beside the thin tiles, weighted in the loss (layered_weight / _hinge);
+        # validation stays thin, so the best epoch, calibration and certainty are as before.
+        XL, ZL, SL = yield from iter_layered_extra(train_paths, cfg.samples_per_image, cfg, cfg.seed + 7919)
+        if len(ZL):
+            Xt, Zt, St = np.concatenate([Xt, XL]), np.concatenate([Zt, ZL]), np.concatenate([St, SL])
+        del XL
+    n_layered = len(Zt) - n_thin
+    if cfg.grain_extra:
+        # Soft in-focus specimens with a sharp grain: thin labels, full weight (training.grain).
+        XG, ZG, SG = yield from iter_layered_extra(train_paths, cfg.samples_per_image, cfg, cfg.seed + 7920,
+                                                   "soft specimens", kind="grain")
+        if len(ZG):
+            Xt, Zt, St = np.concatenate([Xt, XG]), np.concatenate([Zt, ZG]), np.concatenate([St, SG])
+        del XG
 
     device = choose_device()
     prev_epochs = 0
@@ -98,14 +114,18 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
             feats.append(torch.cat(f))
         Ft, Fv = feats
         if not cfg.resume:
-            module.feat_mean.copy_(Ft.mean(0))
-            module.feat_std.copy_(Ft.std(0) + 1e-6)
+            # The thin tiles' scale (the extra thick sections, if any, do not move it).
+            module.feat_mean.copy_(Ft[:n_thin].mean(0))
+            module.feat_std.copy_(Ft[:n_thin].std(0) + 1e-6)
         params = [*module.weights.parameters(), *module.biases.parameters()]
         # The head is tiny: more threads only add synchronisation (10x slower on a busy 2-core machine).
         torch.set_num_threads(1)
     else:
         params = module.parameters()
     zt = torch.from_numpy(Zt).to(device)
+    pos = torch.arange(len(Zt), device=device)
+    extra = (pos >= n_thin) & (pos < n_thin + n_layered)  # the thick-section tiles: weighted, hinged
+    sample_w = torch.where(extra, torch.tensor(float(cfg.layered_weight)), torch.tensor(1.0)).to(device)
     n_heads = module.config.get("heads", 1) if fixed and hasattr(module, "forward_heads") else 1
     boot = (torch.rand(len(Zt), n_heads, generator=gen) < 0.8).float().to(device)
     if cfg.head_split == "sources" and n_heads > 1:
@@ -135,13 +155,13 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
             if fixed and hasattr(module, "forward_heads"):
                 # Each head of the ensemble learns from its own bootstrap subset.
                 pred = module.forward_heads(Ft[idx])
-                err = torch.nn.functional.smooth_l1_loss(pred, zt[idx, None].expand_as(pred), beta=0.2,
-                                                         reduction="none")
-                w = boot[idx]
+                err = _tile_loss(pred, zt[idx, None].expand_as(pred), extra[idx, None], cfg.layered_hinge)
+                w = boot[idx] * sample_w[idx, None]
                 loss = (err * w).sum() / w.sum().clamp(min=1)
             else:
                 pred = module.forward_features(Ft[idx]) if fixed else module(prep(Xt[idx.numpy()]))
-                loss = torch.nn.functional.smooth_l1_loss(pred, zt[idx], beta=0.2)
+                err = _tile_loss(pred, zt[idx], extra[idx], cfg.layered_hinge)
+                loss = (err * sample_w[idx]).sum() / sample_w[idx].sum().clamp(min=1e-6)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -185,6 +205,9 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
             "train_tiles": int(len(Zt)), "val_tiles": int(len(Zv)), "best_epoch": best[2] + prev_epochs,
             "epochs_done": cfg.epochs + prev_epochs, "seconds": round(time.perf_counter() - t_start, 1),
             "history": history[-20:],
+            # Only where there are any: checkpoints without extra tiles read as before.
+            **({"train_thick_section_tiles": int(n_layered)} if n_layered else {}),
+            **({"train_grain_tiles": int(len(Zt) - n_thin - n_layered)} if len(Zt) > n_thin + n_layered else {}),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -193,6 +216,21 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     model.meta = meta
     yield Progress("save", 1, 1, str(path), data={"metrics": meta["metrics"]})
     return path
+
+
+def _tile_loss(pred, z, extra, hinge: float):
+    """Smooth L1 per tile (beta 0.2 µm); with ``hinge`` > 0 the extra thick-section tiles
+    (``extra``) only count where they read below ``hinge`` x their truth: their labels
+    (the best plane's distance) decide how far a faint sharp layer may pull a reading down,
+    not where the reading must sit."""
+    import torch
+
+    err = torch.nn.functional.smooth_l1_loss(pred, z, beta=0.2, reduction="none")
+    if hinge > 0:
+        short = torch.nn.functional.smooth_l1_loss(torch.clamp(hinge * z - pred, min=0), torch.zeros_like(pred),
+                                                   beta=0.2, reduction="none")
+        err = torch.where(extra.expand_as(err), short, err)
+    return err
 
 
 def _validation_metrics(raw, cal, Zv, Sv) -> dict:
