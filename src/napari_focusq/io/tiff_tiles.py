@@ -39,6 +39,8 @@ def tile_reader(tf, level_series) -> "TileRegions | None":
         fd = tf.filehandle.fileno()
     except (AttributeError, OSError, ValueError, IndexError):
         return None
+    if page.parent is not tf:  # a multi-file OME-TIFF's level in another file, opened and closed by tifffile
+        return None
     if len(pages) != 1 or not page.is_tiled or page.tiledepth != 1 or page.imagedepth != 1:
         return None
     if tuple(level_series.shape) != tuple(page.shape) or page.ndim not in (2, 3):
