@@ -381,3 +381,38 @@ def test_torch_threads_never_drops_below_one_and_restores_on_error():
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("tile_px, axis_gap", [(320, 2), (160, 1), (321, 0), (96, 2)])
+def test_spectral_bands_are_the_radial_band_means_of_the_whole_spectrum(tile_px, axis_gap):
+    """The front end sums the spectrum's rows 0..H/2 after adding each mirrored row (-ky)
+    onto its twin; this recomputes the features the plain way, over every row of the
+    spectrum, in numpy float64 (odd sizes too: their last row has a mirror, no Nyquist row)."""
+    from napari_focusq.models.fast import SpectralFrontEnd
+
+    bw = 4
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, tile_px, tile_px)) * np.array([1.0, 10.0, 3.0])[:, None, None] + 100
+    fe = SpectralFrontEnd(tile_px, bw, axis_gap=axis_gap)
+    with torch.inference_mode():
+        got = fe(torch.tensor(x, dtype=torch.float32)).numpy()
+
+    w = np.hanning(tile_px)  # numpy's Hann is torch's hann_window(periodic=False)
+    power = np.abs(np.fft.rfft2((x - x.mean((1, 2), keepdims=True)) * np.outer(w, w))) ** 2
+    # The radius from torch's float32 frequencies, as the module computes it: a bin on a band
+    # edge (such as 4/321 cycles/px) then falls on the same side of it.
+    fy, fx = torch.fft.fftfreq(tile_px)[:, None], torch.fft.rfftfreq(tile_px)[None, :]
+    band = torch.floor(torch.sqrt(fy**2 + fx**2) * tile_px / bw).long().numpy()
+    fy, fx = fy.numpy() * tile_px, fx.numpy() * tile_px
+    n_bands = tile_px // 2 // bw
+    keep = band < n_bands
+    keep[0, 0] = False
+    keep &= ~(((np.abs(fy) <= axis_gap) | (np.abs(fx) <= axis_gap)) & (band >= 5)) if axis_gap else True
+    means = np.stack([power[:, keep & (band == b)].mean(1) for b in range(n_bands)], 1)
+    logp = np.log(means + 1e-4)
+    ref = logp[:, 1:5].mean(1, keepdims=True)
+    want = np.concatenate([logp - ref, ref / 10.0], 1)
+    # float32 against float64: a unit-amplitude tile on an offset of 100 keeps ~5 digits
+    # once centred, and band 0 averages only ~25 bins: up to ~1.4e-4 in log units there.
+    # (A band's mirrored half left out or counted twice moves it by ~0.1-0.7.)
+    np.testing.assert_allclose(got, want, atol=3e-4)

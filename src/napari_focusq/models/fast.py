@@ -49,8 +49,13 @@ class SpectralFrontEnd(nn.Module):
             keep &= ~(near_axis.flatten() & (idx >= ref_bands[1]))
         m[torch.nonzero(keep).squeeze(1), idx[keep]] = 1.0
         m /= m.sum(0, keepdim=True).clamp(min=1)
+        # Rows +ky and -ky of the spectrum lie at the same radius and are kept or gapped
+        # alike, so forward() adds each mirrored row onto its twin and sums only rows
+        # 0..H//2: half the matmul, and half the band matrix to stream from memory (it was
+        # the front end's largest read: 16 MB a channel). Same features to float rounding.
+        folded = m.reshape(tile_px, -1, n_bands)[:tile_px // 2 + 1]
         # Real and imaginary parts are squared in place and summed by the same matmul.
-        self.register_buffer("bands", m.repeat_interleave(2, 0), persistent=False)
+        self.register_buffer("bands", folded.reshape(-1, n_bands).repeat_interleave(2, 0), persistent=False)
         self.n_features = n_bands + 1
         #: Features that carry the tile's absolute level (all others are relative to it).
         self.level_features = [n_bands]
@@ -65,7 +70,10 @@ class SpectralFrontEnd(nn.Module):
         x = centred.mul_(self.window).reshape(-1, *x.shape[-2:])
         spec = torch.view_as_real(torch.fft.rfft2(x))
         spec.square_()
-        power = spec.reshape(len(x), -1) @ self.bands
+        h = x.shape[-2]
+        pairs = (h - 1) // 2  # rows 1..pairs have their mirrors (-ky) at rows h - 1..h - pairs
+        spec[:, 1:1 + pairs] += spec[:, h - pairs:].flip(1)
+        power = spec.reshape(len(x), -1)[:, :len(self.bands)] @ self.bands  # rows 0..h//2 of each tile
         logp = torch.log(power + 1e-4)
         a, b = self.ref_bands
         ref = logp[:, a:b].mean(1, keepdim=True)
