@@ -10,7 +10,7 @@ import pytest
 from napari_focusq.config import MIN_TISSUE_FRACTION
 from napari_focusq.progress import Cancelled, drive
 from napari_focusq.scoring.grid import TileGrid
-from napari_focusq.scoring.pipeline import ScoringError, iter_score_image, score_image, score_slide
+from napari_focusq.scoring.pipeline import ScoringError, iter_score_image, iter_score_slide, score_image, score_slide
 
 REPO = Path(__file__).resolve().parents[2]
 SVS = REPO / "src" / "napari_focusq" / "data" / "CMU-1-Small-Region.svs"
@@ -259,6 +259,43 @@ def test_score_slide_runs_model_batches_side_by_side(fast_model_file):
     np.testing.assert_allclose(np.sort(info[scored]), np.sort(expected), rtol=1e-6)
 
 
+def test_score_slide_counts_the_cpu_of_its_workers_not_their_waits(fast_model_file):
+    """``extra["cpu_s"]``: CPU seconds the decode workers and the model's threads spent (the
+    figures bench_speed.py prints its floor from). A batch that sleeps adds its wall time
+    to nothing; one that burns CPU adds at least that much."""
+    import time
+
+    from napari_focusq.models import load_model
+
+    fm = load_model(fast_model_file)
+    predict, batches = fm.predict_with_spread, []
+
+    def sleeping(tiles):
+        batches.append(len(tiles))
+        time.sleep(0.1)
+        return predict(tiles)
+
+    def burning(tiles):
+        batches.append(len(tiles))
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.1:
+            pass
+        return predict(tiles)
+
+    def cpu_of_a_run():
+        return drive(iter_score_slide(SVS, model=fm, batch_size=4)).extra["cpu_s"]
+
+    fm.predict_with_spread = sleeping
+    slept = cpu_of_a_run()
+    n = len(batches)
+    fm.predict_with_spread = burning
+    burnt = cpu_of_a_run()
+    assert n >= 2 and len(batches) == 2 * n
+    assert slept["read"] > 0 and burnt["read"] > 0  # the strips were read and cut in the workers
+    # the model's own CPU on these few batches is well under 0.1 s a batch on any machine
+    assert burnt["model"] >= 0.1 * n > slept["model"]
+
+
 def test_strips_skip_the_glass_between_tissue_islands():
     from napari_focusq.scoring.strips import STRIP_TILES
     from napari_focusq.scoring.strips import strip_regions as _strip_regions
@@ -284,8 +321,8 @@ def test_decoding_keeps_two_batches_of_tiles_ahead_of_the_model(slide_crop, fast
 
     class Recording(ThreadPoolExecutor):
         def submit(self, fn, *args, **kwargs):
-            if fn is P.read_strip:  # (the model's batches go through a pool of this class too)
-                submitted.append(len(args[5]))  # the strip's tiles
+            if args and args[0] is P.read_strip:  # submitted as _thread_cpu(read_strip, ...): the
+                submitted.append(len(args[6]))      # strip's tiles (model batches share this class)
             return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(P, "ThreadPoolExecutor", Recording)

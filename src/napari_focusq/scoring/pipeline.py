@@ -180,12 +180,14 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
     done = 0
     yield Progress("score", 0, total, "scoring", data={"grid_shape": (rows, cols), "tiles": []})
     pending_tiles, pending_idx, pending_info = [], [], []
+    # CPU seconds of the decode workers (read, cut, pooling and noise measures) and the model's
+    cpu = {"read": 0.0, "model": 0.0}
     in_model = deque()  # batches handed to the model threads, in order: (future, tile indices, info)
 
     def submit(mpool):
         idx = [i for chunk in pending_idx for i in chunk]
         info = np.concatenate(pending_info)  # (n, 3): information, noise ratio, non-finite pixels
-        in_model.append((mpool.submit(_predict_parts, fm, list(pending_tiles)), idx, info))
+        in_model.append((mpool.submit(_thread_cpu, _predict_parts, fm, list(pending_tiles)), idx, info))
         pending_tiles.clear()
         pending_idx.clear()
         pending_info.clear()
@@ -194,7 +196,8 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         """The oldest batch's readings into the maps; the tiles it filled, for the progress event."""
         nonlocal done
         future, idx, info = in_model.popleft()
-        pred, sd = future.result()
+        (pred, sd), spent = future.result()
+        cpu["model"] += spent
         out = []
         for (r, c), p, q, (i, nr, nb) in zip(idx, pred, sd, info):
             defocus[r, c] = p
@@ -224,13 +227,14 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         def top_up():
             nonlocal queued
             while queued < 2 * batch_size and (unit := next(later, None)) is not None:
-                queue.append((unit, pool.submit(read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
+                queue.append((unit, pool.submit(_thread_cpu, read_strip, src, grid, lvl, z, *unit, mod, want_noise)))
                 queued += len(unit[1])
 
         top_up()
         while queue:
             (r, cs), future = queue.popleft()
-            tiles, _valid, info, nr, bad = future.result()
+            (tiles, _valid, info, nr, bad), spent = future.result()
+            cpu["read"] += spent
             queued -= len(cs)
             top_up()
             pending_tiles.append(tiles)
@@ -256,7 +260,7 @@ def iter_score_source(src, *, pixel_size_um=None, modality="auto", model=None, l
         defocus_um=defocus, tissue_fraction=tissue, tile_size_px=grid.tile_size_px, image_shape=(H, W),
         pixel_size_um=px, modality=mod, model=fm.label, origin_px=grid.origin_px,
         source=str(src.path),
-        extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "level": lvl,
+        extra={"thumbnail": _overview(thumb), "notes": notes, "seconds": time.perf_counter() - t0, "cpu_s": cpu, "level": lvl,
                "z": z, "spread_um": spread, "information": information, "nonfinite_px": nonfinite,
                **({"noise_ratio": noise} if want_noise else {})},
     )
@@ -277,6 +281,14 @@ def _predict_parts(fm, parts: list):
     thread: the copy (~8 ms a batch of 32 RGB tiles) is then not the coordinating thread's,
     which hands out the strips and batches."""
     return fm.predict_with_spread(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+
+def _thread_cpu(fn, *args):
+    """``(fn(*args), CPU seconds its thread spent)``: where a run's CPU went (``extra["cpu_s"]``),
+    counted in each worker, so a thread waiting for a core or a lock adds nothing."""
+    t0 = time.thread_time()
+    out = fn(*args)
+    return out, time.thread_time() - t0
 
 
 def _flag_nonfinite(fmap: FocusMap) -> None:
