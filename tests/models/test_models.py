@@ -416,3 +416,27 @@ def test_spectral_bands_are_the_radial_band_means_of_the_whole_spectrum(tile_px,
     # once centred, and band 0 averages only ~25 bins: up to ~1.4e-4 in log units there.
     # (A band's mirrored half left out or counted twice moves it by ~0.1-0.7.)
     np.testing.assert_allclose(got, want, atol=3e-4)
+
+
+def test_preload_imports_torch_the_extra_modules_and_the_models_in_the_background():
+    """What the QC widget asks the preload for (torch, the shipped models, and what napari
+    imports on the GUI thread when a result first shows) is imported in a daemon thread: a
+    fresh interpreter, since this session has imported everything already."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys",
+        "from napari_focusq import models",
+        "assert 'torch' not in sys.modules and 'skimage.color' not in sys.modules",
+        "t = models.preload(names=('fast',), also=('skimage.color.colorconv', 'pandas'))",
+        "assert t.name == 'focusq-preload' and t.daemon",
+        "t.join(120)",
+        "print(sorted(m for m in ('torch', 'skimage.color.colorconv', 'scipy.linalg', 'pandas') if m in sys.modules))",
+        "print(sorted(m.name for m in models._cache.values()))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    imported, loaded = out.stdout.splitlines()[:2]
+    assert imported == "['pandas', 'scipy.linalg', 'skimage.color.colorconv', 'torch']"
+    assert loaded == "['fast']"

@@ -61,9 +61,11 @@ class FocusQCWidget(QWidget):
         self._refresh_layers()
         from napari_focusq.models import preload
 
-        # torch and the default models load in the background, not after Score; so does pandas,
-        # which napari's Shapes layer imports on the GUI thread (0.3 s) when a result first shows
-        preload(also=("pandas",))
+        # torch and the default models load in the background, not after Score; so do what
+        # napari imports on the GUI thread when a result first shows: pandas for the Shapes
+        # layer (0.3 s), and skimage's colour conversions with scipy.linalg for the Labels
+        # layer's colours (0.2-0.3 s; skimage.color itself is a lazy module)
+        preload(also=("pandas", "skimage.color.colorconv"))
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
