@@ -233,20 +233,20 @@ def report(cache: Path, args):
 
 
 def cost(cache: Path, repeats: int = 7):
-    """ms per tile on one torch thread, batch 32 of the cached thin tiles: the shipped model
-    (front end + heads), the co-location features alone, and the model with them appended
-    (``arch_config["coloc"]``), alternated so a load change hits all three alike."""
+    """ms per tile on one torch thread, batch 32 of the cached thin tiles: the `fast` model
+    (front end + heads) without and with the co-location features (``arch_config["coloc"]``),
+    and the features alone, alternated so a load change hits all three alike."""
     import time
 
     from napari_focusq.models import new_model
 
     torch.set_num_threads(1)
-    fm = load_model("fast")
-    fm.module.to("cpu")
-    cm = new_model("fast", config={**fm.meta["arch_config"], "coloc": True}, device="cpu")
-    x = fm.prepare(np.load(cache / "X_thin.npy")[:32])
-    runs = {"shipped model": lambda: fm.module(x), "co-location features": lambda: colocation_features(x[:, 0]),
-            "model with coloc": lambda: cm.module(x)}
+    arch = {k: v for k, v in load_model("fast").meta["arch_config"].items() if k != "coloc"}
+    plain = new_model("fast", config=arch, device="cpu")
+    with_c = new_model("fast", config={**arch, "coloc": True}, device="cpu")
+    x = plain.prepare(np.load(cache / "X_thin.npy")[:32])
+    runs = {"model without coloc": lambda: plain.module(x), "co-location features": lambda: colocation_features(x[:, 0]),
+            "model with coloc": lambda: with_c.module(x)}
     times = {k: [] for k in runs}
     with torch.inference_mode():
         for f in runs.values():

@@ -63,7 +63,8 @@ def _features(module, prepare, X, bs=256):
 
 def _arch(cfg, coloc: bool) -> dict:
     """The recipe's front end, with the co-location features (round 4) appended when asked."""
-    return {**cfg.arch, "coloc": True} if coloc else dict(cfg.arch)
+    plain = {k: v for k, v in cfg.arch.items() if k != "coloc"}
+    return {**plain, "coloc": True} if coloc else plain
 
 
 def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False):

@@ -38,8 +38,9 @@ FEATURES = ("r_hm", "r_hg", "slope_hm", "r_pix", "disp", "rho_hm")
 
 def _laplacian(x: torch.Tensor) -> torch.Tensor:
     """5-point Laplacian of (..., H, W) on the interior (..., H-2, W-2)."""
-    c = x[..., 1:-1, 1:-1]
-    return 4 * c - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    # In place, in the order of 4c - up - down - left - right (the same floats, fewer buffers).
+    out = x[..., 1:-1, 1:-1] * 4
+    return out.sub_(x[..., :-2, 1:-1]).sub_(x[..., 2:, 1:-1]).sub_(x[..., 1:-1, :-2]).sub_(x[..., 1:-1, 2:])
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,16 +73,16 @@ def colocation_features(x: torch.Tensor, *, grid: int = 8, pool: int = 8, coarse
     n, h, w = x.shape
     if pool % coarse or any(s % pool or (s // pool) % grid for s in (h, w)):
         raise ValueError(f"tile {h}x{w} px is not divisible by the grid ({grid}), pool ({pool}) and coarse ({coarse})")
-    g = torch.log1p(x.float().clamp(min=0)).unsqueeze(1)
+    g = x.float().clamp(min=0).log1p_().unsqueeze(1)
     # High band at full resolution: the 5-point Laplacian (gain 4 sin²(πf) per axis: 0.38 at
     # 0.1 cycles/px, 1.4 at 0.2, 4 at 0.5), squared; slicing, not convolution (5x cheaper on
     # one thread). The one-pixel rim has no Laplacian and counts as zero in every tile.
-    high = F.pad(_laplacian(g).square(), (1, 1, 1, 1))
+    high = F.pad(_laplacian(g).square_(), (1, 1, 1, 1))
     # Mid band and the coarse edges on a grid ``coarse`` times coarser (cheap): the Laplacian
     # of the mean-pooled image (~0.04-0.12 cycles/px of the tile) and its central-difference
     # gradient magnitude.
     d = F.avg_pool2d(g, coarse)
-    mid = F.pad(_laplacian(d).square(), (1, 1, 1, 1))
+    mid = F.pad(_laplacian(d).square_(), (1, 1, 1, 1))
     gy = d[..., 2:, 1:-1] - d[..., :-2, 1:-1]
     gx = d[..., 1:-1, 2:] - d[..., 1:-1, :-2]
     grad = F.pad(torch.sqrt(gy * gy + gx * gx), (1, 1, 1, 1))
