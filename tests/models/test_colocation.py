@@ -105,11 +105,30 @@ def test_the_coloc_option_appends_features_and_is_recorded(tmp_path):
     np.testing.assert_array_equal(again.predict(tiles), with_c.predict(tiles))
 
 
-def test_shipped_weights_build_without_the_option():
+def test_shipped_weights_record_their_front_end():
     from napari_focusq.models import load_model
     from napari_focusq.models.colocation import ColocationFrontEnd
+    from napari_focusq.training.recipes import BRIGHTFIELD_ARCH
 
-    for name in ("fast", "fast-fluorescence"):
-        fm = load_model(name, modality="fluorescence" if "fluor" in name else "brightfield")
-        assert "coloc" not in fm.meta["arch_config"]
-        assert not isinstance(fm.module.front, ColocationFrontEnd)
+    # Brightfield ships with the co-location features (round 4), as its recipe trains them;
+    # fluorescence's file has no "coloc" and builds the front end it was trained with.
+    bf = load_model("fast")
+    assert bf.meta["arch_config"]["coloc"] is True and BRIGHTFIELD_ARCH["coloc"] is True
+    assert isinstance(bf.module.front, ColocationFrontEnd)
+    fl = load_model("fast-fluorescence", modality="fluorescence")
+    assert "coloc" not in fl.meta["arch_config"]
+    assert not isinstance(fl.module.front, ColocationFrontEnd)
+
+
+def test_a_file_without_the_option_reads_as_before(tmp_path):
+    """Checkpoints written before round 4 (no "coloc" in arch_config) build today's front end
+    and read bit for bit as a module built without the option."""
+    from napari_focusq.models import load_model
+    from napari_focusq.models.fast import FastFocusNet
+
+    fl = load_model("fast-fluorescence", modality="fluorescence")
+    ref = FastFocusNet(**{**fl.meta["arch_config"], "hidden": tuple(fl.meta["arch_config"]["hidden"])})
+    ref.load_state_dict(fl.module.state_dict())
+    x = torch.from_numpy(np.random.default_rng(6).random((4, 320, 320), dtype=np.float32) * 255)
+    with torch.inference_mode():
+        assert torch.equal(fl.module.cpu()(x), ref(x))
