@@ -7,7 +7,8 @@ bulk from an in-focus specimen, given the same band profile? (No training loop.)
 
 ``make`` builds the tiles once (validation images and the real stacks; the development test's
 pale Ki67 scans as a check only, DESIGN-NOTES "Evidence") and caches them (.npy); ``report``
-computes the shipped model's readings, its front end's features and the co-location features
+computes the readings of the weights before round 4 (``--previous``, from git), their front
+end's features and the co-location features
 (``models.colocation``), and prints:
 
 1. per group, each feature's median and interquartile range, and the shipped reading;
@@ -132,9 +133,18 @@ def _q(v):
 
 
 def report(cache: Path, args):
+    import tempfile
+
     torch.set_num_threads(1)
-    fm = load_model("fast")
+    # The reading and band profile of the weights whose confusion this measures (before round
+    # 4: without the co-location features), from git.
+    prev = br.previous_weights(args.previous, Path(tempfile.mkdtemp(prefix="focusq-coloc-")))
+    if prev is None:
+        raise SystemExit(f"weights at git revision {args.previous} not found (git or that revision missing)")
+    fm = load_model(prev)
     fm.module.to("cpu")
+    if fm.meta["arch_config"].get("coloc"):
+        raise SystemExit(f"the weights at {args.previous} already have the co-location features; pass --previous")
 
     def feats(X):
         P, B, C = [], [], []
@@ -178,7 +188,7 @@ def report(cache: Path, args):
 
     print(f"co-location features: grid {args.grid}, pool {args.pool}, coarse {args.coarse}")
     print(f"\n{'group':<22}{'n':>5}{'reading µm':>22}" + "".join(f"{f:>22}" for f in FEATURES))
-    for g, (P, B, C, S) in groups.items():
+    for g, (P, _, C, _) in groups.items():
         print(f"{g:<22}{len(P):>5}{_q(P):>22}" + "".join(f"{_q(C[:, i]):>22}" for i in range(C.shape[1])))
 
     pos_names = [f"layered out w{w:g}" for w in br.WEIGHTS if w <= 0.35]
@@ -268,6 +278,7 @@ def main(argv=None):
     ap.add_argument("--grid", type=int, default=8)
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--coarse", type=int, default=4)
+    ap.add_argument("--previous", default="f1555ce", help="report: git revision of the weights read (before round 4)")
     ap.add_argument("--l2", type=float, default=1e-2)
     a = ap.parse_args(argv)
     if a.what == "make":

@@ -16,8 +16,9 @@ extra tiles per image as a share of the recipe's 1000 (at most the cached share)
 ``one_faint:0.3:0.3:0.8:g=0.2``; ``:nc`` leaves a ``--coloc`` cache's co-location columns out
 (round 4: the same tiles with and without them); ``thin`` is the recipe without extras (``thin:g=0.2`` with
 soft specimens only), ``shipped`` the shipped weights read raw. With the same shares the
-heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` gives the shipped
-weights' raw figures to the last digit).
+heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``thin:nc`` in a
+``--coloc`` cache) gives the f1555ce weights' raw figures to the last digit, and with ``--coloc``
+``sections:0.3:0.3:0`` is the recipe shipped since round 4; ``shipped`` needs a ``--coloc`` cache).
 
 Figures, all on the validation images and the real stacks (DESIGN-NOTES, evidence rules):
 thin validation tiles R² / slope / MAE 0-4 µm (raw heads, no calibration); bench_real's
