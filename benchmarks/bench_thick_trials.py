@@ -13,10 +13,12 @@ images, rounds 1-2) and ``one_faint`` (one faint layer of another image, the bul
 plane). A trial is ``KIND:SHARE:WEIGHT:HINGE`` (options ``:g=SHARE`` for soft in-focus specimens
 with a sharp grain, ``training.grain``, at full weight; ``:e=EPOCHS``; ``:s=SEED``), SHARE the
 extra tiles per image as a share of the recipe's 1000 (at most the cached share), e.g.
-``one_faint:0.3:0.3:0.8:g=0.2``; ``thin`` is the recipe without extras (``thin:g=0.2`` with
+``one_faint:0.3:0.3:0.8:g=0.2``; ``:nc`` leaves a ``--coloc`` cache's co-location columns out
+(round 4: the same tiles with and without them); ``thin`` is the recipe without extras (``thin:g=0.2`` with
 soft specimens only), ``shipped`` the shipped weights read raw. With the same shares the
-heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` gives the shipped
-weights' raw figures to the last digit).
+heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``thin:nc`` in a
+``--coloc`` cache) gives the f1555ce weights' raw figures to the last digit, and with ``--coloc``
+``sections:0.3:0.3:0`` is the recipe shipped since round 4; ``shipped`` needs a ``--coloc`` cache).
 
 Figures, all on the validation images and the real stacks (DESIGN-NOTES, evidence rules):
 thin validation tiles R² / slope / MAE 0-4 µm (raw heads, no calibration); bench_real's
@@ -25,6 +27,8 @@ the smear and URJC through-focus stacks (Spearman, plane of the lowest reading).
 
     .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick make --share 0.3
     .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick fit shipped thin sections:0.3:0.3:0 one_faint:0.3:1:0.8
+    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/thickc make --share 0.3 --kinds sections
+    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/thickc fit thin thin:nc sections:0.3:0.3:0
 """
 from __future__ import annotations
 
@@ -58,10 +62,17 @@ def _features(module, prepare, X, bs=256):
     return torch.cat(out).numpy()
 
 
-def make(cache: Path, share: float, kinds=KINDS):
+def _arch(cfg, coloc: bool) -> dict:
+    """The recipe's front end, with the co-location features (round 4) appended when asked."""
+    plain = {k: v for k, v in cfg.arch.items() if k != "coloc"}
+    return {**plain, "coloc": True} if coloc else plain
+
+
+def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False):
     cache.mkdir(parents=True, exist_ok=True)
     cfg = default_recipe(cache / "unused")
-    model = new_model("fast", config=cfg.arch, device="cpu")
+    # With coloc the first columns are the recipe's front end's, the co-location ones last.
+    model = new_model("fast", config=_arch(cfg, coloc), device="cpu")
     feat = lambda X: _features(model.module, model.prepare, X)  # noqa: E731
     train, val = split_images(cfg)
     if not (cache / "F_thin_train.npy").exists():
@@ -138,6 +149,7 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, epochs=20
 
 
 def _read(module, F):
+    F = F[..., :module.front.n_features]  # a cache with co-location columns read by a model without
     with torch.inference_mode():
         return module.forward_features(torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))).numpy()
 
@@ -168,13 +180,15 @@ def main(argv=None):
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--share", type=float, default=0.3, help="make: extra thick-section tiles per image / 1000")
     ap.add_argument("--kinds", default=",".join(KINDS), help="make: the specimen kinds, comma-separated")
+    ap.add_argument("--coloc", action="store_true", help="make: append the co-location features (round 4); "
+                    "fit: trials use them unless ':nc'")
     ap.add_argument("step", choices=("make", "fit"))
     ap.add_argument("trials", nargs="*", help="'shipped', 'thin' or KIND:SHARE:WEIGHT:HINGE, each with optional "
                     "':g=SHARE' (soft specimens with a grain), ':e=EPOCHS', ':s=SEED'")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.step == "make":
-        make(a.cache, a.share, a.kinds.split(","))
+        make(a.cache, a.share, a.kinds.split(","), a.coloc)
         return 0
     cfg = default_recipe(a.cache / "unused")
     Ft0, Zt0 = np.load(a.cache / "F_thin_train.npy"), np.load(a.cache / "Z_thin_train.npy")
@@ -185,7 +199,8 @@ def main(argv=None):
             continue
         parts = spec.split(":")
         opts = dict(p.split("=") for p in parts if "=" in p)  # g=GRAIN share, e=EPOCHS, s=SEED
-        parts = [p for p in parts if "=" not in p]
+        coloc = a.coloc and "nc" not in parts  # nc: the same cache, without the co-location columns
+        parts = [p for p in parts if "=" not in p and p != "nc"]
         kind, share, weight, hinge = (parts + ["0", "1", "0"])[:4] if parts[0] == "thin" else parts[:4]
         epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
         n_img = len(split_images(cfg)[0])
@@ -208,8 +223,10 @@ def main(argv=None):
             Fs.append(f), Zs.append(z)
         Ft, Zt = np.concatenate(Fs), np.concatenate(Zs)
         extra = (np.arange(len(Zt)) >= len(Zt0)) & (np.arange(len(Zt)) < len(Zt0) + n_layered)
-        module = new_model("fast", config=cfg.arch, device="cpu").module
-        fit_heads(module, Ft, Zt, extra, Fv, Zv, weight=float(weight), hinge=float(hinge), epochs=epochs, seed=seed)
+        module = new_model("fast", config=_arch(cfg, coloc), device="cpu").module
+        nf = module.front.n_features
+        fit_heads(module, np.ascontiguousarray(Ft[:, :nf]), Zt, extra, np.ascontiguousarray(Fv[:, :nf]), Zv,
+                  weight=float(weight), hinge=float(hinge), epochs=epochs, seed=seed)
         report(module, a.cache, spec)
     return 0
 

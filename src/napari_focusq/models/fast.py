@@ -129,12 +129,16 @@ class FastFocusNet(nn.Module):
     """
 
     def __init__(self, tile_px: int = 320, band_width: int = 4, hidden: tuple[int, ...] = (128, 64), heads: int = 5,
-                 quadrants: bool = False, axis_gap: int = 0, blue: bool = False):
+                 quadrants: bool = False, axis_gap: int = 0, blue: bool = False, coloc: bool = False):
         super().__init__()
         self.front = (QuadrantFrontEnd(tile_px, band_width, axis_gap) if quadrants
                       else SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
         if blue:
             self.front = GreenBlueFrontEnd(self.front, SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
+        if coloc:  # thick sections, round 4 (models/colocation.py); off in every shipped file
+            from napari_focusq.models.colocation import ColocationFrontEnd
+
+            self.front = ColocationFrontEnd(self.front)
         n = self.front.n_features
         self.register_buffer("feat_mean", torch.zeros(n))
         self.register_buffer("feat_std", torch.ones(n))
@@ -152,6 +156,8 @@ class FastFocusNet(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(heads, 1, b).uniform_(-a ** -0.5, a ** -0.5)))
         self.config = {"tile_px": tile_px, "band_width": band_width, "hidden": list(hidden), "heads": heads,
                        "quadrants": quadrants, "axis_gap": axis_gap, "blue": blue}
+        if coloc:  # only when on: files without it build the front end they were trained with
+            self.config["coloc"] = True
 
     # The trainer caches features (the front end has no weights) and trains the heads alone.
     fixed_front_end = True
