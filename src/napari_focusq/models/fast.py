@@ -16,6 +16,9 @@ of line sensors, seams and separable resampling put power there, by an amount th
 differs from scanner to scanner); ``blue`` adds the blue channel's whole-tile profile
 beside green's. Held-out brightfield R² 0.987 -> 0.991, JPEG 30 vs 95 p95 0.37 -> 0.30
 µm, for three FFTs per tile instead of one (whole-slide scoring ~1.6x the decode time).
+A fourth, ``coloc`` (thick sections, round 4; on in the shipped brightfield weights since then),
+appends four numbers on where the green channel's fine detail sits relative to its coarse
+structure (``models/colocation.py``).
 """
 from __future__ import annotations
 
