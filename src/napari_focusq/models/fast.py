@@ -138,7 +138,7 @@ class FastFocusNet(nn.Module):
                       else SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
         if blue:
             self.front = GreenBlueFrontEnd(self.front, SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
-        if coloc:  # thick sections, round 4 (models/colocation.py); off in every shipped file
+        if coloc:  # thick sections, round 4 (models/colocation.py); on in the shipped brightfield weights
             from napari_focusq.models.colocation import ColocationFrontEnd
 
             self.front = ColocationFrontEnd(self.front)
