@@ -20,6 +20,14 @@ heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``
 ``--coloc`` cache) gives the f1555ce weights' raw figures to the last digit, and with ``--coloc``
 ``sections:0.3:0.3:0`` is the recipe shipped since round 4; ``shipped`` needs a ``--coloc`` cache).
 
+Round 5: ``make --tiles`` also keeps the tiles' green channel (uint8), so ``variant NAME...``
+computes co-location variants (``coloc_variants.py``) without remaking tiles, and ``:c=NAME``
+fits with a variant's columns in place of the cached ones; ``:o=OVER`` bounds the hinge from
+above (``TrainConfig.layered_over``); ``:cv`` holds each training image out in turn (its thin
+tiles read by heads fitted without its tiles: thin accuracy on an unseen image, from the
+training images alone); ``make --dev`` adds the development test's tiles and ``:dev`` prints
+them (a look at where an error is, never a choice).
+
 Figures, all on the validation images and the real stacks (DESIGN-NOTES, evidence rules):
 thin validation tiles R² / slope / MAE 0-4 µm (raw heads, no calibration); bench_real's
 layered set (read / truth median at OD weight 0.1 / 0.2 / 0.35 / 0.5, in-focus medians);
@@ -29,6 +37,9 @@ the smear and URJC through-focus stacks (Spearman, plane of the lowest reading).
     .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/thick fit shipped thin sections:0.3:0.3:0 one_faint:0.3:1:0.8
     .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/thickc make --share 0.3 --kinds sections
     .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/thickc fit thin thin:nc sections:0.3:0.3:0
+    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --tiles --dev --cache /tmp/r5 make --share 0.3 --kinds sections
+    .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/r5 variant v0 d2
+    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/r5 fit sections:0.3:0.5:0.8:c=d2:dev
 """
 from __future__ import annotations
 
@@ -68,45 +79,67 @@ def _arch(cfg, coloc: bool) -> dict:
     return {**plain, "coloc": True} if coloc else plain
 
 
-def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False):
+def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False, tiles: bool = False, dev: bool = False):
     cache.mkdir(parents=True, exist_ok=True)
     cfg = default_recipe(cache / "unused")
     # With coloc the first columns are the recipe's front end's, the co-location ones last.
     model = new_model("fast", config=_arch(cfg, coloc), device="cpu")
-    feat = lambda X: _features(model.module, model.prepare, X)  # noqa: E731
+
+    def save(name, X, shape=None):
+        """F_name (features); with ``tiles`` also G_name, the green channel as uint8 (what the
+        co-location features read), so feature variants need no tiles remade."""
+        F = _features(model.module, model.prepare, X)
+        np.save(cache / f"F_{name}.npy", F if shape is None else F.reshape(*shape, -1))
+        if tiles:
+            np.save(cache / f"G_{name}.npy", np.ascontiguousarray(np.asarray(X)[..., 1] if X.ndim == 4 else X))
+
     train, val = split_images(cfg)
     if not (cache / "F_thin_train.npy").exists():
         # As training.fit: the recipe's seeds, the same calls.
-        X, Z, _ = drive(iter_dataset(train, cfg.samples_per_image, cfg, cfg.seed, "data"))
-        np.save(cache / "F_thin_train.npy", feat(X)), np.save(cache / "Z_thin_train.npy", Z)
+        X, Z, S = drive(iter_dataset(train, cfg.samples_per_image, cfg, cfg.seed, "data"))
+        save("thin_train", X), np.save(cache / "Z_thin_train.npy", Z), np.save(cache / "S_thin_train.npy", S)
         del X
         X, Z, _ = drive(iter_dataset(val, cfg.val_samples_per_image, cfg, cfg.seed + 1, "validation", magnify=False))
-        np.save(cache / "F_thin_val.npy", feat(X)), np.save(cache / "Z_thin_val.npy", Z)
+        save("thin_val", X), np.save(cache / "Z_thin_val.npy", Z)
         print(f"thin: {len(np.load(cache / 'Z_thin_train.npy'))} training, {len(Z)} validation tiles", flush=True)
     if not (cache / "F_eval_layered.npy").exists():
         import tifffile
 
         X, T, W, K = br.layered_set(val, 6)
-        np.save(cache / "F_eval_layered.npy", feat(X))
+        save("eval_layered", X)
         np.savez(cache / "eval_layered.npz", T=T, W=W, K=K)
         for name in br.STACKS:
             st = tifffile.imread(br.project_data_dir() / "brightfield_through_focus" / name)
             S = np.stack([br._tiles_of(p) for p in st])
-            np.save(cache / f"F_stack_{name}.npy", feat(S.reshape(-1, *S.shape[2:])).reshape(S.shape[0], S.shape[1], -1))
+            save(f"stack_{name}", S.reshape(-1, *S.shape[2:]), S.shape[:2])
+    if dev and not (cache / "F_dev_thin.npy").exists():
+        # The development test, as bench_real.py --split test makes it: looked at to find where
+        # an error is, never to choose (DESIGN-NOTES, evidence rules).
+        from napari_focusq.training.config import TrainConfig
+
+        folder = br.project_data_dir() / "brightfield"
+        names = [str(folder / n) for n in br.DEFAULT_TEST]
+        tcfg = TrainConfig(images=names, z_max_um=6.0, jpeg=(70, 95))
+        X, Z, _ = drive(iter_dataset(names, 100, tcfg, 2026, "test data"))
+        save("dev_thin", X), np.save(cache / "Z_dev_thin.npy", Z)
+        X, T, W, K = br.layered_set(names, 6)
+        save("dev_layered", X)
+        np.savez(cache / "dev_layered.npz", T=T, W=W, K=K)
     for kind in kinds:
         if (cache / f"F_{kind}_train.npy").exists():
             continue
         if kind == "grain":  # as training.fit: soft specimens with a grain, their own seed
             kcfg = replace(cfg, grain_extra=share)
-            X, Z, _ = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7920, kind="grain"))
+            X, Z, S = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7920, kind="grain"))
         else:
             kcfg = replace(cfg, layered_extra=share, layered_kind=kind)
-            X, Z, _ = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7919))
-        np.save(cache / f"F_{kind}_train.npy", feat(X)), np.save(cache / f"Z_{kind}_train.npy", Z)
+            X, Z, S = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7919))
+        save(f"{kind}_train", X), np.save(cache / f"Z_{kind}_train.npy", Z), np.save(cache / f"S_{kind}_train.npy", S)
         print(f"{kind}: {len(Z)} training tiles", flush=True)
 
 
-def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, epochs=200, seed=0, lr=2e-3, batch=256):
+def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None, epochs=200, seed=0, lr=2e-3,
+              batch=256):
     """training.fit's head training on cached features: the thin tiles' feature scale, each
     head on its bootstrap, the extra tiles at ``weight`` (behind ``hinge``), best epoch on the
     thin validation MAE."""
@@ -132,7 +165,7 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, epochs=20
         for i in range(0, len(Zt), batch):
             idx = perm[i:i + batch]
             pred = module.forward_heads(Ft[idx])
-            err = _tile_loss(pred, zt[idx, None].expand_as(pred), ex[idx, None], hinge)
+            err = _tile_loss(pred, zt[idx, None].expand_as(pred), ex[idx, None], hinge, over)
             w = boot[idx] * sw[idx, None]
             loss = (err * w).sum() / w.sum().clamp(min=1)
             opt.zero_grad()
@@ -149,30 +182,155 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, epochs=20
 
 
 def _read(module, F):
-    F = F[..., :module.front.n_features]  # a cache with co-location columns read by a model without
     with torch.inference_mode():
         return module.forward_features(torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))).numpy()
 
 
-def report(module, cache: Path, label: str) -> dict:
+class Columns:
+    """The feature columns a trial reads from the cache: all of them, the front end's without
+    the co-location ones (``:nc``), or a variant's (``:c=NAME``, coloc_variants.py) in their place."""
+
+    def __init__(self, cache: Path, base: int, coloc: bool, variant: str | None = None):
+        self.cache, self.base, self.coloc, self.variant = cache, base, coloc, variant
+
+    def __call__(self, group: str) -> np.ndarray:
+        F = np.load(self.cache / f"F_{group}.npy")
+        if self.variant:
+            C = np.load(self.cache / f"C_{self.variant}_{group}.npy")
+            return np.concatenate([F[..., :self.base], C.reshape(*F.shape[:-1], -1)], -1)
+        return F if self.coloc else F[..., :self.base]
+
+
+def heads_for(cfg, n_features: int):
+    """A `fast` module of the recipe whose heads take ``n_features`` columns (a variant may add
+    or drop some; only the heads are trained and read here)."""
+    module = new_model("fast", config=_arch(cfg, False), device="cpu").module
+    if n_features != module.front.n_features:
+        module.feat_mean = torch.zeros(n_features)
+        module.feat_std = torch.ones(n_features)
+        module.weights[0] = torch.nn.Parameter(torch.empty(module.config["heads"], n_features,
+                                                           module.weights[0].shape[2]))
+    return module
+
+
+def _layered_line(readings, ev) -> str:
+    rep = br.layered_report(readings, ev["T"], ev["W"], ev["K"])
+    return ("layered " + "/".join(f"{r['ratio_median']:.2f}" for r in rep.values()) + "  in-focus "
+            + "/".join(f"{r['in_focus_median_um']:.2f}" for r in rep.values())), rep
+
+
+def report(module, cols: Columns, label: str, dev: bool = False) -> dict:
     from scipy.stats import spearmanr
 
-    m = regression_metrics(_read(module, np.load(cache / "F_thin_val.npy")), np.load(cache / "Z_thin_val.npy"))
-    ev = np.load(cache / "eval_layered.npz")
-    rep = br.layered_report(_read(module, np.load(cache / "F_eval_layered.npy")), ev["T"], ev["W"], ev["K"])
+    cache = cols.cache
+    m = regression_metrics(_read(module, cols("thin_val")), np.load(cache / "Z_thin_val.npy"))
+    line, rep = _layered_line(_read(module, cols("eval_layered")), np.load(cache / "eval_layered.npz"))
     stacks = {}
     for s, best in br.STACKS.items():
-        S = np.load(cache / f"F_stack_{s}.npy")
+        S = cols(f"stack_{s}")
         r = np.array([np.median(_read(module, S[p])) for p in range(len(S))])
         stacks[s] = (float(spearmanr(r, np.abs(np.arange(len(S)) - best)).statistic), int(np.argmin(r)))
         if s.startswith("smear"):
             smear = " ".join(f"{v:.1f}" for v in r)
-    print(f"{label:<30} thin {m['r2']:.4f}/{m['slope']:.3f}/{m['mae_0_4']:.3f}  layered "
-          + "/".join(f"{r['ratio_median']:.2f}" for r in rep.values()) + "  in-focus "
-          + "/".join(f"{r['in_focus_median_um']:.2f}" for r in rep.values()) + "  | "
+    print(f"{label:<30} thin {m['r2']:.4f}/{m['slope']:.3f}/{m['mae_0_4']:.3f}  {line}  | "
           + "  ".join(f"{s[:5]} {rho:.3f} @{am}" for s, (rho, am) in stacks.items()) + f"\n{'':<30} smear planes: {smear}",
           flush=True)
-    return {"thin": m, "layered": rep, "stacks": stacks}
+    out = {"thin": m, "layered": rep, "stacks": stacks}
+    if dev and (cache / "F_dev_thin.npy").exists():
+        rd, zd = _read(module, cols("dev_thin")), np.load(cache / "Z_dev_thin.npy")
+        d = regression_metrics(rd, zd)
+        dline, _ = _layered_line(_read(module, cols("dev_layered")), np.load(cache / "dev_layered.npz"))
+        # The development images' tiles come one image after another, as many each.
+        per = [regression_metrics(r, z) for r, z in zip(np.split(rd, len(br.DEFAULT_TEST)), np.split(zd, len(br.DEFAULT_TEST)))]
+        print(f"{'':<30} DEV (look only): thin {d['r2']:.4f}/{d['slope']:.3f}/{d['intercept']:+.3f}/{d['mae_0_4']:.3f}"
+              f"  {dline}\n{'':<30} DEV by image (R²/intercept): "
+              + "  ".join(f"{m['r2']:.3f}/{m['intercept']:+.2f}" for m in per), flush=True)
+        out["dev"] = d
+    return out
+
+
+def variant(cache: Path, names):
+    """C_NAME_group.npy for every kept tile set (G_*.npy) of the cache, and the variant's cost."""
+    import time
+
+    import coloc_variants
+
+    for name in names:
+        fn = coloc_variants.VARIANTS[name]
+        t, n = 0.0, 0
+        for g in sorted(cache.glob("G_*.npy")):
+            G = np.load(g, mmap_mode="r")
+            flat = G.reshape(-1, *G.shape[-2:])
+            out = []
+            with torch.inference_mode():
+                for i in range(0, len(flat), 64):
+                    x = torch.from_numpy(np.asarray(flat[i:i + 64], dtype=np.float32))
+                    t0 = time.perf_counter()
+                    out.append(fn(x))
+                    t += time.perf_counter() - t0
+                    n += len(x)
+            np.save(cache / f"C_{name}_{g.stem[2:]}.npy", torch.cat(out).numpy().reshape(*G.shape[:-2], -1))
+        print(f"variant {name}: {n} tiles, {1e3 * t / max(n, 1):.3f} ms a tile (one thread)", flush=True)
+
+
+def trial(spec: str, cache: Path, coloc: bool):
+    """Fit the heads of one trial (see the module's docstring) and report it."""
+    cfg = default_recipe(cache / "unused")
+    base = new_model("fast", config=_arch(cfg, False), device="cpu").module.front.n_features
+    Zt0, St0 = np.load(cache / "Z_thin_train.npy"), np.load(cache / "S_thin_train.npy")
+    Zv = np.load(cache / "Z_thin_val.npy")
+    n_img = len(split_images(cfg)[0])
+    parts = spec.split(":")
+    opts = dict(p.split("=") for p in parts if "=" in p)  # g=GRAIN, e=EPOCHS, s=SEED, c=VARIANT, o=OVER
+    # nc: the same cache without the co-location columns; c=NAME: a variant's in their place.
+    cols = Columns(cache, base, coloc and "nc" not in parts, opts.get("c"))
+    flags = {p for p in parts[1:] if p in ("nc", "cv", "dev")}
+    parts = [p for p in parts if "=" not in p and p not in flags]
+    kind, share, weight, hinge = (parts + ["0", "1", "0"])[:4] if parts[0] == "thin" else parts[:4]
+    epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
+
+    def first(kind, share):
+        # The cache holds the images' tiles one image after another: the first of each
+        # image's block are the tiles a recipe with this share would make (one stream an image).
+        F, Z, S = cols(f"{kind}_train"), np.load(cache / f"Z_{kind}_train.npy"), np.load(cache / f"S_{kind}_train.npy")
+        per = len(Z) // n_img
+        take = np.concatenate([np.arange(i, i + int(round(share * 1000))) for i in range(0, len(Z), per)])
+        take = take[take < len(Z)]
+        return F[take], Z[take], S[take]
+
+    Fs, Zs, Ss = [cols("thin_train")], [Zt0], [St0]
+    if parts[0] != "thin" and float(share) > 0:
+        for x, y in zip((Fs, Zs, Ss), first(kind, float(share))):
+            x.append(y)
+    n_layered = sum(map(len, Zs[1:]))
+    if float(opts.get("g", 0)) > 0:
+        for x, y in zip((Fs, Zs, Ss), first("grain", float(opts["g"]))):
+            x.append(y)
+    Ft, Zt, St = np.concatenate(Fs), np.concatenate(Zs), np.concatenate(Ss)
+    extra = (np.arange(len(Zt)) >= len(Zt0)) & (np.arange(len(Zt)) < len(Zt0) + n_layered)
+    Fv = cols("thin_val")
+
+    def fit(keep):
+        module = heads_for(cfg, Ft.shape[1])
+        return fit_heads(module, np.ascontiguousarray(Ft[keep]), Zt[keep], extra[keep], Fv, Zv,
+                         weight=float(weight), hinge=float(hinge), over=float(opts["o"]) if "o" in opts else None,
+                         epochs=epochs, seed=seed)
+
+    report(fit(np.ones(len(Zt), bool)), cols, spec, dev="dev" in flags)
+    if "cv" in flags:
+        # Each training image held out in turn (its thin and extra tiles), read on its thin
+        # tiles: how the thin accuracy carries to an image the heads never saw, from the
+        # training images alone (validation still picks the epoch).
+        rows = []
+        for k in range(n_img):
+            mod = fit(St != k)
+            held = (St == k) & ~extra & (np.arange(len(Zt)) < len(Zt0))
+            rows.append(regression_metrics(_read(mod, Ft[held]), Zt[held]))
+        print(f"{'':<30} CV by image (R²/slope/intercept/MAE): "
+              + "  ".join(f"{r['r2']:.3f}/{r['slope']:.2f}/{r['intercept']:+.2f}/{r['mae_0_4']:.2f}" for r in rows)
+              + f"\n{'':<30} CV mean R² {np.mean([r['r2'] for r in rows]):.4f}, |intercept| "
+              f"{np.mean([abs(r['intercept']) for r in rows]):.3f}, MAE {np.mean([r['mae_0_4'] for r in rows]):.3f},"
+              f" worst R² {min(r['r2'] for r in rows):.4f}", flush=True)
 
 
 def main(argv=None):
@@ -182,52 +340,30 @@ def main(argv=None):
     ap.add_argument("--kinds", default=",".join(KINDS), help="make: the specimen kinds, comma-separated")
     ap.add_argument("--coloc", action="store_true", help="make: append the co-location features (round 4); "
                     "fit: trials use them unless ':nc'")
-    ap.add_argument("step", choices=("make", "fit"))
+    ap.add_argument("--tiles", action="store_true", help="make: also keep the tiles' green channel (uint8), "
+                    "for co-location variants ('variant', ':c=NAME') without remaking tiles")
+    ap.add_argument("--dev", action="store_true", help="make: also the development test's thin and layered tiles "
+                    "(fit ':dev' prints them: a look, never a choice)")
+    ap.add_argument("step", choices=("make", "fit", "variant"))
     ap.add_argument("trials", nargs="*", help="'shipped', 'thin' or KIND:SHARE:WEIGHT:HINGE, each with optional "
-                    "':g=SHARE' (soft specimens with a grain), ':e=EPOCHS', ':s=SEED'")
+                    "':g=SHARE' (soft specimens with a grain), ':e=EPOCHS', ':s=SEED', ':c=VARIANT' (coloc_variants.py), "
+                    "':cv' (each training image held out in turn), ':dev' (the development test, a look); "
+                    "variant: the variants' names")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.step == "make":
-        make(a.cache, a.share, a.kinds.split(","), a.coloc)
+        make(a.cache, a.share, a.kinds.split(","), a.coloc, a.tiles, a.dev)
         return 0
-    cfg = default_recipe(a.cache / "unused")
-    Ft0, Zt0 = np.load(a.cache / "F_thin_train.npy"), np.load(a.cache / "Z_thin_train.npy")
-    Fv, Zv = np.load(a.cache / "F_thin_val.npy"), np.load(a.cache / "Z_thin_val.npy")
+    if a.step == "variant":
+        variant(a.cache, a.trials)
+        return 0
     for spec in a.trials or ["shipped"]:
         if spec == "shipped":
-            report(load_model("fast").module, a.cache, "shipped (raw)")
-            continue
-        parts = spec.split(":")
-        opts = dict(p.split("=") for p in parts if "=" in p)  # g=GRAIN share, e=EPOCHS, s=SEED
-        coloc = a.coloc and "nc" not in parts  # nc: the same cache, without the co-location columns
-        parts = [p for p in parts if "=" not in p and p != "nc"]
-        kind, share, weight, hinge = (parts + ["0", "1", "0"])[:4] if parts[0] == "thin" else parts[:4]
-        epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
-        n_img = len(split_images(cfg)[0])
-
-        def first(kind, share, n_img=n_img):
-            # The cache holds the images' tiles one image after another: the first of each
-            # image's block are the tiles a recipe with this share would make (one stream an image).
-            F, Z = np.load(a.cache / f"F_{kind}_train.npy"), np.load(a.cache / f"Z_{kind}_train.npy")
-            per = len(Z) // n_img
-            take = np.concatenate([np.arange(i, i + int(round(share * 1000))) for i in range(0, len(Z), per)])
-            return F[take[take < len(Z)]], Z[take[take < len(Z)]]
-
-        Fs, Zs = [Ft0], [Zt0]
-        if parts[0] != "thin" and float(share) > 0:
-            f, z = first(kind, float(share))
-            Fs.append(f), Zs.append(z)
-        n_layered = sum(map(len, Zs[1:]))
-        if float(opts.get("g", 0)) > 0:
-            f, z = first("grain", float(opts["g"]))
-            Fs.append(f), Zs.append(z)
-        Ft, Zt = np.concatenate(Fs), np.concatenate(Zs)
-        extra = (np.arange(len(Zt)) >= len(Zt0)) & (np.arange(len(Zt)) < len(Zt0) + n_layered)
-        module = new_model("fast", config=_arch(cfg, coloc), device="cpu").module
-        nf = module.front.n_features
-        fit_heads(module, np.ascontiguousarray(Ft[:, :nf]), Zt, extra, np.ascontiguousarray(Fv[:, :nf]), Zv,
-                  weight=float(weight), hinge=float(hinge), epochs=epochs, seed=seed)
-        report(module, a.cache, spec)
+            cfg = default_recipe(a.cache / "unused")
+            base = new_model("fast", config=_arch(cfg, False), device="cpu").module.front.n_features
+            report(load_model("fast").module, Columns(a.cache, base, True), "shipped (raw)", dev=True)
+        else:
+            trial(spec, a.cache, a.coloc)
     return 0
 
 

@@ -82,6 +82,31 @@ def test_bad_shapes_are_refused():
         colocation_features(torch.zeros(1, 300, 300))
 
 
+def test_names_pick_features_in_their_order_and_unknown_names_fail():
+    same, other = _pair(3)
+    x = torch.cat([same, other])
+    full = colocation_features(x)
+    pick = ("r_pix", "r_hm")
+    assert torch.equal(colocation_features(x, names=pick), full[:, [IDX[f] for f in pick]])
+    with pytest.raises(ValueError, match="unknown co-location"):
+        colocation_features(x, names=("r_pix", "sharpness"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_step_two_reads_every_second_pixel_with_the_same_windows(seed):
+    same, other = _pair(seed)
+    x = torch.cat([same, other])
+    # The decimated tile's own features at half the pooling: the same 40-px windows.
+    dec = colocation_features(x[:, ::2, ::2].contiguous(), grid=8, pool=4, coarse=2)
+    assert torch.equal(colocation_features(x, step=2), dec)
+    # It still tells fine detail on the edges from independent detail (where the trace sits).
+    fs, fo = dec
+    for f in ("r_hg", "r_pix"):
+        assert fs[IDX[f]] > fo[IDX[f]] + 0.3, f
+    with pytest.raises(ValueError, match="step 3"):
+        colocation_features(x, step=3)
+
+
 # ------------------------------------------------------------------ the fast front end's option
 def test_the_coloc_option_appends_features_and_is_recorded(tmp_path):
     from napari_focusq.models import load_model, new_model
@@ -103,6 +128,22 @@ def test_the_coloc_option_appends_features_and_is_recorded(tmp_path):
     again = load_model(path)
     assert again.meta["arch_config"]["coloc"] is True
     np.testing.assert_array_equal(again.predict(tiles), with_c.predict(tiles))
+
+
+def test_a_stepped_option_is_recorded_and_reads_every_second_pixel(tmp_path):
+    from napari_focusq.models import load_model, new_model
+    from napari_focusq.models.colocation import FRONT_END_FEATURES
+
+    arch = {"quadrants": True, "axis_gap": 2, "blue": True}
+    m = new_model("fast", config={**arch, "coloc": 2}, device="cpu")
+    assert m.meta["arch_config"]["coloc"] == 2 and m.module.front.step == 2
+    tiles = np.random.default_rng(7).integers(0, 256, (2, 320, 320, 3), dtype=np.uint8)
+    f = m.module.features(m.prepare(tiles))
+    green = torch.from_numpy(tiles[..., 1].astype(np.float32))
+    assert torch.equal(f[:, -len(FRONT_END_FEATURES):], colocation_features(green, step=2, names=FRONT_END_FEATURES))
+    again = load_model(m.save(tmp_path / "coloc2.safetensors"))
+    assert again.module.front.step == 2
+    np.testing.assert_array_equal(again.predict(tiles), m.predict(tiles))
 
 
 def test_shipped_weights_record_their_front_end():

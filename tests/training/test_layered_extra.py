@@ -142,6 +142,24 @@ def test_tile_loss_hinge_only_below_its_share_of_the_truth():
     assert torch.equal(_tile_loss(pred, z, extra, 0.0), want)
 
 
+def test_tile_loss_over_bounds_the_hinge_from_above():
+    import torch
+
+    from napari_focusq.training.fit import _tile_loss
+
+    z = torch.tensor([2.0, 2.0, 2.0, 0.0, 0.0])
+    pred = torch.tensor([1.0, 2.2, 2.7, 0.2, 0.9])
+    extra = torch.ones(5, dtype=torch.bool)
+    got = _tile_loss(pred, z, extra, 0.8, over=0.25)
+    # Below 0.8 x truth as before (0.6 short: 0.5); up to 0.25 µm above the truth is free
+    # (2.2, and 0.2 over a truth of 0); 2.7 is 0.45 over (0.35), 0.9 over 0 is 0.65 over (0.55).
+    assert got.tolist() == pytest.approx([0.5, 0.0, 0.35, 0.0, 0.55])
+    assert torch.equal(_tile_loss(pred, z, ~extra, 0.8, over=0.25),
+                       torch.nn.functional.smooth_l1_loss(pred, z, beta=0.2, reduction="none"))
+    with pytest.raises(TrainingError, match="layered_over"):
+        TrainConfig(images=["a.png"], layered_over=-1.0)
+
+
 def test_fit_with_extra_thick_sections(train_images, tmp_path):
     from napari_focusq.models import load_model
     from napari_focusq.training.fit import iter_fit
@@ -149,13 +167,14 @@ def test_fit_with_extra_thick_sections(train_images, tmp_path):
     paths, px = train_images
     cfg = TrainConfig(images=paths, out=str(tmp_path / "m.safetensors"), epochs=2, samples_per_image=8,
                       val_samples_per_image=8, pixel_sizes=px, seed=0, layered_extra=0.5, layered_weight=0.3,
-                      layered_hinge=0.8, layered_kind="one_faint")
+                      layered_hinge=0.8, layered_over=0.25, layered_kind="one_faint")
     path = drive(iter_fit(cfg))
     meta = json.loads(path.with_suffix(".json").read_text())
     t = meta["training"]
     # Two training images: 8 thin + 4 thick-section tiles each; validation stays thin (8 tiles).
     assert t["train_tiles"] == 24 and t["train_thick_section_tiles"] == 8 and t["val_tiles"] == 8
     assert t["config"]["layered_extra"] == 0.5 and t["config"]["layered_kind"] == "one_faint"
+    assert t["config"]["layered_over"] == 0.25
     z = load_model(path).predict(np.full((1, 320, 320, 3), 200, np.uint8))
     assert np.isfinite(z).all()
 

@@ -62,14 +62,26 @@ def _log_energy(e: torch.Tensor) -> torch.Tensor:
     return torch.log(e + floor)
 
 
-def colocation_features(x: torch.Tensor, *, grid: int = 8, pool: int = 8, coarse: int = 4) -> torch.Tensor:
-    """(N, H, W) intensities (0..255 scale, any float) -> (N, len(FEATURES)) features.
+def colocation_features(x: torch.Tensor, *, grid: int = 8, pool: int = 8, coarse: int = 4, step: int = 1,
+                        names: tuple[str, ...] = FEATURES) -> torch.Tensor:
+    """(N, H, W) intensities (0..255 scale, any float) -> (N, len(names)) features, in the order
+    of ``names`` (a subset of :data:`FEATURES`; the others are not computed).
 
     H and W must be multiples of ``grid * pool``, and ``pool`` of ``coarse`` (320 px: grid 8,
-    pool 8, coarse 4). See the module's docstring.
+    pool 8, coarse 4). ``step`` > 1 reads every ``step``-th pixel of each row and column and
+    divides ``pool`` and ``coarse`` by it: the same windows and coarse scale for a quarter of
+    the work at step 2, the fine band's energy above the decimated grid's Nyquist folded into
+    its high band rather than lost (thick sections, round 5). See the module's docstring.
     """
     if x.ndim != 3:
         raise ValueError(f"colocation features need (N, H, W) tiles; got {tuple(x.shape)}")
+    if step > 1:
+        if pool % step or coarse % step:
+            raise ValueError(f"step {step} must divide pool ({pool}) and coarse ({coarse})")
+        x, pool, coarse = x[:, ::step, ::step], pool // step, coarse // step
+    unknown = set(names) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown co-location features {sorted(unknown)}; known: {FEATURES}")
     n, h, w = x.shape
     if pool % coarse or any(s % pool or (s // pool) % grid for s in (h, w)):
         raise ValueError(f"tile {h}x{w} px is not divisible by the grid ({grid}), pool ({pool}) and coarse ({coarse})")
@@ -96,14 +108,15 @@ def colocation_features(x: torch.Tensor, *, grid: int = 8, pool: int = 8, coarse
     eh = _log_energy(F.avg_pool2d(hp, k).reshape(n, -1))
     em = _log_energy(F.avg_pool2d(mp, k).reshape(n, -1))
     eg = _log_energy(F.avg_pool2d(gp, k).reshape(n, -1))
-    r_hm = _pearson(eh, em)
-    r_hg = _pearson(eh, eg)
-    emc = em - em.mean(1, keepdim=True)
-    slope = ((eh - eh.mean(1, keepdim=True)) * emc).sum(1) / (emc * emc).sum(1).clamp(min=1e-6)
-    disp = (eh - em).std(1)
-    rho = _pearson(_ranks(eh), _ranks(em))
-    r_pix = _pearson(_log_energy(hp.reshape(n, -1)), _log_energy(gp.reshape(n, -1)))
-    return torch.stack([r_hm, r_hg, slope, r_pix, disp, rho], 1)
+
+    def slope():
+        emc = em - em.mean(1, keepdim=True)
+        return ((eh - eh.mean(1, keepdim=True)) * emc).sum(1) / (emc * emc).sum(1).clamp(min=1e-6)
+
+    make = {"r_hm": lambda: _pearson(eh, em), "r_hg": lambda: _pearson(eh, eg), "slope_hm": slope,
+            "r_pix": lambda: _pearson(_log_energy(hp.reshape(n, -1)), _log_energy(gp.reshape(n, -1))),
+            "disp": lambda: (eh - em).std(1), "rho_hm": lambda: _pearson(_ranks(eh), _ranks(em))}
+    return torch.stack([make[f]() for f in names], 1)
 
 
 #: The features the `fast` front end's ``coloc`` option appends (validation, DESIGN-NOTES round
@@ -112,16 +125,16 @@ FRONT_END_FEATURES = ("r_hm", "r_hg", "slope_hm", "r_pix")
 
 
 class ColocationFrontEnd(torch.nn.Module):
-    """A `fast` front end with the co-location features of its first (green) channel appended."""
+    """A `fast` front end with the co-location features of its first (green) channel appended,
+    read at ``step`` (1: round 4's weights; 2: every second pixel, round 5)."""
 
-    def __init__(self, inner: torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, step: int = 1):
         super().__init__()
-        self.inner = inner
-        self._pick = [FEATURES.index(f) for f in FRONT_END_FEATURES]
-        self.n_features = inner.n_features + len(self._pick)
+        self.inner, self.step = inner, int(step)
+        self.n_features = inner.n_features + len(FRONT_END_FEATURES)
         self.level_features = list(inner.level_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, H, W) or (N, C, H, W) (green first), as the inner front end takes it."""
         green = x[:, 0] if x.ndim == 4 else x
-        return torch.cat([self.inner(x), colocation_features(green)[:, self._pick]], 1)
+        return torch.cat([self.inner(x), colocation_features(green, step=self.step, names=FRONT_END_FEATURES)], 1)

@@ -132,7 +132,7 @@ class FastFocusNet(nn.Module):
     """
 
     def __init__(self, tile_px: int = 320, band_width: int = 4, hidden: tuple[int, ...] = (128, 64), heads: int = 5,
-                 quadrants: bool = False, axis_gap: int = 0, blue: bool = False, coloc: bool = False):
+                 quadrants: bool = False, axis_gap: int = 0, blue: bool = False, coloc: bool | int = False):
         super().__init__()
         self.front = (QuadrantFrontEnd(tile_px, band_width, axis_gap) if quadrants
                       else SpectralFrontEnd(tile_px, band_width, axis_gap=axis_gap))
@@ -141,7 +141,8 @@ class FastFocusNet(nn.Module):
         if coloc:  # thick sections, round 4 (models/colocation.py); on in the shipped brightfield weights
             from napari_focusq.models.colocation import ColocationFrontEnd
 
-            self.front = ColocationFrontEnd(self.front)
+            # True (round 4's files) reads every pixel; an int n every n-th (models/colocation.py).
+            self.front = ColocationFrontEnd(self.front, step=1 if coloc is True else int(coloc))
         n = self.front.n_features
         self.register_buffer("feat_mean", torch.zeros(n))
         self.register_buffer("feat_std", torch.ones(n))
@@ -160,7 +161,7 @@ class FastFocusNet(nn.Module):
         self.config = {"tile_px": tile_px, "band_width": band_width, "hidden": list(hidden), "heads": heads,
                        "quadrants": quadrants, "axis_gap": axis_gap, "blue": blue}
         if coloc:  # only when on: files without it build the front end they were trained with
-            self.config["coloc"] = True
+            self.config["coloc"] = True if coloc is True or coloc == 1 else int(coloc)
 
     # The trainer caches features (the front end has no weights) and trains the heads alone.
     fixed_front_end = True

@@ -71,6 +71,10 @@ class TrainConfig:
     #: > 0: an extra thick-section tile is penalised only where it reads below this share of its
     #: truth (a one-sided hinge), so it pushes a faint sharp layer's reading up and nothing else.
     layered_hinge: float = 0.0
+    #: With the hinge: an extra tile is also penalised where it reads more than this many µm
+    #: above its truth (None = never), so an in-focus bulk under a faint blurred layer keeps
+    #: a near-zero reading (round 5; the hinge alone leaves it free).
+    layered_over: float | None = None
     #: The extra tiles' specimen: "sections" (layered.random_specimen, 1-3 faint layers of the
     #: split's images) or "one_faint" (layered.one_faint_specimen: one faint layer of another
     #: image of the split, the bulk stays the best plane).
@@ -102,6 +106,8 @@ class TrainConfig:
         if not (0 <= self.layered_extra <= 2 and 0 <= self.layered_weight <= 10 and 0 <= self.layered_hinge <= 1.5):
             raise TrainingError(f"layered_extra must be in [0, 2], layered_weight in [0, 10] and layered_hinge in "
                                 f"[0, 1.5]; got {self.layered_extra}, {self.layered_weight}, {self.layered_hinge}")
+        if self.layered_over is not None and not 0 <= self.layered_over <= 5:
+            raise TrainingError(f"layered_over must be None or in [0, 5] µm; got {self.layered_over}")
         if not 0 <= self.grain_extra <= 2:
             raise TrainingError(f"grain_extra must be in [0, 2]; got {self.grain_extra}")
         if self.layered_kind not in ("sections", "one_faint"):

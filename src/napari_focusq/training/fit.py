@@ -155,12 +155,12 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
             if fixed and hasattr(module, "forward_heads"):
                 # Each head of the ensemble learns from its own bootstrap subset.
                 pred = module.forward_heads(Ft[idx])
-                err = _tile_loss(pred, zt[idx, None].expand_as(pred), extra[idx, None], cfg.layered_hinge)
+                err = _tile_loss(pred, zt[idx, None].expand_as(pred), extra[idx, None], cfg.layered_hinge, cfg.layered_over)
                 w = boot[idx] * sample_w[idx, None]
                 loss = (err * w).sum() / w.sum().clamp(min=1)
             else:
                 pred = module.forward_features(Ft[idx]) if fixed else module(prep(Xt[idx.numpy()]))
-                err = _tile_loss(pred, zt[idx], extra[idx], cfg.layered_hinge)
+                err = _tile_loss(pred, zt[idx], extra[idx], cfg.layered_hinge, cfg.layered_over)
                 loss = (err * sample_w[idx]).sum() / sample_w[idx].sum().clamp(min=1e-6)
             opt.zero_grad()
             loss.backward()
@@ -218,17 +218,21 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
     return path
 
 
-def _tile_loss(pred, z, extra, hinge: float):
+def _tile_loss(pred, z, extra, hinge: float, over: float | None = None):
     """Smooth L1 per tile (beta 0.2 µm); with ``hinge`` > 0 the extra thick-section tiles
     (``extra``) only count where they read below ``hinge`` x their truth: their labels
     (the best plane's distance) decide how far a faint sharp layer may pull a reading down,
-    not where the reading must sit."""
+    not where the reading must sit. With ``over`` (µm) they also count where they read more
+    than ``over`` above their truth (round 5): without it an in-focus bulk under a faint
+    blurred layer (truth ~0) costs nothing at any reading."""
     import torch
 
     err = torch.nn.functional.smooth_l1_loss(pred, z, beta=0.2, reduction="none")
     if hinge > 0:
-        short = torch.nn.functional.smooth_l1_loss(torch.clamp(hinge * z - pred, min=0), torch.zeros_like(pred),
-                                                   beta=0.2, reduction="none")
+        off = torch.clamp(hinge * z - pred, min=0)
+        if over is not None:
+            off = off + torch.clamp(pred - z - over, min=0)
+        short = torch.nn.functional.smooth_l1_loss(off, torch.zeros_like(pred), beta=0.2, reduction="none")
         err = torch.where(extra.expand_as(err), short, err)
     return err
 
