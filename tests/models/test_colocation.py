@@ -151,11 +151,13 @@ def test_shipped_weights_record_their_front_end():
     from napari_focusq.models.colocation import ColocationFrontEnd
     from napari_focusq.training.recipes import BRIGHTFIELD_ARCH
 
-    # Brightfield ships with the co-location features (round 4), as its recipe trains them;
-    # fluorescence's file has no "coloc" and builds the front end it was trained with.
+    # Brightfield ships with the co-location features (round 4) at every second pixel (round
+    # 5), as its recipe trains them; fluorescence's file has no "coloc" and builds the front
+    # end it was trained with.
     bf = load_model("fast")
-    assert bf.meta["arch_config"]["coloc"] is True and BRIGHTFIELD_ARCH["coloc"] is True
-    assert isinstance(bf.module.front, ColocationFrontEnd)
+    assert bf.meta["arch_config"]["coloc"] == 2 and BRIGHTFIELD_ARCH["coloc"] == 2
+    assert isinstance(bf.module.front, ColocationFrontEnd) and bf.module.front.step == 2
+    assert bf.meta["training"]["config"]["layered_hinge"] == 0.8
     fl = load_model("fast-fluorescence", modality="fluorescence")
     assert "coloc" not in fl.meta["arch_config"]
     assert not isinstance(fl.module.front, ColocationFrontEnd)

@@ -71,10 +71,10 @@ def _recipe_images(data, modality: str, skip) -> tuple[Path, list[str]]:
 
 
 #: The `fast` front end of the shipped brightfield weights (DESIGN-NOTES, rounds 5 and 6; the
-#: co-location features: thick sections, round 4), also what `focusq train` gives the user's
-#: own brightfield images. Fluorescence keeps the whole-tile front end (the quarters cost it
-#: its certainty, fluorescence round 5).
-BRIGHTFIELD_ARCH = {"quadrants": True, "axis_gap": 2, "blue": True, "coloc": True}
+#: co-location features: thick sections, round 4, read at every second pixel since round 5),
+#: also what `focusq train` gives the user's own brightfield images. Fluorescence keeps the
+#: whole-tile front end (the quarters cost it its certainty, fluorescence round 5).
+BRIGHTFIELD_ARCH = {"quadrants": True, "axis_gap": 2, "blue": True, "coloc": 2}
 
 
 def default_recipe(out, data=None, **overrides) -> TrainConfig:
@@ -83,9 +83,10 @@ def default_recipe(out, data=None, **overrides) -> TrainConfig:
     cfg = dict(images=images, out=str(out), preset="fast", val_images=[str(folder / v) for v in DEFAULT_VAL],
                samples_per_image=1000, val_samples_per_image=400, name="fast", seed=0, ihc_like=0.3,
                zoom_in=3.0, arch=dict(BRIGHTFIELD_ARCH),
-               # Thick sections beside the thin set at a loss weight of 0.3 (rounds 3-4): 300
-               # tiles an image of 1-3 faint layers of the split's images.
-               layered_extra=0.3, layered_weight=0.3, layered_kind="sections")
+               # Thick sections beside the thin set (rounds 3-5): 300 tiles an image of 1-3 faint
+               # layers of the split's images, at a loss weight of 0.4, counted only where they
+               # read below 0.8 of their truth (the hinge: round 5).
+               layered_extra=0.3, layered_weight=0.4, layered_hinge=0.8, layered_kind="sections")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**cfg)
 
