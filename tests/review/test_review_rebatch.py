@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 PX = 0.499
 
@@ -55,3 +56,44 @@ def test_rebatch_keeps_review_columns(tmp_path):
     assert rows["s1"]["review"] == ""
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "re-scan, soft edge" in html and "dr-b" in html
+
+
+def test_rescoring_keeps_the_reviewers_exclusions_in_every_output(tmp_path):
+    """A reviewed slide scored again (other options, so it is rescored) writes its tiles CSV,
+    GeoJSON, mask and results row with the review's exclusions, not the automatic ones."""
+    import csv
+
+    from PIL import Image
+
+    from napari_focusq.export.masks import fmap_mask
+    from napari_focusq.export.results import read_results
+    from napari_focusq.review.queue import load_stored, save_review
+
+    src, out = _slides(tmp_path), tmp_path / "out"
+    _batch(src, out, threshold_um=2.0)
+    fmap, t, auto = load_stored(out, "s0")
+    # The reviewer keeps every automatic exclusion off and clicks away two in-focus tiles instead.
+    sharp = np.argwhere(fmap.scored & ~auto)
+    assert len(sharp) >= 2
+    mine = np.zeros_like(auto)
+    mine[tuple(sharp[:2].T)] = True
+    save_review(out, "s0", fmap, excluded=mine, threshold_um=t, verdict="accepted", reviewed_by="dr-c")
+    _batch(src, out, threshold_um=3.0)  # other options: s0 is rescored
+
+    def csv_excluded(stem):
+        with open(out / f"{stem}.tiles.csv", newline="", encoding="utf-8") as fh:
+            return {(int(r["row"]), int(r["col"])) for r in csv.DictReader(fh) if r["excluded"] == "1"}
+
+    assert csv_excluded("s0") == {tuple(map(int, rc)) for rc in sharp[:2]}
+    again, _, ex = load_stored(out, "s0")
+    np.testing.assert_array_equal(ex, mine)
+    rows = {r["stem"]: r for r in read_results(out / "results.tsv")}
+    assert float(rows["s0"]["excluded_pct"]) == pytest.approx(100 * 2 / fmap.scored.sum(), abs=0.01)
+    # the mask is the one the review's exclusions give, not the automatic one at 3 µm
+    want, _ = fmap_mask(again, threshold_um=3.0, excluded=mine)
+    auto_mask, _ = fmap_mask(again, threshold_um=3.0)
+    got = np.asarray(Image.open(out / "s0.mask.png"))
+    np.testing.assert_array_equal(got > 0, want > 0)
+    assert not np.array_equal(want > 0, auto_mask > 0)
+    # a slide without a review keeps the automatic exclusions of its own run
+    assert rows["s1"]["review"] == ""

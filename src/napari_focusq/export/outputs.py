@@ -328,6 +328,7 @@ def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None
 
     from napari_focusq.errors import INPUT_ERRORS
     from napari_focusq.progress import drive
+    from napari_focusq.review.queue import review_exclusions
 
     if config is None:
         config = ScoreConfig.from_options(**options)
@@ -336,9 +337,13 @@ def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None
     t0 = time.perf_counter()
     try:
         fmap = drive(iter_score_checked(path, config, threads=threads), progress)
-        paths = write_outputs(fmap, out_dir, stem, threshold_um=config.threshold_um)
+        # A slide reviewed in this folder keeps the reviewer's exclusions when scored again.
+        excluded = review_exclusions(out_dir, stem, fmap.shape)
+        if excluded is not None:
+            excluded &= fmap.scored
+        paths = write_outputs(fmap, out_dir, stem, threshold_um=config.threshold_um, excluded=excluded)
         row = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
-                          threshold_um=config.threshold_um)
+                          threshold_um=config.threshold_um, excluded=excluded)
     except INPUT_ERRORS as exc:
         row = results_row(None, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                           status="error", error=error_reason(exc, path))

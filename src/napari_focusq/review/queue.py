@@ -107,6 +107,26 @@ def with_review(row: dict, folder) -> dict:
             "review_comment": str(rec.get("comment", ""))}
 
 
+def review_exclusions(folder, stem: str, shape) -> np.ndarray | None:
+    """The tiles a saved review excluded, as a bool grid of ``shape``; None when the slide has no
+    readable review or its review was made on another grid (the tiles it names are not these).
+
+    A slide scored again (``focusq batch`` or ``focusq score`` into its folder) keeps the
+    reviewer's exclusions in every output that carries exclusions, not only its review columns.
+    """
+    try:
+        rec = read_review(folder, stem)
+    except ReviewError:
+        return None
+    if not rec or list(rec.get("grid_shape", shape)) != list(shape):
+        return None
+    excluded = np.zeros(tuple(shape), bool)
+    for r, c in rec.get("excluded", []):
+        if 0 <= r < shape[0] and 0 <= c < shape[1]:
+            excluded[r, c] = True
+    return excluded
+
+
 def is_reviewed(entry: dict) -> bool:
     return (entry.get("review") or {}).get("verdict") in VERDICTS
 
@@ -162,13 +182,13 @@ def load_stored(folder, stem: str) -> tuple[FocusMap, float, np.ndarray]:
     if np.isfinite(cert).any():
         fmap.extra["certainty"], fmap.extra["uncertain"] = cert, unc
     threshold = float(desc.get("threshold_um", 2.0))
-    review = read_review(folder, stem)
+    review = read_review(folder, stem)  # raises on a broken sidecar: the reviewer must hear of it
     if review is not None:
         threshold = float(review.get("threshold_um", threshold))
-        excluded = np.zeros(grid.shape, bool)
-        for r, c in review.get("excluded", []):
-            if 0 <= r < grid.shape[0] and 0 <= c < grid.shape[1]:
-                excluded[r, c] = True
+        # A review made on another grid (the slide was scored again differently) names other
+        # tiles: the tiles table's exclusions stand.
+        reviewed = review_exclusions(folder, stem, grid.shape)
+        excluded = excluded if reviewed is None else reviewed
     return fmap, threshold, excluded & fmap.scored
 
 
