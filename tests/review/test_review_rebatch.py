@@ -97,3 +97,35 @@ def test_rescoring_keeps_the_reviewers_exclusions_in_every_output(tmp_path):
     assert not np.array_equal(want > 0, auto_mask > 0)
     # a slide without a review keeps the automatic exclusions of its own run
     assert rows["s1"]["review"] == ""
+
+
+def test_a_result_recorded_from_focus_qc_keeps_the_reviewers_exclusions(tmp_path):
+    """record_result (a slide scored in Focus QC into a review folder) keeps a saved review's
+    exclusions; a review made on another grid does not apply."""
+    import csv
+
+    from napari_focusq.review.queue import save_review
+    from napari_focusq.review.slide_list import record_result
+    from napari_focusq.scoring.focusmap import FocusMap
+
+    d = np.array([[0.5, 3.5, 0.4], [0.3, 0.2, 5.0]], np.float32)
+
+    def fmap(values):
+        return FocusMap(defocus_um=values, tissue_fraction=np.ones_like(values), tile_size_px=320,
+                        image_shape=(320 * values.shape[0], 320 * values.shape[1]), pixel_size_um=0.5,
+                        modality="brightfield", model="fast")
+
+    def excluded_tiles():
+        with open(tmp_path / "s.tiles.csv", newline="", encoding="utf-8") as fh:
+            return {(int(r["row"]), int(r["col"])) for r in csv.DictReader(fh) if r["excluded"] == "1"}
+
+    record_result(fmap(d), tmp_path, "s", "s.tif", threshold_um=2.0)
+    assert excluded_tiles() == {(0, 1), (1, 2)}  # automatic: beyond 2 µm
+    mine = np.zeros(d.shape, bool)
+    mine[0, 0] = True
+    save_review(tmp_path, "s", fmap(d), excluded=mine, threshold_um=2.0, verdict="accepted")
+    row = record_result(fmap(d + 0.1), tmp_path, "s", "s.tif", threshold_um=2.0)  # scored again
+    assert excluded_tiles() == {(0, 0)} and row["review"] == "accepted"
+    assert float(row["excluded_pct"]) == pytest.approx(100 / 6, abs=0.01)
+    record_result(fmap(np.vstack([d, d])), tmp_path, "s", "s.tif", threshold_um=2.0)  # another grid
+    assert excluded_tiles() == {(0, 1), (1, 2), (2, 1), (3, 2)}

@@ -338,9 +338,7 @@ def score_to_outputs(path, out_dir, stem: str, config: ScoreConfig | None = None
     try:
         fmap = drive(iter_score_checked(path, config, threads=threads), progress)
         # A slide reviewed in this folder keeps the reviewer's exclusions when scored again.
-        excluded = review_exclusions(out_dir, stem, fmap.shape)
-        if excluded is not None:
-            excluded &= fmap.scored
+        excluded = review_exclusions(out_dir, stem, fmap)
         paths = write_outputs(fmap, out_dir, stem, threshold_um=config.threshold_um, excluded=excluded)
         row = results_row(fmap, stem=stem, input_path=path, seconds=time.perf_counter() - t0,
                           threshold_um=config.threshold_um, excluded=excluded)

@@ -107,24 +107,25 @@ def with_review(row: dict, folder) -> dict:
             "review_comment": str(rec.get("comment", ""))}
 
 
-def review_exclusions(folder, stem: str, shape) -> np.ndarray | None:
-    """The tiles a saved review excluded, as a bool grid of ``shape``; None when the slide has no
-    readable review or its review was made on another grid (the tiles it names are not these).
+def review_exclusions(folder, stem: str, fmap: FocusMap) -> np.ndarray | None:
+    """The scored tiles of ``fmap`` a saved review excluded (a bool grid); None when the slide
+    has no readable review or its review was made on another grid (it names other tiles).
 
-    A slide scored again (``focusq batch`` or ``focusq score`` into its folder) keeps the
-    reviewer's exclusions in every output that carries exclusions, not only its review columns.
+    A slide scored again (``focusq batch``, ``focusq score`` or Focus QC into its folder) keeps
+    the reviewer's exclusions in every output that carries exclusions, not only its review columns.
     """
     try:
         rec = read_review(folder, stem)
     except ReviewError:
         return None
+    shape = fmap.shape
     if not rec or list(rec.get("grid_shape", shape)) != list(shape):
         return None
     excluded = np.zeros(tuple(shape), bool)
     for r, c in rec.get("excluded", []):
         if 0 <= r < shape[0] and 0 <= c < shape[1]:
             excluded[r, c] = True
-    return excluded
+    return excluded & fmap.scored
 
 
 def is_reviewed(entry: dict) -> bool:
@@ -187,7 +188,7 @@ def load_stored(folder, stem: str) -> tuple[FocusMap, float, np.ndarray]:
         threshold = float(review.get("threshold_um", threshold))
         # A review made on another grid (the slide was scored again differently) names other
         # tiles: the tiles table's exclusions stand.
-        reviewed = review_exclusions(folder, stem, grid.shape)
+        reviewed = review_exclusions(folder, stem, fmap)
         excluded = excluded if reviewed is None else reviewed
     return fmap, threshold, excluded & fmap.scored
 

@@ -70,12 +70,13 @@ def record_result(fmap, folder, stem: str, input_path, *, seconds: float = 0.0,
     """Store a scored map as ``focusq score`` would: its outputs, its ``results.tsv`` row (upserted), the report."""
     from napari_focusq.export.outputs import write_outputs
     from napari_focusq.export.results import results_row, upsert_results
-    from napari_focusq.review.queue import with_review
+    from napari_focusq.review.queue import review_exclusions, with_review
 
     folder = Path(folder)
-    write_outputs(fmap, folder, stem, threshold_um=threshold_um)
+    excluded = review_exclusions(folder, stem, fmap)  # a reviewed slide scored again keeps them
+    write_outputs(fmap, folder, stem, threshold_um=threshold_um, excluded=excluded)
     row = with_review(results_row(fmap, stem=stem, input_path=input_path, seconds=seconds,
-                                  threshold_um=threshold_um), folder)
+                                  threshold_um=threshold_um, excluded=excluded), folder)
     upsert_results(folder / "results.tsv", row)
     _report(folder)
     return row
