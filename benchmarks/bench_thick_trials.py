@@ -23,7 +23,8 @@ heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``
 Round 5: ``make --tiles`` also keeps the tiles' green channel (uint8), so ``variant NAME...``
 computes co-location variants (``coloc_variants.py``) without remaking tiles, and ``:c=NAME``
 fits with a variant's columns in place of the cached ones; ``:o=OVER`` bounds the hinge from
-above (``TrainConfig.layered_over``); ``:cv`` holds each training image out in turn (its thin
+above (``TrainConfig.layered_over``); ``:wd=`` / ``:fn=`` set the heads' weight decay and a
+Gaussian jitter of the features (in their standard deviations); ``:cv`` holds each training image out in turn (its thin
 tiles read by heads fitted without its tiles: thin accuracy on an unseen image, from the
 training images alone); ``make --dev`` adds the development test's tiles and ``:dev`` prints
 them (a look at where an error is, never a choice).
@@ -139,7 +140,7 @@ def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False, tiles: boo
 
 
 def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None, epochs=200, seed=0, lr=2e-3,
-              batch=256):
+              batch=256, wd=1e-4, noise=0.0):
     """training.fit's head training on cached features: the thin tiles' feature scale, each
     head on its bootstrap, the extra tiles at ``weight`` (behind ``hinge``), best epoch on the
     thin validation MAE."""
@@ -156,7 +157,8 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None
         b.data.uniform_(-w.shape[1] ** -0.5, w.shape[1] ** -0.5)
     boot = (torch.rand(len(Zt), module.config["heads"], generator=gen) < 0.8).float()
     sw = torch.where(ex, torch.tensor(float(weight)), torch.tensor(1.0))
-    opt = torch.optim.AdamW([*module.weights.parameters(), *module.biases.parameters()], lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW([*module.weights.parameters(), *module.biases.parameters()], lr=lr, weight_decay=wd)
+    scale = module.feat_std * noise  # ``noise``: Gaussian jitter of the features, in their standard deviations
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     best = (math.inf, None)
     for _ in range(epochs):
@@ -164,7 +166,8 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None
         perm = torch.randperm(len(Zt), generator=gen)
         for i in range(0, len(Zt), batch):
             idx = perm[i:i + batch]
-            pred = module.forward_heads(Ft[idx])
+            f = Ft[idx]
+            pred = module.forward_heads(f + torch.randn(f.shape, generator=gen) * scale if noise else f)
             err = _tile_loss(pred, zt[idx, None].expand_as(pred), ex[idx, None], hinge, over)
             w = boot[idx] * sw[idx, None]
             loss = (err * w).sum() / w.sum().clamp(min=1)
@@ -281,7 +284,8 @@ def trial(spec: str, cache: Path, coloc: bool):
     Zv = np.load(cache / "Z_thin_val.npy")
     n_img = len(split_images(cfg)[0])
     parts = spec.split(":")
-    opts = dict(p.split("=") for p in parts if "=" in p)  # g=GRAIN, e=EPOCHS, s=SEED, c=VARIANT, o=OVER
+    # g=GRAIN, e=EPOCHS, s=SEED, c=VARIANT, o=OVER, wd=WEIGHT_DECAY, fn=FEATURE_NOISE (in feature SDs)
+    opts = dict(p.split("=") for p in parts if "=" in p)
     # nc: the same cache without the co-location columns; c=NAME: a variant's in their place.
     cols = Columns(cache, base, coloc and "nc" not in parts, opts.get("c"))
     flags = {p for p in parts[1:] if p in ("nc", "cv", "dev")}
@@ -314,7 +318,7 @@ def trial(spec: str, cache: Path, coloc: bool):
         module = heads_for(cfg, Ft.shape[1])
         return fit_heads(module, np.ascontiguousarray(Ft[keep]), Zt[keep], extra[keep], Fv, Zv,
                          weight=float(weight), hinge=float(hinge), over=float(opts["o"]) if "o" in opts else None,
-                         epochs=epochs, seed=seed)
+                         epochs=epochs, seed=seed, wd=float(opts.get("wd", 1e-4)), noise=float(opts.get("fn", 0)))
 
     report(fit(np.ones(len(Zt), bool)), cols, spec, dev="dev" in flags)
     if "cv" in flags:
