@@ -73,7 +73,8 @@ class TrainConfig:
     layered_hinge: float = 0.0
     #: With the hinge: an extra tile is also penalised where it reads more than this many µm
     #: above its truth (None = never), so an in-focus bulk under a faint blurred layer keeps
-    #: a near-zero reading (round 5; the hinge alone leaves it free).
+    #: a near-zero reading (round 5; the hinge alone leaves it free). Off in the recipe: on
+    #: validation it cost the layered readings and did not move that miss (DESIGN-NOTES).
     layered_over: float | None = None
     #: The extra tiles' specimen: "sections" (layered.random_specimen, 1-3 faint layers of the
     #: split's images) or "one_faint" (layered.one_faint_specimen: one faint layer of another
