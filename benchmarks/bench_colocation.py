@@ -244,8 +244,9 @@ def report(cache: Path, args):
 
 def cost(cache: Path, repeats: int = 7):
     """ms per tile on one torch thread, batch 32 of the cached thin tiles: the `fast` model
-    (front end + heads) without and with the co-location features (``arch_config["coloc"]``),
-    and the features alone, alternated so a load change hits all three alike."""
+    (front end + heads) without and with the co-location features (``arch_config["coloc"]``:
+    every pixel, round 4; every second pixel, round 5), and the features alone, alternated so a
+    load change hits all alike."""
     import time
 
     from napari_focusq.models import new_model
@@ -254,9 +255,12 @@ def cost(cache: Path, repeats: int = 7):
     arch = {k: v for k, v in load_model("fast").meta["arch_config"].items() if k != "coloc"}
     plain = new_model("fast", config=arch, device="cpu")
     with_c = new_model("fast", config={**arch, "coloc": True}, device="cpu")
+    with_c2 = new_model("fast", config={**arch, "coloc": 2}, device="cpu")
     x = plain.prepare(np.load(cache / "X_thin.npy")[:32])
     runs = {"model without coloc": lambda: plain.module(x), "co-location features": lambda: colocation_features(x[:, 0]),
-            "model with coloc": lambda: with_c.module(x)}
+            "model with coloc": lambda: with_c.module(x),
+            "co-location features, step 2": lambda: colocation_features(x[:, 0], step=2),
+            "model with coloc, step 2": lambda: with_c2.module(x)}
     times = {k: [] for k in runs}
     with torch.inference_mode():
         for f in runs.values():
@@ -267,7 +271,7 @@ def cost(cache: Path, repeats: int = 7):
                 f()
                 times[k].append(1000 * (time.perf_counter() - t0) / len(x))
     for k, v in times.items():
-        print(f"{k:<22} {np.median(v):6.2f} ms/tile (min {np.min(v):.2f}, max {np.max(v):.2f}; {repeats} runs of 32)")
+        print(f"{k:<30} {np.median(v):6.2f} ms/tile (min {np.min(v):.2f}, max {np.max(v):.2f}; {repeats} runs of 32)")
 
 
 def main(argv=None):

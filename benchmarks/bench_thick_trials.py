@@ -18,7 +18,8 @@ extra tiles per image as a share of the recipe's 1000 (at most the cached share)
 soft specimens only), ``shipped`` the shipped weights read raw. With the same shares the
 heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``thin:nc`` in a
 ``--coloc`` cache) gives the f1555ce weights' raw figures to the last digit, and with ``--coloc``
-``sections:0.3:0.3:0`` is the recipe shipped since round 4; ``shipped`` needs a ``--coloc`` cache).
+``sections:0.3:0.3:0`` is round 4's recipe, ``sections:0.3:0.4:0.8:c=d2`` round 5's (shipped);
+``shipped`` reads a ``--coloc`` cache with the columns of the shipped step: ``variant d2`` first).
 
 Round 5: ``make --tiles`` also keeps the tiles' green channel (uint8), so ``variant NAME...``
 computes co-location variants (``coloc_variants.py``) without remaking tiles, and ``:c=NAME``
@@ -40,7 +41,7 @@ the smear and URJC through-focus stacks (Spearman, plane of the lowest reading).
     .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/thickc fit thin thin:nc sections:0.3:0.3:0
     .venv/bin/python benchmarks/bench_thick_trials.py --coloc --tiles --dev --cache /tmp/r5 make --share 0.3 --kinds sections
     .venv/bin/python benchmarks/bench_thick_trials.py --cache /tmp/r5 variant v0 d2
-    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/r5 fit sections:0.3:0.5:0.8:c=d2:dev
+    .venv/bin/python benchmarks/bench_thick_trials.py --coloc --cache /tmp/r5 fit shipped sections:0.3:0.4:0.8:c=d2:dev
 """
 from __future__ import annotations
 
@@ -276,10 +277,28 @@ def variant(cache: Path, names):
         print(f"variant {name}: {n} tiles, {1e3 * t / max(n, 1):.3f} ms a tile (one thread)", flush=True)
 
 
+def _base_features(cfg) -> int:
+    """How many columns the recipe's front end has without the co-location features."""
+    return new_model("fast", config=_arch(cfg, False), device="cpu").module.front.n_features
+
+
+def shipped(cache: Path) -> None:
+    """The shipped weights read raw, on the cached columns of their co-location step (step 2:
+    the ``d2`` variant's, which ``variant d2`` computes from the kept tiles)."""
+    module = load_model("fast").module
+    step = getattr(module.front, "step", 1)
+    name = {1: None, 2: "d2"}[step]
+    if name and not (cache / f"C_{name}_thin_val.npy").exists():
+        raise SystemExit(f"the shipped weights read co-location features at step {step}: run "
+                         f"'--cache {cache} variant {name}' first (needs a 'make --tiles' cache)")
+    report(module, Columns(cache, _base_features(default_recipe(cache / "unused")), True, name), "shipped (raw)",
+           dev=True)
+
+
 def trial(spec: str, cache: Path, coloc: bool):
     """Fit the heads of one trial (see the module's docstring) and report it."""
     cfg = default_recipe(cache / "unused")
-    base = new_model("fast", config=_arch(cfg, False), device="cpu").module.front.n_features
+    base = _base_features(cfg)
     Zt0, St0 = np.load(cache / "Z_thin_train.npy"), np.load(cache / "S_thin_train.npy")
     Zv = np.load(cache / "Z_thin_val.npy")
     n_img = len(split_images(cfg)[0])
@@ -363,9 +382,7 @@ def main(argv=None):
         return 0
     for spec in a.trials or ["shipped"]:
         if spec == "shipped":
-            cfg = default_recipe(a.cache / "unused")
-            base = new_model("fast", config=_arch(cfg, False), device="cpu").module.front.n_features
-            report(load_model("fast").module, Columns(a.cache, base, True), "shipped (raw)", dev=True)
+            shipped(a.cache)
         else:
             trial(spec, a.cache, a.coloc)
     return 0
