@@ -141,10 +141,12 @@ def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False, tiles: boo
 
 
 def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None, epochs=200, seed=0, lr=2e-3,
-              batch=256, wd=1e-4, noise=0.0):
+              batch=256, wd=1e-4, noise=0.0, thin_margin=None):
     """training.fit's head training on cached features: the thin tiles' feature scale, each
     head on its bootstrap, the extra tiles at ``weight`` (behind ``hinge``), best epoch on the
-    thin validation MAE."""
+    thin validation MAE. With ``thin_margin`` (µm) this is the thick head of a ``:max`` trial:
+    thin tiles count only where it reads more than the margin above their truth, and the
+    last epoch is kept (the thin validation MAE says nothing about a head that may read low)."""
     Ft, Fv, zt = torch.from_numpy(Ft), torch.from_numpy(Fv), torch.from_numpy(Zt)
     ex = torch.from_numpy(extra)
     n_thin = int((~ex).sum())
@@ -170,19 +172,39 @@ def fit_heads(module, Ft, Zt, extra, Fv, Zv, *, weight=1.0, hinge=0.0, over=None
             f = Ft[idx]
             pred = module.forward_heads(f + torch.randn(f.shape, generator=gen) * scale if noise else f)
             err = _tile_loss(pred, zt[idx, None].expand_as(pred), ex[idx, None], hinge, over)
+            if thin_margin is not None:
+                above = torch.clamp(pred - zt[idx, None] - thin_margin, min=0)
+                err = torch.where(ex[idx, None].expand_as(err), err, torch.nn.functional.smooth_l1_loss(
+                    above, torch.zeros_like(above), beta=0.2, reduction="none"))
             w = boot[idx] * sw[idx, None]
             loss = (err * w).sum() / w.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
+        if thin_margin is not None:
+            continue
         module.eval()
         with torch.inference_mode():
             mae = float(np.abs(module.forward_features(Fv).numpy() - Zv).mean())
         if mae < best[0]:
             best = (mae, {k: v.detach().clone() for k, v in module.state_dict().items()})
-    module.load_state_dict(best[1])
+    if best[1] is not None:
+        module.load_state_dict(best[1])
+    module.eval()
     return module
+
+
+class MaxOfHeads(torch.nn.Module):
+    """A ``:max`` trial's reading: the thin heads' and the thick heads' mean, the larger (the
+    thick head may only raise a reading; on a thin tile it was trained to stay at or below it)."""
+
+    def __init__(self, thin, thick):
+        super().__init__()
+        self.thin, self.thick = thin, thick
+
+    def forward_features(self, f):
+        return torch.maximum(self.thin.forward_features(f), self.thick.forward_features(f))
 
 
 def _read(module, F):
@@ -307,7 +329,7 @@ def trial(spec: str, cache: Path, coloc: bool):
     opts = dict(p.split("=") for p in parts if "=" in p)
     # nc: the same cache without the co-location columns; c=NAME: a variant's in their place.
     cols = Columns(cache, base, coloc and "nc" not in parts, opts.get("c"))
-    flags = {p for p in parts[1:] if p in ("nc", "cv", "dev")}
+    flags = {p for p in parts[1:] if p in ("nc", "cv", "dev", "max")}
     parts = [p for p in parts if "=" not in p and p not in flags]
     kind, share, weight, hinge = (parts + ["0", "1", "0"])[:4] if parts[0] == "thin" else parts[:4]
     epochs, seed = int(opts.get("e", cfg.epochs)), int(opts.get("s", 0))
@@ -335,9 +357,20 @@ def trial(spec: str, cache: Path, coloc: bool):
 
     def fit(keep):
         module = heads_for(cfg, Ft.shape[1])
-        return fit_heads(module, np.ascontiguousarray(Ft[keep]), Zt[keep], extra[keep], Fv, Zv,
-                         weight=float(weight), hinge=float(hinge), over=float(opts["o"]) if "o" in opts else None,
-                         epochs=epochs, seed=seed, wd=float(opts.get("wd", 1e-4)), noise=float(opts.get("fn", 0)))
+        kw = dict(epochs=epochs, seed=seed, wd=float(opts.get("wd", 1e-4)), noise=float(opts.get("fn", 0)))
+        over = float(opts["o"]) if "o" in opts else None
+        if "max" not in flags:
+            return fit_heads(module, np.ascontiguousarray(Ft[keep]), Zt[keep], extra[keep], Fv, Zv,
+                             weight=float(weight), hinge=float(hinge), over=over, **kw)
+        # :max — thin heads on the thin tiles alone, thick heads that may only raise a reading
+        # (thin tiles count where they read more than m µm above the truth; the thick-section
+        # tiles as the trial's weight, hinge and over say); the reading is the larger.
+        thin = keep & ~extra
+        thin_mod = fit_heads(module, np.ascontiguousarray(Ft[thin]), Zt[thin], extra[thin], Fv, Zv, **kw)
+        thick_mod = fit_heads(heads_for(cfg, Ft.shape[1]), np.ascontiguousarray(Ft[keep]), Zt[keep], extra[keep],
+                              Fv, Zv, weight=float(weight), hinge=float(hinge), over=over,
+                              thin_margin=float(opts.get("m", 0.0)), **kw)
+        return MaxOfHeads(thin_mod, thick_mod)
 
     report(fit(np.ones(len(Zt), bool)), cols, spec, dev="dev" in flags)
     if "cv" in flags:

@@ -216,6 +216,10 @@ def test_review_collect_train_loop(scored, qtbot, notes, tmp_path, half_defocuse
     rep = load_checkpoint(tw.checkpoint)[1]["collection"]
     assert rep["digest"] == "sha256:" + Collection(folder).digest()
     assert rep["heldout_slides"] == [half_defocused.name]  # the only slide holding both kinds
+    # the loss curve and the held-out AUC per epoch, drawn as for a folder run
+    assert tw.plots.isVisibleTo(tw) and [h["epoch"] for h in tw.plots.history] == [1, 2, 3]
+    assert tw.plots.ax_cal.get_title() == "simulated draws (training slides)"
+    assert "held-out AUC" in [t.get_text() for t in tw.plots.ax_loss.get_legend().get_texts()]
     text = tw.verdict.text()
     assert text.startswith("On the held-out slides (half_defocused.tif") and "AUC" in text and "start:" in text
     # put into use in Focus QC only when no worse than its start (as the verdict says)

@@ -49,6 +49,15 @@ def test_write_outputs_writes_every_file_and_nothing_else(written):
     assert all(paths[k].stat().st_size > 0 for k in paths)
 
 
+def test_every_output_file_is_the_same_bytes_when_written_again(written, tmp_path):
+    # Reproducible outputs: no clock or random id in any file (OME UUID, GeoJSON ids, PNG, gzip, zip).
+    fm, paths, _ = written
+    again = write_outputs(_fmap(), tmp_path, "slide", threshold_um=2.0, thumbnail=np.full((380, 500, 3), 230, np.uint8))
+    assert set(again) == set(paths)
+    for key in paths:
+        assert again[key].read_bytes() == paths[key].read_bytes(), key
+
+
 def test_tiles_csv(written):
     fm, paths, _ = written
     with open(paths["tiles_csv"], newline="") as fh:

@@ -135,3 +135,18 @@ def test_zip_and_bad_files(tmp_path):
         read_geojson(tmp_path / "other.json")
     with pytest.raises(QuPathImportError, match="no such file"):
         read_geojson(tmp_path / "missing.geojson")
+
+
+def test_the_same_map_gives_the_same_bytes_and_ids_name_what_they_are(tmp_path):
+    # Reruns must be diffable: ids come from the slide, the kind of feature and its place, not a clock.
+    fm = _fmap()
+    roi = [[(0, 0), (900, 0), (900, 900), (0, 900), (0, 0)]]
+    a = write_tiles_geojson(fm, tmp_path / "a.tiles.geojson.gz", 2.0, roi=roi).read_bytes()
+    b = write_tiles_geojson(_fmap(), tmp_path / "b.tiles.geojson.gz", 2.0, roi=roi).read_bytes()
+    assert a == b
+    assert fm.to_geojson(tmp_path / "a.geojson", 2.0).read_bytes() == _fmap().to_geojson(tmp_path / "b.geojson", 2.0).read_bytes()
+    ids = [f["id"] for f in json.loads(gzip.decompress(a))["features"]]
+    assert len(set(ids)) == len(ids)  # tiles, excluded regions and the ROI: one id each
+    other = _fmap()
+    other.source = "y/another.svs"
+    assert not set(ids) & {f["id"] for f in tile_features(other, 2.0, roi=roi)["features"]}

@@ -8,6 +8,7 @@ import pytest
 
 from napari_focusq.cli.app import main
 from napari_focusq.io.formats import open_image, sample_slide_path
+from napari_focusq.models import weights_dir
 from napari_focusq.models.checkpoint import read_tensors
 from napari_focusq.review.collection import Collection, CollectionError, TileRecord
 from napari_focusq.training.collection import _not_worse, separation, split_slides
@@ -67,6 +68,12 @@ def test_train_on_a_collection_end_to_end(tmp_path, sample_pair, capsys):
     # The 3 µm half is plain to the shipped model: separation on held-out tiles stays complete.
     assert rep["before"]["auc"] == 1.0 and rep["selected"] == "fine-tuned"
     assert meta["name"].endswith("+collection")
+    # The fine-tuned heads' own certainty map (not the start's), and figures for every epoch.
+    start_meta = json.loads((weights_dir() / "fast.json").read_text())
+    assert rep["certainty"] == "refitted on the fresh simulated draws"
+    assert meta["certainty"]["n"] > 10 and meta["certainty"] != start_meta["certainty"]
+    assert [h["epoch"] for h in rep["history"]] == [1, 2, 3]
+    assert all(0 < h["val_mae"] < 1.5 and h["val_r2"] > 0.5 and 0 <= h["heldout_auc"] <= 1 for h in rep["history"])
     from napari_focusq.models import load_model
 
     fm = load_model(str(out))
@@ -87,8 +94,6 @@ def test_a_model_that_does_worse_is_not_selected(tmp_path, sample_pair, capsys):
     rep = json.loads(out.with_suffix(".json").read_text())["collection"]
     assert rep["selected"] == "start" and not rep["not_worse"]
     assert "WORSE" in text and "not selected" in text
-    from napari_focusq.models import weights_dir
-
     start = read_tensors(weights_dir() / "fast.safetensors")
     mine = read_tensors(out)
     assert all(np.array_equal(np.asarray(start[k]), np.asarray(mine[k])) for k in start)

@@ -6,6 +6,7 @@ an interrupted run never leaves a half-written output behind. The usable-tissue 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from napari_focusq.export.masks import write_tissue_mask
 from napari_focusq.export.results import _clean, append_results, results_row
 from napari_focusq.io.formats import MULTI_SUFFIXES
 from napari_focusq.progress import Progress
-from napari_focusq.scoring.focusmap import FocusMap
+from napari_focusq.scoring.focusmap import FocusMap, feature_id
 
 #: The overlay's colour scale is fixed so overlays of different slides compare by eye.
 OVERLAY_LIMITS_UM = (0.0, 6.0)
@@ -110,13 +111,16 @@ def write_heatmap_tif(fmap: FocusMap, path, *, threshold_um: float = DEFAULT_THR
 
     tile_um = float(fmap.tile_size_px) * float(fmap.pixel_size_um)
     desc = json.dumps(_describe(fmap, threshold_um), ensure_ascii=True)
+    data = np.ascontiguousarray(fmap.defocus_um, dtype=np.float32)
+    # The OME UUID from the content, not tifffile's clock-based default: the same map gives the same bytes.
+    uid = feature_id(desc, hashlib.sha256(data.tobytes()).hexdigest())
     with atomic_path(path, suffix=".tif") as tmp:
         tifffile.imwrite(
-            tmp, np.ascontiguousarray(fmap.defocus_um, dtype=np.float32), ome=True,
+            tmp, data, ome=True,
             photometric="minisblack",
             resolution=(1e4 / tile_um, 1e4 / tile_um), resolutionunit="CENTIMETER",
             metadata={
-                "axes": "YX", "Name": "defocus_um", "Description": desc,
+                "axes": "YX", "Name": "defocus_um", "Description": desc, "UUID": f"urn:uuid:{uid}",
                 "PhysicalSizeX": tile_um, "PhysicalSizeXUnit": "µm",
                 "PhysicalSizeY": tile_um, "PhysicalSizeYUnit": "µm",
             },

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 from napari_focusq._atomic import write_bytes
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
 from napari_focusq.errors import QuPathImportError
-from napari_focusq.scoring.focusmap import FocusMap
+from napari_focusq.scoring.focusmap import FocusMap, feature_id
 
 #: Measurement names (shown in QuPath's measurement table and maps).
 DEFOCUS = "Defocus (µm)"
@@ -96,14 +95,14 @@ def tile_features(fmap: FocusMap, threshold_um: float = DEFAULT_THRESHOLD_UM, ex
             props = {"objectType": "tile", "name": f"tile {r},{c}", "measurements": m}
             if ex[r, c]:
                 props["classification"] = {"name": EXCLUDED_CLASS, "color": [230, 159, 0]}
-            feats.append({"type": "Feature", "id": str(uuid.uuid4()),
+            feats.append({"type": "Feature", "id": feature_id(fmap.source, "tile", r, c),
                           "geometry": {"type": "Polygon", "coordinates": [_ring(x0, y0, x1, y1)]},
                           "properties": props})
     for f in fmap.geojson(threshold_um, ex)["features"]:
         f["properties"]["name"] = "excluded tiles"
         feats.append(f)
-    for ring in roi or []:
-        feats.append({"type": "Feature", "id": str(uuid.uuid4()),
+    for i, ring in enumerate(roi or []):
+        feats.append({"type": "Feature", "id": feature_id(fmap.source, "roi", i, ring),
                       "geometry": {"type": "Polygon", "coordinates": [[list(map(float, p)) for p in ring]]},
                       "properties": {"objectType": "annotation", "name": "region of interest"}})
     return {"type": "FeatureCollection", "features": feats,

@@ -15,6 +15,16 @@ from napari_focusq._atomic import write_text
 from napari_focusq.config import DEFAULT_THRESHOLD_UM
 from napari_focusq.export.polygons import grid_polygons
 
+#: Namespace of the GeoJSON features' ids (uuid5 of it and what the feature is).
+_ID_NAMESPACE = uuid.UUID("5b0e6c1e-4f0a-4a4e-9d6f-6e6170617269")
+
+
+def feature_id(*parts) -> str:
+    """A GeoJSON feature's id from what the feature is (its slide, kind and geometry): the
+    same map written twice gives the same bytes (reproducible outputs, diffable reruns),
+    and two slides' features never share one."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "|".join(map(str, parts))))
+
 CSV_COLUMNS = ("row", "col", "y", "x", "height", "width", "tissue_fraction", "defocus_um", "excluded",
                "certainty", "uncertain", "na", "immersion_n", "wavelength_um", "nonfinite_px")
 
@@ -215,7 +225,7 @@ class FocusMap:
             coords = [[to_px(r, c) for r, c in ring] for ring in rings]
             features.append({
                 "type": "Feature",
-                "id": str(uuid.uuid4()),
+                "id": feature_id(self.source, "excluded", coords),
                 "geometry": {"type": "Polygon", "coordinates": coords},
                 "properties": {
                     "objectType": "annotation",

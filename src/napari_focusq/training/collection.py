@@ -109,6 +109,7 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
     from napari_focusq.models.calibration import apply_calibration, fit_isotonic
     from napari_focusq.training.config import TrainConfig, TrainingError
     from napari_focusq.training.data import sample_tiles
+    from napari_focusq.training.metrics import regression_metrics
 
     t0 = time.perf_counter()
     coll = collection if isinstance(collection, Collection) else Collection(collection)
@@ -160,6 +161,7 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
         cal_x.append(t)
         cal_z.append(z)
     Xc, Zc = np.concatenate(cal_x), np.concatenate(cal_z)
+    Sc = np.concatenate([np.full(len(z), slide[i]) for i, z in zip(src_idx, cal_z)])
 
     def feats(x, stage):
         f = []
@@ -221,8 +223,21 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
             opt.step()
             losses.append(loss.item())
         sched.step()
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-        yield Progress("train", epoch + 1, epochs, f"loss {history[-1]['loss']:.4f}", data=history[-1])
+        # Each epoch's figures, for the loss curve and the calibration plot: fresh simulated
+        # draws of the training slides' tiles (not held out by slide; the calibration's tiles)
+        # and the held-out slides' real tiles (AUC: ranks, so no calibration needed).
+        module.eval()
+        with torch.inference_mode():
+            pc = module.forward_features(Fc).numpy()
+            ph = module.forward_features(Fr[held]).numpy()
+        m = regression_metrics(pc, Zc)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mae": float(np.abs(pc - Zc).mean()),
+                        "val_r2": m["r2"], "heldout_auc": separation(ph[kind[held] == IN_FOCUS],
+                                                                     ph[kind[held] == OUT_OF_FOCUS], threshold_um)["auc"]})
+        yield Progress("train", epoch + 1, epochs,
+                       f"loss {history[-1]['loss']:.4f} simulated MAE {history[-1]['val_mae']:.3f} µm "
+                       f"held-out AUC {history[-1]['heldout_auc']:.3f}",
+                       data={**history[-1], "val_pred": pc.tolist(), "val_true": Zc.tolist()})
     module.eval()
 
     # --- calibration: fresh simulated draws, real known defocus, and the real out-of-focus
@@ -237,6 +252,7 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
                          np.concatenate([Zc, known[tr_known], oof_z]))
     r1 = apply_calibration(raw_r, calib)
     after = separation(r1[held_in], r1[held_out], threshold_um)
+    certainty = _refit_certainty(module, start, Fc, apply_calibration(raw_c, calib), Zc, Xc, Sc, modality)
     better = _not_worse(after, before)
     selected = "fine-tuned" if better or keep_worse else "start"
 
@@ -254,11 +270,12 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
         "config": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "sim_per_tile": sim_per_tile,
                    "margin_um": MARGIN_UM},
         "history": history[-10:], "seconds": round(time.perf_counter() - t0, 1),
+        "certainty": "refitted on the fresh simulated draws" if certainty else "the starting model's",
     }
     yield Progress("save", 0, 1, str(out))
     if selected == "fine-tuned":
         meta = {**start.meta, "name": f"{start.name}+collection", "version": __version__, "trained": True,
-                "calibration": calib, "collection": report,
+                "calibration": calib, **({"certainty": certainty} if certainty else {}), "collection": report,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = model.save(out, **meta)
     else:
@@ -266,6 +283,21 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
         path = start.save(out, collection=report)
     yield Progress("save", 1, 1, str(path), data={"collection": report})
     return path
+
+
+def _refit_certainty(module, start, F, cal, z, X, sources, modality) -> dict | None:
+    """The fine-tuned heads' own certainty map (their spread moved with their weights), fitted
+    as training.fit does on tiles the heads did not train on; None (the starting model's map
+    is kept) for a single head or too few tiles."""
+    import torch
+
+    from napari_focusq.scoring.certainty import fit_certainty, noise_ratio
+
+    if "certainty" not in start.meta or module.config.get("heads", 1) < 2 or len(z) < 10:
+        return None
+    with torch.inference_mode():
+        spread = module.forward_heads(F).std(1).numpy()
+    return fit_certainty(spread, cal, z, noise=noise_ratio(X, modality), sources=sources)
 
 
 def _fmt(m: dict) -> str:

@@ -186,7 +186,7 @@ class TrainWidget(QWidget):
             self.form.setRowVisible(w, not coll)
         self.form.setRowVisible(self.collection, coll)
         self.advanced.setVisible(not coll)
-        self.plots.setVisible(not coll)  # the simulated recipe's plots; a collection reports in words
+        self.plots.set_source("collection" if coll else "folder")
         self._update_workload()
 
     def _update_workload(self, *_):

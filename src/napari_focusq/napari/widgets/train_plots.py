@@ -22,6 +22,17 @@ class TrainPlots(QWidget):
         lay.addWidget(self.canvas)
         self.clear()
 
+    #: Titles of the second plot and of its MAE line, by what the run validates on.
+    LABELS = {"folder": ("validation", "val MAE (µm)"),
+              # A collection: fresh simulated draws of the training slides' tiles; the held-out
+              # slides' real tiles give the AUC line instead (no µm truth for them).
+              "collection": ("simulated draws (training slides)", "simulated MAE (µm)")}
+
+    def set_source(self, source: str):
+        """``"folder"`` or ``"collection"``: what the plots' titles and lines say."""
+        self.source = source
+        self.clear()
+
     def clear(self):
         self.history: list[dict] = []
         for ax in (self.ax_loss, self.ax_cal):
@@ -32,7 +43,7 @@ class TrainPlots(QWidget):
     def _style(self):
         self.ax_loss.set_title("training", fontsize=8)
         self.ax_loss.set_xlabel("epoch", fontsize=7)
-        self.ax_cal.set_title("validation", fontsize=8)
+        self.ax_cal.set_title(self.LABELS[getattr(self, "source", "folder")][0], fontsize=8)
         self.ax_cal.set_xlabel("true |z| (µm)", fontsize=7)
         self.ax_cal.set_ylabel("predicted (µm)", fontsize=7)
         for ax in (self.ax_loss, self.ax_cal):
@@ -46,7 +57,9 @@ class TrainPlots(QWidget):
         """
         import time
 
-        self.history.append({k: d.get(k) for k in ("epoch", "loss", "val_mae", "val_r2")})
+        from matplotlib.ticker import MaxNLocator
+
+        self.history.append({k: d.get(k) for k in ("epoch", "loss", "val_mae", "val_r2", "heldout_auc")})
         now = time.monotonic()
         if not last and now - getattr(self, "_drawn", 0.0) < min_interval:
             return
@@ -54,8 +67,12 @@ class TrainPlots(QWidget):
         ep = [h["epoch"] for h in self.history]
         self.ax_loss.clear()
         self.ax_loss.plot(ep, [h["loss"] for h in self.history], "o-", ms=2, label="loss")
-        self.ax_loss.plot(ep, [h["val_mae"] for h in self.history], "s-", ms=2, label="val MAE (µm)")
+        self.ax_loss.plot(ep, [h["val_mae"] for h in self.history], "s-", ms=2,
+                          label=self.LABELS[getattr(self, "source", "folder")][1])
+        if self.history[-1]["heldout_auc"] is not None:
+            self.ax_loss.plot(ep, [h["heldout_auc"] for h in self.history], "^-", ms=2, label="held-out AUC")
         self.ax_loss.legend(fontsize=6)
+        self.ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 1.25
         self.ax_cal.clear()
         pred, true = np.asarray(d.get("val_pred", []), float), np.asarray(d.get("val_true", []), float)
         if pred.size:
