@@ -64,7 +64,12 @@ from napari_focusq.training.fit import _tile_loss  # noqa: E402
 from napari_focusq.training.metrics import regression_metrics  # noqa: E402
 from napari_focusq.training.recipes import default_recipe, split_images  # noqa: E402
 
-KINDS = ("sections", "one_faint", "grain")
+KINDS = ("sections", "one_faint", "grain", "sections1", "sections0", "sections6")
+#: Kinds that are another kind with options: ``sections1`` is ``sections`` with one stain a
+#: section (``TrainConfig.layered_one_stain``, round 6: an IHC bulk's layers are IHC too);
+#: ``sections0`` without IHC-like bulks (every bulk keeps its own stain), ``sections6`` with 60 %.
+KIND_OPTIONS = {"sections1": ("sections", {"layered_one_stain": True}), "sections0": ("sections", {"ihc_like": 0.0}),
+                "sections6": ("sections", {"ihc_like": 0.6})}
 
 
 def _features(module, prepare, X, bs=256):
@@ -94,6 +99,8 @@ def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False, tiles: boo
         np.save(cache / f"F_{name}.npy", F if shape is None else F.reshape(*shape, -1))
         if tiles:
             np.save(cache / f"G_{name}.npy", np.ascontiguousarray(np.asarray(X)[..., 1] if X.ndim == 4 else X))
+            # Round 6: the blue channel too (DAB absorbs there), for variants that read both.
+            np.save(cache / f"B_{name}.npy", np.ascontiguousarray(np.asarray(X)[..., 2] if X.ndim == 4 else X))
 
     train, val = split_images(cfg)
     if not (cache / "F_thin_train.npy").exists():
@@ -134,7 +141,8 @@ def make(cache: Path, share: float, kinds=KINDS, coloc: bool = False, tiles: boo
             kcfg = replace(cfg, grain_extra=share)
             X, Z, S = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7920, kind="grain"))
         else:
-            kcfg = replace(cfg, layered_extra=share, layered_kind=kind)
+            base, more = KIND_OPTIONS.get(kind, (kind, {}))
+            kcfg = replace(cfg, layered_extra=share, layered_kind=base, **more)
             X, Z, S = drive(iter_layered_extra(train, cfg.samples_per_image, kcfg, cfg.seed + 7919))
         save(f"{kind}_train", X), np.save(cache / f"Z_{kind}_train.npy", Z), np.save(cache / f"S_{kind}_train.npy", S)
         print(f"{kind}: {len(Z)} training tiles", flush=True)
@@ -284,15 +292,19 @@ def variant(cache: Path, names):
     for name in names:
         fn = coloc_variants.VARIANTS[name]
         t, n = 0.0, 0
+        both = getattr(fn, "blue", False)  # reads the green and the blue channel (B_*.npy, round 6)
         for g in sorted(cache.glob("G_*.npy")):
             G = np.load(g, mmap_mode="r")
             flat = G.reshape(-1, *G.shape[-2:])
+            if both:
+                blue = np.load(g.with_name("B_" + g.name[2:]), mmap_mode="r").reshape(flat.shape)
             out = []
             with torch.inference_mode():
                 for i in range(0, len(flat), 64):
                     x = torch.from_numpy(np.asarray(flat[i:i + 64], dtype=np.float32))
+                    args = (x, torch.from_numpy(np.asarray(blue[i:i + 64], dtype=np.float32))) if both else (x,)
                     t0 = time.perf_counter()
-                    out.append(fn(x))
+                    out.append(fn(*args))
                     t += time.perf_counter() - t0
                     n += len(x)
             np.save(cache / f"C_{name}_{g.stem[2:]}.npy", torch.cat(out).numpy().reshape(*G.shape[:-2], -1))

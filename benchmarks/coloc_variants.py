@@ -1,8 +1,9 @@
 """Co-location feature variants for ``bench_thick_trials.py variant`` (thick sections, round 5).
 
-Each variant maps a batch of green tiles, (N, 320, 320) float on the 0..255 scale, to (N, k)
-features that replace the shipped front end's four co-location columns in a trial
-(``:c=NAME``). ``v0`` is the shipped computation (a check: it must equal the cached columns).
+Each variant maps a batch of green tiles, (N, 320, 320) float on the 0..255 scale (with
+``blue = True`` also the blue channel's, round 6), to (N, k) features that replace the
+shipped front end's four co-location columns in a trial (``:c=NAME``). ``v0`` is the shipped
+computation (a check: it must equal the cached columns).
 """
 from __future__ import annotations
 
@@ -71,4 +72,17 @@ def both(x):
     return torch.cat([v0(x), p2(x)], 1)
 
 
-VARIANTS = {f.__name__: f for f in (v0, p2, d2, v0q, p2q, d2q, both)}
+def d2b(g, b):
+    """d2 on green and on blue side by side (round 6): DAB absorbs most in blue, so on a pale
+    IHC section blue holds the coarse structure and its fine trace at higher contrast."""
+    return torch.cat([d2(g), d2(b)], 1)
+
+
+def d2m(g, b):
+    """d2 on the darker of green and blue at each pixel (whichever stain absorbs most there)."""
+    return d2(torch.minimum(g, b))
+
+
+d2b.blue = d2m.blue = True  # variant() hands these the blue channel too
+
+VARIANTS = {f.__name__: f for f in (v0, p2, d2, v0q, p2q, d2q, both, d2b, d2m)}

@@ -149,8 +149,12 @@ def test_review_queue_from_a_list_of_slides(make_napari_viewer_proxy, qtbot, not
     # the next one is scored from Focus QC: its row fills in, stored as focusq score would
     rw.next()
     assert rw.entries[rw.current]["stem"] == "q1" and qc.layer_combo.currentText() == "q1.tif"
+    stored = []
+    rw.runner.start = lambda job, start=rw.runner.start: stored.append(type(job).__name__) or start(job)
     assert qc.score() is not None
-    qtbot.waitUntil(lambda: not qc.busy, timeout=TIMEOUT_MS)
+    # stored in the panel's worker (a second of writing, off the GUI thread), then the row fills in
+    qtbot.waitUntil(lambda: not qc.busy and stored and not rw.busy, timeout=TIMEOUT_MS)
+    assert stored == ["StoreResultJob"]
     e1 = next(e for e in rw.entries if e["stem"] == "q1")
     assert e1["state"] in ("pass", "fail"), notes["error"]
     assert (out / "q1.heatmap.tif").exists() and rw.entries[rw.current]["stem"] == "q1"
@@ -179,3 +183,34 @@ def test_review_queue_from_a_list_of_slides(make_napari_viewer_proxy, qtbot, not
     assert rw.open_folder(out)
     assert sorted((e["stem"], e["state"] == "not scored") for e in rw.entries) == [
         ("q0", False), ("q1", False), ("q2", True)]
+
+
+def test_a_result_stored_while_the_user_moves_on_keeps_them_where_they_are(make_napari_viewer_proxy, qtbot, notes,
+                                                                           tmp_path, monkeypatch):
+    # Focus QC's result is stored in a worker; if the user goes to the next slide meanwhile,
+    # the stored row fills in and the selection stays on the slide they moved to.
+    import threading
+
+    import napari_focusq.review.slide_list as slide_list
+    from napari_focusq.export.results import read_results
+
+    slides = _queue_slides(tmp_path)
+    out = tmp_path / "out"
+    viewer = make_napari_viewer_proxy()
+    _, rw = viewer.window.add_plugin_dock_widget("napari-focusq", "Review slides")
+    assert rw.open_slides(slides[:2], out), notes["error"]
+    qc = rw.qc_widget()
+    go = threading.Event()
+    real = slide_list.record_result
+    monkeypatch.setattr(slide_list, "record_result", lambda *a, **k: go.wait(60) and real(*a, **k))
+    assert qc.score() is not None
+    # scored; storing (held): the panel says so, and nothing can be accepted yet
+    qtbot.waitUntil(lambda: not qc.busy and rw.busy and "storing" in rw.status.text(), timeout=TIMEOUT_MS)
+    assert not rw.accept_btn.isEnabled() and rw.cancel_btn.isEnabled()
+    rw.next()
+    assert rw.entries[rw.current]["stem"] == "q1"
+    go.set()
+    qtbot.waitUntil(lambda: not rw.busy, timeout=TIMEOUT_MS)
+    assert rw.entries[rw.current]["stem"] == "q1", "the store did not pull the user back"
+    assert next(e for e in rw.entries if e["stem"] == "q0")["state"] in ("pass", "fail")
+    assert [r["stem"] for r in read_results(out / "results.tsv")] == ["q0"] and not notes["error"]

@@ -215,3 +215,38 @@ def test_grain_extra_tiles(two_tissues, train_images, tmp_path):
                       val_samples_per_image=8, pixel_sizes=px, seed=0, grain_extra=0.25, layered_extra=0.25)
     t = json.loads(drive(iter_fit(run)).with_suffix(".json").read_text())["training"]
     assert (t["train_tiles"], t["train_thick_section_tiles"], t["train_grain_tiles"]) == (24, 4, 4)  # two training images: 8 thin, 2 + 2 extra each
+
+
+@pytest.mark.parametrize("one_stain", [False, True])
+def test_a_restained_bulk_gets_its_layers_restained_alike(two_tissues, one_stain, monkeypatch):
+    # A section is stained as one (round 6): an IHC-like bulk's faint layers are re-stained
+    # with the same stain draw, not left in their own stain over it.
+    import napari_focusq.optics.layered as layered
+    import napari_focusq.training.stain as stain
+
+    calls, sections = [], []
+    real_stain, real_specimen = stain.ihc_like, layered.random_specimen
+
+    def stain_spy(tile, rng):
+        calls.append(json.dumps(rng.bit_generator.state, sort_keys=True))
+        return real_stain(tile, rng)
+
+    def specimen_spy(bulk, extras, z, rng, **kw):
+        sections.append((len(calls), len(extras)))
+        return real_specimen(bulk, extras, z, rng, **kw)
+
+    monkeypatch.setattr(stain, "ihc_like", stain_spy)
+    monkeypatch.setattr(layered, "random_specimen", specimen_spy)
+    cfg = TrainConfig(images=two_tissues, min_tissue=0.0, z_max_um=5.0, layered_extra=0.5, ihc_like=1.0,
+                      layered_one_stain=one_stain)
+    drive(iter_layered_extra(two_tissues, 8, cfg, 7))
+    assert len(sections) == 8
+    start = 0
+    for end, n_layers in sections:
+        mine = calls[start:end]
+        # the bulk, then (one stain) each layer, all from one stain draw
+        assert len(mine) == (1 + n_layers if one_stain else 1)
+        assert len(set(mine)) == (1 if one_stain else len(mine))
+        start = end
+    thin = drive(iter_dataset(two_tissues[:1], 4, cfg, 3, "data"))  # thin tiles: one stain call each, as before
+    assert len(calls) == start + 4 and len(thin[1]) == 4

@@ -80,6 +80,10 @@ class TrainConfig:
     #: split's images) or "one_faint" (layered.one_faint_specimen: one faint layer of another
     #: image of the split, the bulk stays the best plane).
     layered_kind: str = "sections"
+    #: A thick section is stained as one: where its bulk is re-stained as IHC (ihc_like), its
+    #: faint layers are re-stained with the same stain draw (round 6). False: the layers keep
+    #: their own (H&E) stain over an IHC bulk, as rounds 1-5 trained.
+    layered_one_stain: bool = False
     #: Soft in-focus specimens with a sharp grain (training.grain) as extra thin tiles, per
     #: source image as a share of samples_per_image, at full weight (0 = off).
     grain_extra: float = 0.0

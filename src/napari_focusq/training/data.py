@@ -163,6 +163,7 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
     from napari_focusq.optics.layered import one_faint_specimen, random_specimen, simulate_layered
     from napari_focusq.optics.psf import simulate_defocus
     from napari_focusq.scoring.tissue import estimate_white_level, tissue_fraction
+    from napari_focusq.training.stain import ihc_like
 
     H, W = image.shape[:2]
     if H < tile_px or W < tile_px:
@@ -212,10 +213,13 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             side = min(H - y, W - x, int(tile_px * f))
             if side > tile_px:
                 t = _shrink_to_tile(image[y:y + side, x:x + side], tile_px)
+        stain = None  # the stain draw a thick section's layers share with its bulk (layered_one_stain)
         if cfg.modality == "brightfield" and cfg.ihc_like and rng.random() < cfg.ihc_like:
-            from napari_focusq.training.stain import ihc_like
-
-            t = ihc_like(np.ascontiguousarray(t), rng)
+            if cfg.layered_one_stain and cfg.layered and pool is not None:
+                stain = int(rng.integers(2**32))
+                t = ihc_like(np.ascontiguousarray(t), np.random.default_rng(stain))
+            else:
+                t = ihc_like(np.ascontiguousarray(t), rng)
         if transform is not None:
             t = transform(np.ascontiguousarray(t), rng)
         t = np.rot90(t, rng.integers(4))
@@ -227,11 +231,14 @@ def sample_tiles(image: np.ndarray, n: int, rng: np.random.Generator, cfg: Train
             z = z_min + z * (1 - z_min / cfg.z_max_um)  # the same shape of draw, squeezed above z_min
         z = round(z / 0.05) * 0.05
         if cfg.layered and pool is not None and len(pool) and rng.random() < cfg.layered:
+            def as_bulk(layer, stain=stain):  # the bulk's stain, when it was re-stained (layered_one_stain)
+                return layer if stain is None else ihc_like(layer, np.random.default_rng(stain))
+
             if cfg.layered_kind == "one_faint":
-                faint = _orient(pool[rng.integers(0, len(pool))], rng)
+                faint = as_bulk(_orient(pool[rng.integers(0, len(pool))], rng))
                 layers, focus = one_faint_specimen(np.ascontiguousarray(t), faint, z, rng, modality=cfg.modality)
             else:
-                extras = [_orient(pool[j], rng) for j in rng.integers(0, len(pool), rng.integers(1, 4))]
+                extras = [as_bulk(_orient(pool[j], rng)) for j in rng.integers(0, len(pool), rng.integers(1, 4))]
                 layers, focus = random_specimen(np.ascontiguousarray(t), extras, z, rng, modality=cfg.modality)
             b = simulate_layered(layers, focus, pixel_size_um=WORKING_PIXEL_UM, modality=cfg.modality,
                                  optics=optics, method=cfg.blur)[0].astype(np.float32)

@@ -269,9 +269,10 @@ class ReviewWidget(QWidget):
         """Score the current (queued) slide into the queue's folder in a worker; its row fills in."""
         return U.score_current(self)
 
-    def _on_qc_result(self, fmap) -> None:
-        """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
-        U.on_qc_result(self, fmap)
+    def _on_qc_result(self, fmap):
+        """A slide of the queue scored in Focus QC: store it as focusq score would (in a worker,
+        returned), and fill its row."""
+        return U.on_qc_result(self, fmap)
 
     def cancel(self, *_):
         self.runner.cancel()

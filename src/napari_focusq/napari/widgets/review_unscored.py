@@ -97,43 +97,90 @@ def reload(panel, stem: str) -> None:
     panel._set_enabled()
 
 
-def on_qc_result(panel, fmap) -> None:
-    """A slide of the queue scored in Focus QC: store it as focusq score would, and fill its row."""
+def on_qc_result(panel, fmap):
+    """A slide of the queue scored in Focus QC: store it as focusq score would (outputs,
+    results row, report: about a second of writing, so in a worker), then fill its row.
+    Returns the worker, or None when there is nothing to store."""
     import os
 
-    from napari_focusq.review.slide_list import record_result
-
     if panel.folder is None or not fmap.source:
-        return
+        return None
     src = os.path.abspath(str(fmap.source))
     # only a slide still without a result: a rescore of a scored slide does not overwrite its stored outputs
     match = [e for e in panel.entries if e.get("input") and e.get("status") in ("", "error")
              and os.path.abspath(e["input"]) == src]
     if not match:
-        return
-    e = match[0]
-    qc = panel.qc_widget()
-    try:
-        record_result(fmap, panel.folder, e["stem"], e["input"], seconds=float(fmap.extra.get("seconds", 0.0)),
-                      threshold_um=qc.threshold_slider.value())
-    except (OSError, ValueError) as exc:
-        notify.error(f"Review slides: could not store {e['stem']}'s result in {panel.folder}: {exc}")
-        return
-    from napari_focusq.review.queue import list_slides
-
-    keep = list(panel._opened) + [ly for ly in (qc.heatmap, qc.excluded, *qc.extras.values()) if ly is not None]
-    panel.entries = list_slides(panel.folder)
-    panel._fill_table()
-    panel.current = next((i for i, x in enumerate(panel.entries) if x["stem"] == e["stem"]), None)
-    row = panel.table.row_of(panel.current) if panel.current is not None else None
-    if row is not None:
-        panel.table.blockSignals(True)  # the result is shown already: no reopening
-        panel.table.selectRow(row)
-        panel.table.blockSignals(False)
-        panel._where = ""
-        panel._show_status(panel.current)
-    panel._opened = keep
+        return None
+    job = StoreResultJob(panel, match[0], fmap, panel.qc_widget().threshold_slider.value())
+    if panel.busy:  # the panel is scoring a queued slide: store here rather than wait for it
+        drive_job(job)
+        return None
+    worker = panel.runner.start(job)
     panel._set_enabled()
+    return worker
+
+
+def drive_job(job) -> None:
+    """Run ``job``'s events to the end in this thread, as the runner would (result or failure)."""
+    from napari_focusq.progress import drive
+
+    try:
+        job.on_result(drive(job.events()))
+    except (OSError, ValueError) as exc:
+        notify.error(job.failure_text(exc))
+
+
+class StoreResultJob(Job):
+    """Store a result scored in Focus QC into the queue's folder, off the GUI thread."""
+
+    title = "Review slides"
+
+    def __init__(self, panel, entry: dict, fmap, threshold_um: float):
+        self.panel, self.stem, self.input = panel, entry["stem"], entry["input"]
+        self.fmap, self.threshold_um = fmap, threshold_um
+
+    def events(self):
+        from napari_focusq.progress import Progress
+        from napari_focusq.review.slide_list import record_result
+
+        yield Progress("store", 0, 1, f"storing the result in {self.panel.folder}")
+        row = record_result(self.fmap, self.panel.folder, self.stem, self.input,
+                            seconds=float(self.fmap.extra.get("seconds", 0.0)), threshold_um=self.threshold_um)
+        yield Progress("store", 1, 1, "stored")
+        return row
+
+    def on_event(self, ev) -> None:
+        show_progress(self.panel.progress, ev)
+        self.panel.status.setText(f"{self.stem}: {ev.message}")
+
+    def failure_text(self, exc) -> str:
+        return f"Review slides: could not store {self.stem}'s result in {self.panel.folder}: {exc}"
+
+    def on_finished(self, aborted: bool) -> None:
+        if aborted:  # a cancel lands after the store (one call): show what is on disk
+            self.on_result(None)
+
+    def on_result(self, row) -> None:
+        from napari_focusq.review.queue import list_slides
+
+        panel, qc = self.panel, self.panel.qc_widget()
+        # The user may have moved on while it was stored: stay where they are.
+        here = panel.entries[panel.current]["stem"] if panel.current is not None else None
+        keep = list(panel._opened)
+        if here == self.stem:
+            keep += [ly for ly in (qc.heatmap, qc.excluded, *qc.extras.values()) if ly is not None]
+        panel.entries = list_slides(panel.folder)
+        panel._fill_table()
+        panel.current = next((i for i, x in enumerate(panel.entries) if x["stem"] == here), None)
+        row_i = panel.table.row_of(panel.current) if panel.current is not None else None
+        if row_i is not None:
+            panel.table.blockSignals(True)  # the result is shown already: no reopening
+            panel.table.selectRow(row_i)
+            panel.table.blockSignals(False)
+            panel._where = ""
+            panel._show_status(panel.current)
+        panel._opened = keep
+        panel._set_enabled()
 
 
 class ScoreSlideJob(Job):
