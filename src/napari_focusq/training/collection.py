@@ -270,7 +270,8 @@ def _iter_train(collection, out, *, init, threshold_um, epochs, lr, batch_size, 
         "config": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "sim_per_tile": sim_per_tile,
                    "margin_um": MARGIN_UM},
         "history": history[-10:], "seconds": round(time.perf_counter() - t0, 1),
-        "certainty": "refitted on the fresh simulated draws" if certainty else "the starting model's",
+        "certainty": ("refitted on the fresh simulated draws" if certainty else
+                      "the starting model's" if "certainty" in start.meta else "none (the pipeline's rule of thumb)"),
     }
     yield Progress("save", 0, 1, str(out))
     if selected == "fine-tuned":

@@ -20,6 +20,7 @@ class TrainPlots(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas)
+        self.source = "folder"
         self.clear()
 
     #: Titles of the second plot and of its MAE line, by what the run validates on.
@@ -43,7 +44,7 @@ class TrainPlots(QWidget):
     def _style(self):
         self.ax_loss.set_title("training", fontsize=8)
         self.ax_loss.set_xlabel("epoch", fontsize=7)
-        self.ax_cal.set_title(self.LABELS[getattr(self, "source", "folder")][0], fontsize=8)
+        self.ax_cal.set_title(self.LABELS[self.source][0], fontsize=8)
         self.ax_cal.set_xlabel("true |z| (µm)", fontsize=7)
         self.ax_cal.set_ylabel("predicted (µm)", fontsize=7)
         for ax in (self.ax_loss, self.ax_cal):
@@ -68,7 +69,7 @@ class TrainPlots(QWidget):
         self.ax_loss.clear()
         self.ax_loss.plot(ep, [h["loss"] for h in self.history], "o-", ms=2, label="loss")
         self.ax_loss.plot(ep, [h["val_mae"] for h in self.history], "s-", ms=2,
-                          label=self.LABELS[getattr(self, "source", "folder")][1])
+                          label=self.LABELS[self.source][1])
         if self.history[-1]["heldout_auc"] is not None:
             self.ax_loss.plot(ep, [h["heldout_auc"] for h in self.history], "^-", ms=2, label="held-out AUC")
         self.ax_loss.legend(fontsize=6)
