@@ -355,3 +355,26 @@ def test_training_leaves_torch_threads_as_it_found_them(tmp_path, train_images, 
         assert torch.get_num_threads() == 3 and not (tmp_path / "c.safetensors").exists()
     finally:
         torch.set_num_threads(before)
+
+
+def test_certainty_learns_out_of_sample_errors_where_it_can():
+    # Two validation images read with opposite biases: the calibration fitted on both hides
+    # most of it in-sample; each image calibrated by the other's map shows the error a new
+    # image's tiles come with, and that is what the certainty map must learn.
+    from napari_focusq.models.calibration import apply_calibration, fit_isotonic
+    from napari_focusq.training.fit import certainty_readings
+
+    rng = np.random.default_rng(0)
+    z = np.tile(np.linspace(0, 5, 200), 2)
+    src = np.repeat([0, 1], 200)
+    raw = z + np.where(src == 0, 0.4, -0.4) + rng.normal(0, 0.05, len(z))
+    cal = apply_calibration(raw, fit_isotonic(raw, z))
+    readings, how = certainty_readings(raw, cal, z, src)
+    assert how == "crossfit" and np.abs(readings - z).mean() > 2 * np.abs(cal - z).mean()
+    one, how1 = certainty_readings(raw[:200], cal[:200], z[:200], src[:200])
+    assert how1 == "in-sample" and np.array_equal(one, cal[:200])
+
+
+def test_shipped_brightfield_certainty_is_fitted_out_of_sample():
+    meta = load_model("default").meta
+    assert meta["certainty"]["readings"] == "crossfit" and len(meta["training"]["val_images"]) >= 2

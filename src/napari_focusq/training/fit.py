@@ -192,7 +192,9 @@ def _iter_fit(cfg: TrainConfig) -> Generator[Progress, None, Path]:
         # better, on held-out tiles to the error it comes with.
         with torch.inference_mode():
             spread_v = module.forward_heads(Fv).std(1).cpu().numpy()
-        certainty = fit_certainty(spread_v, cal, Zv, noise=noise_ratio(Xv, cfg.modality), sources=Sv)
+        readings, how = certainty_readings(raw, cal, Zv, Sv)
+        certainty = {**fit_certainty(spread_v, readings, Zv, noise=noise_ratio(Xv, cfg.modality), sources=Sv),
+                     "readings": how}
     meta = {
         **model.meta, "name": cfg.name or model.meta.get("name", cfg.preset), "version": __version__, "trained": True,
         "optics": Optics.for_modality(cfg.modality).to_dict(), "blur": cfg.blur,
@@ -235,6 +237,20 @@ def _tile_loss(pred, z, extra, hinge: float, over: float | None = None):
         short = torch.nn.functional.smooth_l1_loss(off, torch.zeros_like(pred), beta=0.2, reduction="none")
         err = torch.where(extra.expand_as(err), short, err)
     return err
+
+
+def certainty_readings(raw, cal, Zv, Sv) -> tuple:
+    """The calibrated readings the certainty map learns its errors from, and what they are.
+
+    The calibration is fitted on these validation tiles, so their calibrated errors are
+    in-sample and too small: a map fitted to them under-states the error of every tile
+    scored later. With two or more validation images each image's readings are calibrated
+    by the map fitted on the others (``crossfit``), out of sample; with one, the in-sample
+    readings are all there is (``in-sample``)."""
+    from napari_focusq.models.calibration import crossfit_calibration
+
+    cross = crossfit_calibration(raw, Zv, Sv)
+    return (cal, "in-sample") if cross is None else (cross, "crossfit")
 
 
 def _validation_metrics(raw, cal, Zv, Sv) -> dict:
