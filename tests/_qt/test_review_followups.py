@@ -214,3 +214,26 @@ def test_a_result_stored_while_the_user_moves_on_keeps_them_where_they_are(make_
     assert rw.entries[rw.current]["stem"] == "q1", "the store did not pull the user back"
     assert next(e for e in rw.entries if e["stem"] == "q0")["state"] in ("pass", "fail")
     assert [r["stem"] for r in read_results(out / "results.tsv")] == ["q0"] and not notes["error"]
+
+
+def test_a_result_scored_while_the_panel_is_busy_is_stored_at_once(make_napari_viewer_proxy, qtbot, notes, tmp_path,
+                                                                   monkeypatch):
+    # The panel's worker is scoring a queued slide: Focus QC's result is stored in the GUI
+    # thread rather than waiting for it (the runner runs one job at a time).
+    from napari_focusq.export.results import read_results
+    from napari_focusq.napari.widgets.review import ReviewWidget
+
+    slides = _queue_slides(tmp_path)
+    out = tmp_path / "out"
+    viewer = make_napari_viewer_proxy()
+    _, rw = viewer.window.add_plugin_dock_widget("napari-focusq", "Review slides")
+    assert rw.open_slides(slides[:1], out), notes["error"]
+    qc = rw.qc_widget()
+    started = []
+    monkeypatch.setattr(rw.runner, "start", lambda job: started.append(job))
+    monkeypatch.setattr(ReviewWidget, "busy", property(lambda self: True))
+    assert qc.score() is not None
+    qtbot.waitUntil(lambda: not qc.busy and bool(read_results(out / "results.tsv") if (out / "results.tsv").exists()
+                                                  else []), timeout=TIMEOUT_MS)
+    assert not started and next(e for e in rw.entries if e["stem"] == "q0")["state"] in ("pass", "fail")
+    assert not notes["error"]
