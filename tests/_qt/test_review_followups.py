@@ -185,6 +185,14 @@ def test_review_queue_from_a_list_of_slides(make_napari_viewer_proxy, qtbot, not
         ("q0", False), ("q1", False), ("q2", True)]
 
 
+def _queued_panel(make_viewer, tmp_path, notes, n: int):
+    """Review slides with ``n`` queued slides (the first open in Focus QC): (panel, Focus QC, folder)."""
+    out = tmp_path / "out"
+    _, rw = make_viewer().window.add_plugin_dock_widget("napari-focusq", "Review slides")
+    assert rw.open_slides(_queue_slides(tmp_path)[:n], out), notes["error"]
+    return rw, rw.qc_widget(), out
+
+
 def test_a_result_stored_while_the_user_moves_on_keeps_them_where_they_are(make_napari_viewer_proxy, qtbot, notes,
                                                                            tmp_path, monkeypatch):
     # Focus QC's result is stored in a worker; if the user goes to the next slide meanwhile,
@@ -194,12 +202,7 @@ def test_a_result_stored_while_the_user_moves_on_keeps_them_where_they_are(make_
     import napari_focusq.review.slide_list as slide_list
     from napari_focusq.export.results import read_results
 
-    slides = _queue_slides(tmp_path)
-    out = tmp_path / "out"
-    viewer = make_napari_viewer_proxy()
-    _, rw = viewer.window.add_plugin_dock_widget("napari-focusq", "Review slides")
-    assert rw.open_slides(slides[:2], out), notes["error"]
-    qc = rw.qc_widget()
+    rw, qc, out = _queued_panel(make_napari_viewer_proxy, tmp_path, notes, 2)
     go = threading.Event()
     real = slide_list.record_result
     monkeypatch.setattr(slide_list, "record_result", lambda *a, **k: go.wait(60) and real(*a, **k))
@@ -223,12 +226,7 @@ def test_a_result_scored_while_the_panel_is_busy_is_stored_at_once(make_napari_v
     from napari_focusq.export.results import read_results
     from napari_focusq.napari.widgets.review import ReviewWidget
 
-    slides = _queue_slides(tmp_path)
-    out = tmp_path / "out"
-    viewer = make_napari_viewer_proxy()
-    _, rw = viewer.window.add_plugin_dock_widget("napari-focusq", "Review slides")
-    assert rw.open_slides(slides[:1], out), notes["error"]
-    qc = rw.qc_widget()
+    rw, qc, out = _queued_panel(make_napari_viewer_proxy, tmp_path, notes, 1)
     started = []
     monkeypatch.setattr(rw.runner, "start", lambda job: started.append(job))
     monkeypatch.setattr(ReviewWidget, "busy", property(lambda self: True))
