@@ -5,6 +5,7 @@ Everything expensive is session-scoped and built once; tests copy what they muta
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,13 @@ SVS_PIXEL_UM = 0.499
 #: (y, x) of dense tissue in CMU-1-Small-Region (checked on its thumbnail).
 TISSUE_YX = ((2000, 650), (2300, 1100), (1500, 800))
 
+
+# torch's optimisers import torch._dynamo, which imports triton when it is installed, and
+# triton's bundled LLVM segfaults the process when Mesa's (the GUI tests' software OpenGL) was
+# loaded first. The training panel hides triton for that reason (napari/widgets/train_job.
+# _guard_triton); hidden here too, any selection of tests is safe, not only one that happened
+# to run a training panel before its first optimiser. Nothing here compiles GPU kernels.
+sys.modules.setdefault("triton", None)
 
 # Every model in the tests runs on the CPU (models.choose_device): figures compared bit for
 # bit, and seeded training, differ on CUDA, which a machine with a GPU would pick.

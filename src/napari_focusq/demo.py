@@ -223,7 +223,7 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
 
     img = np.asarray(image)
     mod = _modality(img, modality)
-    check_simulate_budget(img, z_list, pixel_size_um, mod, optics, method)
+    check_simulate_budget(img, z_list, pixel_size_um, mod, optics, method, layers=layers or ())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     limits = None if img.dtype == np.uint8 else preview_limits(img)
@@ -253,9 +253,16 @@ def write_defocus_series(image, z_list: Sequence[float], out_dir, stem: str, *, 
 
 
 def check_simulate_budget(img, z_list, pixel_size_um, modality, optics=None, method="optical",
-                          name="image") -> None:
+                          name="image", layers=()) -> None:
     """Refuse, before the first z, a series whose PSF field or padded FFT would not fit the
-    memory budget (issue 19: --z-um 300 grew past 8 GB, 1e6 raised MemoryError)."""
+    memory budget (issue 19: --z-um 300 grew past 8 GB, 1e6 raised MemoryError).
+
+    ``layers`` (thick sections: :class:`~napari_focusq.optics.layered.Layer` objects or
+    ``(depth_um, weight, ...)`` tuples, the image itself not among them) are counted too, before
+    their images are read: each is blurred by its own distance to the focal plane, at most
+    the largest |z| plus the section's depth span (the best plane lies inside it), and each is
+    held in memory beside a float accumulator and one layer's transmission.
+    """
     from napari_focusq.io import budget
     from napari_focusq.optics.psf import blur_radius_um
 
@@ -263,12 +270,18 @@ def check_simulate_budget(img, z_list, pixel_size_um, modality, optics=None, met
         return
     o = optics or Optics.for_modality(modality)
     z = max(abs(float(v)) for v in z_list)
+    depths = [0.0] + [float(L.depth_um if hasattr(L, "depth_um") else L[0]) for L in layers]
+    z += max(depths) - min(depths)
     h, w = img.shape[:2]
-    need = budget.simulate_need(h, w, img.shape[2] if img.ndim == 3 else 1, z, pixel_size_um, o.na, o.n,
-                                min(o.wavelengths_um), o.oversample)
-    budget.require(name, f"simulating {z:g} µm of defocus on {h:,} x {w:,} px (a blur disc "
-                   f"{2 * blur_radius_um(z, o):.4g} µm wide)", need,
-                   hint="or simulate smaller defocus values (--z-um)")
+    c = img.shape[2] if img.ndim == 3 else 1
+    need = budget.simulate_need(h, w, c, z, pixel_size_um, o.na, o.n, min(o.wavelengths_um), o.oversample)
+    what = f"simulating {z:g} µm of defocus on {h:,} x {w:,} px (a blur disc {2 * blur_radius_um(z, o):.4g} µm wide)"
+    if layers:
+        float_bytes = 8 if img.dtype == np.float64 else 4
+        need += len(layers) * img.nbytes + 2 * budget.nbytes(h, w, c, itemsize=float_bytes)
+        what += f" with {len(layers)} more layer{'s' * (len(layers) > 1)} (section {max(depths) - min(depths):g} µm deep)"
+    budget.require(name, what, need, hint="or simulate smaller defocus values (--z-um)"
+                   + (" or fewer, nearer layers (--layers)" if layers else ""))
 
 
 def tissue_map(image, *, pixel_size_um: float, modality: str = "auto", source: str | None = None):

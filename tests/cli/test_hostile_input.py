@@ -79,6 +79,40 @@ def test_simulate_refuses_huge_defocus_before_writing(good, tmp_path, capsys):
         assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
 
 
+def test_simulate_counts_its_layers_before_reading_them(good, tmp_path, capsys):
+    # A layer 300 µm deep is blurred by ~300 µm at any focus: refused like --z-um 300, before
+    # the layer image (here: IMAGE's own content) is made or anything is written.
+    rc = main(["simulate", str(good), "--z-um", "0", "--layers", "300:0.2", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert f"focusq: {good}: simulating 300 µm" in err and "1 more layer" in err and "--layers" in err, err
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
+
+
+def test_simulate_budget_adds_the_layers_depth_span_and_their_memory():
+    from napari_focusq.config import Optics
+    from napari_focusq.demo import check_simulate_budget
+    from napari_focusq.optics.layered import Layer
+
+    img = np.zeros((500, 400, 3), np.uint8)
+    o = Optics.for_modality("brightfield")
+
+    def need(z):
+        return budget.simulate_need(500, 400, 3, z, PX, o.na, o.n, min(o.wavelengths_um), o.oversample)
+
+    layers = [Layer(img, 2.0, 0.3), Layer(img, -1.0, 0.2)]
+    extra = 2 * img.nbytes + 2 * img.size * 4  # the layers' images, a float accumulator and a transmission
+    with budget.max_memory_mb((need(1.0) + 2) / 1e6):  # +-2 bytes: MB -> bytes rounds
+        check_simulate_budget(img, [0, 1], PX, "brightfield")  # a thin series fits
+        with pytest.raises(budget.MemoryBudgetError, match="simulating 4 µm .* 2 more layers"):
+            check_simulate_budget(img, [0, 1], PX, "brightfield", layers=layers)  # 1 µm + a 3 µm deep section
+    with budget.max_memory_mb((need(4.0) + extra + 2) / 1e6):
+        check_simulate_budget(img, [0, 1], PX, "brightfield", layers=layers)
+        check_simulate_budget(img, [-1], PX, "brightfield", layers=[(2.0, 0.3, None), (-1.0, 0.2, None)])
+    with budget.max_memory_mb((need(4.0) + extra - 2) / 1e6), pytest.raises(budget.MemoryBudgetError):
+        check_simulate_budget(img, [0, 1], PX, "brightfield", layers=layers)
+
+
 def test_sharpest_refuses_planes_over_the_budget(tmp_path, capsys):
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, np.zeros((3, 600, 600), np.uint16), metadata={"axes": "ZYX"})

@@ -28,6 +28,14 @@ def test_integer_block_mean_is_exact(shape, dtype, f):
     np.testing.assert_array_equal(got, float_block_mean(a, f))
 
 
+def test_integer_block_mean_rounds_ties_as_the_float_mean_near_full_scale():
+    # Means of x.5 at the top of the 16-bit range, where float32's step is largest (2^-8).
+    rng = np.random.default_rng(9)
+    a = rng.integers(65000, 65535, (66, 63), dtype=np.uint16, endpoint=True)
+    for f in (2, 3, 11, 12):
+        np.testing.assert_array_equal(_block_mean(a, f), float_block_mean(a, f))
+
+
 def test_float_block_mean_unchanged():
     a = np.random.default_rng(8).random((37, 41, 2)).astype(np.float32)
     want = np.array([[a[i:i + 4, j:j + 4].astype(np.float64).mean((0, 1)) for j in range(0, 41, 4)]

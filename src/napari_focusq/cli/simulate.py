@@ -68,7 +68,7 @@ def cmd_simulate(args) -> int:
             optics = dataclasses.replace(base, **{k: v for k, v in (("na", args.na), ("n", args.n)) if v is not None})
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-    check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image)
+    check_simulate_budget(plane, args.z_um, px, mod, optics, args.method, name=args.image, layers=args.layers or ())
     layers = _simulate_layers(args, plane, px) if args.layers else None
     paths = write_defocus_series(plane, args.z_um, args.out, stem, pixel_size_um=px, modality=mod,
                                  optics=optics, method=args.method, progress=_bar(), layers=layers)

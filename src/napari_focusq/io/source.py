@@ -345,16 +345,26 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     """Average f x f blocks of the first two axes; partial edge blocks average what they have."""
     H, W = a.shape[:2]
     if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and H and W:
-        # Integers: sums in uint32/uint64 by reduceat (partial blocks included), no float
-        # copy and no padding: exact, so the same result as the float path, several times
-        # faster (it runs before the first tile is scored).
-        acc = np.uint32 if a.dtype.itemsize == 1 or f * f * 65535 < 2**32 else np.uint64
-        s = np.add.reduceat(a, np.arange(0, H, f), axis=0, dtype=acc)
-        s = np.add.reduceat(s, np.arange(0, W, f), axis=1, dtype=acc)
+        # Integers: exact sums, no float copy and no padding, so the same result as the float
+        # path. It runs before the first tile is scored: the f x f strided views added into
+        # the narrowest accumulator that cannot overflow are ~5x faster than np.add.reduceat
+        # (its casting loop; 49 -> 9 ms for a 1483 x 1110 RGB level at f 2). Row i of each
+        # block is a[i::f]: a partial last block simply gets fewer of them.
+        top = float(np.iinfo(a.dtype).max) * f * f
+        acc = next(t for t in (np.uint16, np.uint32, np.uint64) if top < np.iinfo(t).max)
+        s = np.zeros((-(-H // f), -(-W // f)) + a.shape[2:], acc)
+        for i in range(min(f, H)):
+            for j in range(min(f, W)):
+                part = a[i::f, j::f]
+                s[:part.shape[0], :part.shape[1]] += part
         cy = np.minimum(f, H - np.arange(0, H, f))
         cx = np.minimum(f, W - np.arange(0, W, f))
         n = (cy[:, None] * cx[None, :]).reshape(len(cy), len(cx), *(1,) * (a.ndim - 2))
-        return np.rint(s / n).astype(a.dtype)
+        # float32 rounds as float64 would while 2 x max x f² < 2^24: a mean off a .5 by the
+        # least it can be (1 / 2n) is then still more than half a float32 step away from it.
+        q = s.astype(np.float32 if top < 2**23 else np.float64)
+        q /= n
+        return np.rint(q, out=q).astype(a.dtype)
     hp, wp = -H % f, -W % f
     x = a.astype(np.float64)
     if hp or wp:
