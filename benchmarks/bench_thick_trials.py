@@ -235,10 +235,11 @@ class Columns:
         return F if self.coloc else F[..., :self.base]
 
 
-def heads_for(cfg, n_features: int):
+def heads_for(cfg, n_features: int, heads: int | None = None):
     """A `fast` module of the recipe whose heads take ``n_features`` columns (a variant may add
-    or drop some; only the heads are trained and read here)."""
-    module = new_model("fast", config=_arch(cfg, False), device="cpu").module
+    or drop some; only the heads are trained and read here), with ``heads`` heads if given."""
+    arch = _arch(cfg, False)
+    module = new_model("fast", config={**arch, "heads": heads} if heads else arch, device="cpu").module
     if n_features != module.front.n_features:
         module.feat_mean = torch.zeros(n_features)
         module.feat_std = torch.ones(n_features)
@@ -337,7 +338,8 @@ def trial(spec: str, cache: Path, coloc: bool):
     Zv = np.load(cache / "Z_thin_val.npy")
     n_img = len(split_images(cfg)[0])
     parts = spec.split(":")
-    # g=GRAIN, e=EPOCHS, s=SEED, c=VARIANT, o=OVER, wd=WEIGHT_DECAY, fn=FEATURE_NOISE (in feature SDs)
+    # g=GRAIN, e=EPOCHS, s=SEED, c=VARIANT, o=OVER, wd=WEIGHT_DECAY, fn=FEATURE_NOISE (in feature SDs),
+    # h=HEADS (the ensemble's size; the recipe's 5)
     opts = dict(p.split("=") for p in parts if "=" in p)
     # nc: the same cache without the co-location columns; c=NAME: a variant's in their place.
     cols = Columns(cache, base, coloc and "nc" not in parts, opts.get("c"))
@@ -368,7 +370,7 @@ def trial(spec: str, cache: Path, coloc: bool):
     Fv = cols("thin_val")
 
     def fit(keep):
-        module = heads_for(cfg, Ft.shape[1])
+        module = heads_for(cfg, Ft.shape[1], int(opts["h"]) if "h" in opts else None)
         kw = dict(epochs=epochs, seed=seed, wd=float(opts.get("wd", 1e-4)), noise=float(opts.get("fn", 0)))
         over = float(opts["o"]) if "o" in opts else None
         if "max" not in flags:

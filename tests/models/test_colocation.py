@@ -158,9 +158,11 @@ def test_shipped_weights_record_their_front_end():
     assert bf.meta["arch_config"]["coloc"] == 2 and BRIGHTFIELD_ARCH["coloc"] == 2
     assert isinstance(bf.module.front, ColocationFrontEnd) and bf.module.front.step == 2
     assert bf.meta["training"]["config"]["layered_hinge"] == 0.8
+    # 15 heads since thick sections round 7, as the recipe's front end says (fluorescence: 5)
+    assert bf.meta["arch_config"]["heads"] == BRIGHTFIELD_ARCH["heads"] == len(bf.module.weights[0]) == 15
     fl = load_model("fast-fluorescence", modality="fluorescence")
     assert "coloc" not in fl.meta["arch_config"]
-    assert not isinstance(fl.module.front, ColocationFrontEnd)
+    assert not isinstance(fl.module.front, ColocationFrontEnd) and len(fl.module.weights[0]) == 5
 
 
 def test_a_file_without_the_option_reads_as_before(tmp_path):
