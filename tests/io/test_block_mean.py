@@ -19,10 +19,11 @@ def float_block_mean(a, f):
 
 @pytest.mark.parametrize("shape,dtype,f", [((130, 125, 3), np.uint8, 2), ((101, 77), np.uint16, 3),
                                            ((5, 7, 2), np.uint8, 4), ((1, 1), np.uint16, 5),
-                                           ((64, 48, 3), np.uint8, 7), ((30, 31), np.uint16, 30)])
+                                           ((64, 48, 3), np.uint8, 7), ((30, 31), np.uint16, 30),
+                                           ((41, 29, 2), np.int16, 3), ((9, 13), np.int8, 2)])
 def test_integer_block_mean_is_exact(shape, dtype, f):
     rng = np.random.default_rng(7)
-    a = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    a = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
     got = _block_mean(a, f)
     assert got.dtype == a.dtype
     np.testing.assert_array_equal(got, float_block_mean(a, f))
