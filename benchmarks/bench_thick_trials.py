@@ -18,7 +18,8 @@ extra tiles per image as a share of the recipe's 1000 (at most the cached share)
 soft specimens only), ``shipped`` the shipped weights read raw. With the same shares the
 heads are those ``focusq train`` makes (same tiles, seeds and loop: ``thin`` (``thin:nc`` in a
 ``--coloc`` cache) gives the f1555ce weights' raw figures to the last digit, and with ``--coloc``
-``sections:0.3:0.3:0`` is round 4's recipe, ``sections:0.3:0.4:0.8:c=d2`` round 5's (shipped);
+``sections:0.3:0.3:0`` is round 4's recipe, ``sections:0.3:0.4:0.8:c=d2`` round 5's,
+``sections:0.3:0.4:0.8:c=d2:h=15`` round 7's (shipped; ``h=`` the ensemble's size);
 ``shipped`` reads a ``--coloc`` cache with the columns of the shipped step: ``variant d2`` first).
 
 Round 5: ``make --tiles`` also keeps the tiles' green channel (uint8), so ``variant NAME...``
